@@ -1,0 +1,1 @@
+"""Pandera schemas and Dagster asset checks, one module per asset family."""

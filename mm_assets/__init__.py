@@ -1,0 +1,1 @@
+"""mm-pretrain: a multimodal LLM pretraining project as a Dagster asset graph."""

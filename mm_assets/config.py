@@ -1,0 +1,141 @@
+"""Typed models of configs/pipeline.yaml, the single source of truth (DESIGN.md §4).
+
+Every model forbids unknown keys, so a typo fails with its key path instead of silently taking a default.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "pipeline.yaml"
+SOURCE_NAME = re.compile(r"^[a-z][a-z0-9]{0,31}$")
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the key path."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourcesConfig(_Section):
+    manifest_dir: str = "sources"
+    names: list[str] = Field(default_factory=lambda: ["youtube"], min_length=1)
+
+    @field_validator("names")
+    @classmethod
+    def _names_are_ids(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not SOURCE_NAME.match(name):
+                raise ValueError(f"source name {name!r} must match {SOURCE_NAME.pattern} (it prefixes unique_id)")
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names repeat: {names}")
+        return names
+
+
+class StorageConfig(_Section):
+    root: str = "data"
+
+    @field_validator("root")
+    @classmethod
+    def _local_or_s3(cls, root: str) -> str:
+        if "://" in root and not root.startswith("s3://"):
+            raise ValueError(f"storage root {root!r}: use a local folder or s3://bucket/prefix")
+        return root
+
+
+class CrawlConfig(_Section):
+    workers: Annotated[int, Field(ge=1, le=64)] = 2
+    subtitle_languages: list[str] = Field(default_factory=lambda: ["en"])
+    official_subtitles: bool = True
+    automatic_subtitles: bool = True
+    audio_format: str = "wav"
+    audio_sample_rate_hz: Annotated[int, Field(ge=8000, le=192000)] = 24000
+    audio_channels: Annotated[int, Field(ge=1, le=2)] = 1
+    max_video_height: Annotated[int, Field(ge=144, le=4320)] = 720
+    item_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    socket_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    retries: Annotated[int, Field(ge=0, le=20)] = 2
+
+    @field_validator("audio_format")
+    @classmethod
+    def _lossless(cls, fmt: str) -> str:
+        if fmt not in {"wav", "flac"}:
+            raise ValueError(f"audio_format {fmt!r}: use 'wav' or 'flac' (lossless, read back by soundfile)")
+        return fmt
+
+    @property
+    def format_selector(self) -> str:
+        """yt-dlp format: the reference's 720p cap, with `<=?` so an unknown height is not an error."""
+        h = self.max_video_height
+        return f"bestvideo[height<=?{h}]+bestaudio/best[height<=?{h}]/best"
+
+
+class MetadataConfig(_Section):
+    pii_detection_method: str = "none"
+    quarantine_max_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
+
+
+class PipelineConfig(_Section):
+    schema_version: int = 1
+    sources: SourcesConfig = SourcesConfig()
+    storage: StorageConfig = StorageConfig()
+    crawl: CrawlConfig = CrawlConfig()
+    metadata: MetadataConfig = MetadataConfig()
+    # Where the file was read from: relative paths in it are relative to its project root.
+    base_dir: Path = Field(default=PROJECT_ROOT, exclude=True)
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    @property
+    def manifest_dir(self) -> Path:
+        return self.resolve(self.sources.manifest_dir)
+
+    @property
+    def storage_root(self) -> Path:
+        if self.storage.root.startswith("s3://"):
+            raise ConfigError(f"storage.root {self.storage.root!r}: S3 storage is not wired into the crawl yet")
+        return self.resolve(self.storage.root)
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "<top level>"
+        got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
+        lines.append(f"  {where}: {e['msg']}{got}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], *, source: str = "<dict>", base_dir: Path | None = None) -> PipelineConfig:
+    """Validate a config mapping; errors name every bad key path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    if "base_dir" in data:
+        raise ConfigError(f"{source}: base_dir: unknown key (it is set from the file's location)")
+    try:
+        return PipelineConfig(**data, base_dir=base_dir or PROJECT_ROOT)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: invalid configuration\n{_format_errors(err)}") from None
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG) -> PipelineConfig:
+    """Read and validate a pipeline config; relative paths in it resolve against its project root."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist (copy configs/pipeline.yaml and edit it)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    base = path.parent.parent if path.parent.name == "configs" else path.parent
+    return parse_config(data, source=str(path), base_dir=base)

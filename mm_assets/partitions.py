@@ -1,0 +1,7 @@
+"""Partition definitions: crawl batches (DESIGN.md §2)."""
+
+import dagster as dg
+
+# One partition per crawl batch (a manifest of 1k-10k URLs), never one per item: the UI and the
+# run storage degrade past ~25-100k partitions.
+crawl_batches = dg.DynamicPartitionsDefinition(name="crawl_batch")

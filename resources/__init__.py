@@ -1,0 +1,1 @@
+"""Dagster resources: thin adapters to the systems the assets talk to."""
