@@ -1,0 +1,1 @@
+"""Metadata ETL: crawled items -> unified metadata Parquet -> DuckDB catalog."""

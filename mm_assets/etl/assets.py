@@ -1,0 +1,59 @@
+"""The metadata ETL assets: `media_metadata` per crawl batch, and the DuckDB `metadata_catalog` over all."""
+
+import dagster as dg
+
+from mm_assets.crawl.assets import LEDGER, raw_media
+from mm_assets.crawl.batch import load_batch
+from mm_assets.crawl.records import read_ledger
+from mm_assets.etl.catalog import build_catalog
+from mm_assets.etl.metadata import METADATA_FILE, build_batch_metadata, load_prior_hashes
+from mm_assets.partitions import crawl_batches
+from resources.config import PipelineConfigResource
+from resources.storage import StorageResource
+
+@dg.asset(
+    partitions_def=crawl_batches,
+    deps=[raw_media],
+    group_name="etl",
+    kinds={"parquet", "polars"},
+    description="One Parquet file per batch in the unified metadata schema; failing rows go to quarantine.parquet.",
+)
+def media_metadata(
+    context: dg.AssetExecutionContext, pipeline: PipelineConfigResource, storage: StorageResource
+) -> dg.MaterializeResult:
+    batch = context.partition_key
+    cfg = pipeline.load()
+    info, _ = load_batch(storage, batch)
+    ledger = storage.crawl_dir(batch) / LEDGER
+    if not ledger.exists():
+        raise dg.Failure(f"batch {batch} has no crawl ledger at {ledger}: materialize raw_media for it first")
+    records = read_ledger(ledger)
+    prior = load_prior_hashes(storage, exclude_batch=batch)
+    result = build_batch_metadata(
+        records, storage=storage, info=info, cfg=cfg, prior_hashes=prior, out_dir=storage.metadata_dir(batch)
+    )
+    context.log.info(
+        f"metadata {batch}: {result.rows} rows, {result.quarantined} quarantined, "
+        f"{result.duplicates_within} duplicates within the batch, {result.duplicates_across} across batches"
+    )
+    return dg.MaterializeResult(metadata=result.dagster_metadata())
+
+@dg.asset(
+    deps=[media_metadata],
+    group_name="etl",
+    kinds={"duckdb"},
+    automation_condition=dg.AutomationCondition.eager(),
+    description="DuckDB database with views over every batch's metadata, quarantine, duplicates and crawl ledger.",
+)
+def metadata_catalog(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    result = build_catalog(storage.root_path, storage.catalog_path())
+    for view, n in result.views.items():
+        context.log.info(f"catalog view {view}: {n} rows from {result.files[view]} Parquet files")
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(result.path)),
+            **{f"rows.{view}": n for view, n in result.views.items()},
+            "batches": result.files.get("media_metadata", 0),
+            "query": "mm query \"SELECT * FROM media_metadata LIMIT 10\"",
+        }
+    )
