@@ -1,0 +1,38 @@
+"""Checks on `metadata_catalog`: the catalog holds exactly the rows the batches wrote."""
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from mm_assets.etl.catalog import run_query
+from mm_assets.etl.assets import METADATA_FILE, metadata_catalog
+from resources.storage import StorageResource
+
+
+def batch_row_counts(storage: StorageResource) -> dict[str, int]:
+    """Rows per batch, read from each metadata Parquet footer (no data scanned)."""
+    return {
+        p.parent.name: pq.ParquetFile(p).metadata.num_rows
+        for p in sorted(storage.path("metadata").glob(f"*/{METADATA_FILE}"))
+    }
+
+
+@dg.asset_check(asset=metadata_catalog, description="Catalog row count = sum of the batches' metadata rows.")
+def catalog_row_count(storage: StorageResource) -> dg.AssetCheckResult:
+    expected = batch_row_counts(storage)
+    db = storage.catalog_path()
+    if not expected:
+        return dg.AssetCheckResult(passed=db.exists(), metadata={"batches": 0})
+    _, rows = run_query(db, "SELECT batch, count(*) FROM media_metadata GROUP BY batch")
+    actual = dict(rows)
+    mismatched = {b: (n, actual.get(b, 0)) for b, n in expected.items() if actual.get(b, 0) != n}
+    extra = sorted(set(actual) - set(expected))
+    return dg.AssetCheckResult(
+        passed=not mismatched and not extra,
+        metadata={
+            "batches": len(expected),
+            "expected_rows": sum(expected.values()),
+            "catalog_rows": sum(actual.values()),
+            "mismatched (expected, catalog)": str(mismatched) if mismatched else "none",
+            "unexpected_batches": ", ".join(extra) or "none",
+        },
+    )

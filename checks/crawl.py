@@ -1,0 +1,52 @@
+"""Checks on `raw_media`: every manifest line accounted for, every published item complete."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from mm_assets.crawl.assets import LEDGER, raw_media
+from mm_assets.crawl.batch import ManifestEntry, load_batch
+from mm_assets.crawl.records import ITEM_RECORD, REASONS, CrawlRecord, read_ledger
+from resources.storage import StorageResource
+
+
+def ledger_problems(entries: list[ManifestEntry], records: list[CrawlRecord], root: Path) -> list[str]:
+    """Why the ledger does not account for the manifest; empty when every line has one valid record."""
+    problems = []
+    by_line: dict[int, list[CrawlRecord]] = {}
+    for r in records:
+        by_line.setdefault(r.line_no, []).append(r)
+    for e in entries:
+        got = by_line.pop(e.line_no, [])
+        if len(got) != 1:
+            problems.append(f"line {e.line_no} ({e.url}): {len(got)} records, expected 1")
+            continue
+        r = got[0]
+        if r.url != e.url:
+            problems.append(f"line {e.line_no}: ledger URL {r.url!r} differs from manifest {e.url!r}")
+        if r.status == "ok":
+            if not r.item_dir or not (root / r.item_dir / ITEM_RECORD).is_file():
+                problems.append(f"line {e.line_no} ({e.url}): ok but {r.item_dir}/{ITEM_RECORD} is missing")
+        elif r.status in ("skipped", "failed"):
+            if r.reason not in REASONS:
+                problems.append(f"line {e.line_no} ({e.url}): {r.status} with unknown reason {r.reason!r}")
+        else:
+            problems.append(f"line {e.line_no} ({e.url}): unknown status {r.status!r}")
+    problems += [f"line {n}: ledger record for a line the manifest does not have" for n in sorted(by_line)]
+    return problems
+
+
+@dg.asset_check(asset=raw_media, blocking=True, description="Every manifest line has exactly one ok/skipped/failed record with a reason.")
+def every_item_accounted_for(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+    batch = context.partition_key if context.has_partition_key else None
+    if batch is None:
+        return dg.AssetCheckResult(passed=False, metadata={"error": "run this check for one crawl batch partition"})
+    _, entries = load_batch(storage, batch)
+    ledger = storage.crawl_dir(batch) / LEDGER
+    if not ledger.exists():
+        return dg.AssetCheckResult(passed=False, metadata={"error": f"no ledger at {ledger}"})
+    problems = ledger_problems(entries, read_ledger(ledger), storage.root_path)
+    return dg.AssetCheckResult(
+        passed=not problems,
+        metadata={"manifest_lines": len(entries), "problems": len(problems), "first_problems": "\n".join(problems[:20])},
+    )

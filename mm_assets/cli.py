@@ -1,0 +1,140 @@
+"""`mm`: the command line. Register crawl batches, materialize them, query the catalog, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mm_assets.config import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError, load_config
+
+
+def _use_project_instance() -> None:
+    """Share the UI's instance: DAGSTER_HOME defaults to the repo root, whose dagster.yaml uses .dagster_home/."""
+    if not os.environ.get("DAGSTER_HOME"):
+        os.environ["DAGSTER_HOME"] = str(PROJECT_ROOT)
+        os.chdir(PROJECT_ROOT)  # dagster.yaml's storage paths are relative to the repo root
+
+
+def _instance():
+    import dagster as dg
+
+    _use_project_instance()
+    return dg.DagsterInstance.get()
+
+
+def cmd_add_batch(args: argparse.Namespace) -> int:
+    from mm_assets.crawl.batch import register_batch
+    from mm_assets.definitions import build_resources
+    from mm_assets.partitions import crawl_batches
+
+    cfg = load_config(args.config)
+    storage = build_resources(args.config)["storage"]
+    info, created = register_batch(storage, cfg, Path(args.file), args.source)
+    instance = _instance()
+    if not instance.has_dynamic_partition(crawl_batches.name, info.batch):
+        instance.add_dynamic_partitions(crawl_batches.name, [info.batch])
+    state = "registered" if created else "already registered (same content)"
+    print(f"crawl batch {info.batch}: {state}, {info.urls} URLs, manifest sha256 {info.manifest_sha256[:12]}")
+    print(f"materialize it with: mm ingest {info.batch}   (or from the UI: job ingest_batch)")
+    return 0
+
+
+def run_ingest(config: Path, batch: str, instance=None) -> bool:
+    """Materialize one batch (crawl + metadata + checks), then refresh the catalog; True when both succeed."""
+    from mm_assets.definitions import build_definitions
+
+    defs = build_definitions(config)
+    instance = instance or _instance()
+    ingest = defs.resolve_job_def("ingest_batch").execute_in_process(
+        partition_key=batch, instance=instance, raise_on_error=False
+    )
+    if not ingest.success:
+        return False
+    return defs.resolve_job_def("refresh_catalog").execute_in_process(instance=instance, raise_on_error=False).success
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from mm_assets.partitions import crawl_batches
+
+    instance = _instance()
+    if not instance.has_dynamic_partition(crawl_batches.name, args.batch):
+        print(f"mm: no crawl batch {args.batch!r}; register it with `mm crawl add-batch FILE`", file=sys.stderr)
+        return 2
+    return 0 if run_ingest(args.config, args.batch, instance) else 1
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from mm_assets.definitions import build_resources
+    from mm_assets.etl.catalog import format_rows, run_query
+
+    storage = build_resources(args.config)["storage"]
+    cols, rows = run_query(storage.catalog_path(), args.sql)
+    print(format_rows(cols, rows, args.format))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mm_assets.demo.run import run_demo
+
+    _use_project_instance()
+    return run_demo(args.config, port=args.port)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    _use_project_instance()
+    exe = Path(sys.executable).with_name("dagster")
+    cmd = [str(exe), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
+    return subprocess.call(cmd, cwd=PROJECT_ROOT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mm", description=__doc__)
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="pipeline config (default: %(default)s)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    crawl = sub.add_parser("crawl", help="crawl batches").add_subparsers(dest="crawl_command", required=True)
+    add = crawl.add_parser("add-batch", help="register a URL manifest as a crawl-batch partition")
+    add.add_argument("file", help="manifest: one URL a line, '#' comments (sources/<source>/<name>.txt)")
+    add.add_argument("--source", help="source name (default: the manifest's parent folder)")
+    add.set_defaults(func=cmd_add_batch)
+
+    ingest = sub.add_parser("ingest", help="crawl one batch, build its metadata, refresh the catalog")
+    ingest.add_argument("batch", help="crawl batch partition key, e.g. youtube-2026-11-29")
+    ingest.set_defaults(func=cmd_ingest)
+
+    query = sub.add_parser("query", help="run SQL against the DuckDB metadata catalog")
+    query.add_argument("sql", help='e.g. "SELECT source, count(*) FROM media_metadata GROUP BY 1"')
+    query.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    query.set_defaults(func=cmd_query)
+
+    demo = sub.add_parser("demo", help="generate synthetic media, serve it on 127.0.0.1 and run the graph")
+    demo.add_argument("--port", type=int, default=8765, help="loopback port (falls back to a free one)")
+    demo.set_defaults(func=cmd_demo)
+
+    ui = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on this project's instance")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=cmd_ui)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.config = args.config.resolve()
+    if getattr(args, "file", None):
+        args.file = str(Path(args.file).resolve())
+    from mm_assets.crawl.batch import BatchError
+    from mm_assets.etl.catalog import CatalogError
+
+    try:
+        return args.func(args)
+    except (ConfigError, BatchError, CatalogError) as err:
+        print(f"mm: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""The code location: assembles assets, checks, jobs, sensors and resources; no logic lives here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from checks.catalog import catalog_row_count
+from checks.crawl import every_item_accounted_for
+from checks.metadata import METADATA_CHECKS
+from mm_assets.config import DEFAULT_CONFIG, load_config
+from mm_assets.crawl.assets import raw_media
+from mm_assets.crawl.sensors import batch_manifest_sensor
+from mm_assets.etl.assets import media_metadata, metadata_catalog
+from mm_assets.jobs import catalog_job, ingest_batch_job
+from resources.config import PipelineConfigResource
+from resources.storage import StorageResource
+from resources.ytdlp import YtDlpResource
+
+
+def build_resources(config_path: str | Path) -> dict[str, dg.ConfigurableResource]:
+    """Every resource from one config file: the single source of truth (DESIGN.md §4)."""
+    cfg = load_config(config_path)
+    return {
+        "pipeline": PipelineConfigResource(path=str(Path(config_path).resolve())),
+        "storage": StorageResource(root=str(cfg.storage_root)),
+        "crawler": YtDlpResource(**cfg.crawl.model_dump()),
+    }
+
+
+def build_definitions(config_path: str | Path = DEFAULT_CONFIG) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[raw_media, media_metadata, metadata_catalog],
+        asset_checks=[every_item_accounted_for, *METADATA_CHECKS, catalog_row_count],
+        jobs=[ingest_batch_job, catalog_job],
+        sensors=[batch_manifest_sensor],
+        resources=build_resources(config_path),
+    )
+
+
+defs = build_definitions()
