@@ -48,12 +48,14 @@ def run_ingest(config: Path, batch: str, instance=None) -> bool:
 
     defs = build_definitions(config)
     instance = instance or _instance()
+    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     ingest = defs.resolve_job_def("ingest_batch").execute_in_process(
-        partition_key=batch, instance=instance, raise_on_error=False
+        partition_key=batch, instance=instance, raise_on_error=False, run_config=quiet
     )
     if not ingest.success:
         return False
-    return defs.resolve_job_def("refresh_catalog").execute_in_process(instance=instance, raise_on_error=False).success
+    catalog = defs.resolve_job_def("refresh_catalog")
+    return catalog.execute_in_process(instance=instance, raise_on_error=False, run_config=quiet).success
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

@@ -4,7 +4,8 @@ Inputs are untrusted: item.json and info.json may be missing, malformed or wrong
 them are confined to the item folder. Nothing here raises for bad data; problems are returned as reasons
 and the row goes to quarantine. Which source wins for each field:
 
-  title, description, upload_date   info.json, then item.json `page`
+  title                             item.json `page` (yt-dlp suffixes HTML5 embeds' titles " (1)"), then info.json
+  description, upload_date          info.json, then item.json `page`
   license                           item.json `page` (read from the page by us), then info.json
   duration_seconds                  item.json `probe`, then the audio file, then info.json
   resolution (only with a video)    item.json `probe`, then info.json
@@ -277,7 +278,7 @@ def build_item_row(record: CrawlRecord, item_dir: Path | None, *, source: str, c
         modalities=[m for m in MODALITIES if paths[m] is not None],
         data_paths={m: (str(p) if p is not None else None) for m, p in paths.items()},
         metadata={
-            "title": pick((info.get("title"), "info.json title"), (page.get("title"), "page.title")),
+            "title": pick((page.get("title"), "page.title"), (info.get("title"), "info.json title")),
             "description": pick((info.get("description"), "info.json description"),
                                 (page.get("description"), "page.description")),
             "license": pick((page.get("license"), "page.license"), (info.get("license"), "info.json license")),

@@ -1,0 +1,244 @@
+"""Synthetic media sites for the crawl: small clips made with the bundled ffmpeg, HTML pages that yt-dlp's
+generic extractor understands, and the bad inputs a real crawl meets.
+
+Pages are templates: the server (mm_assets.demo.server) replaces `{{base_url}}` in HTML with its own
+address, so a site is built once and served on any port. JSON-LD needs absolute URLs (yt-dlp ignores a
+relative `contentUrl`), everything else is relative.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import imageio_ffmpeg
+
+BASE_URL = "{{base_url}}"
+LICENSE_URL = "https://creativecommons.org/licenses/by/4.0/"
+UPLOAD_DATE = "2026-01-15"
+# Shell metacharacters of every kind; the `touch` target is given by the caller, and the `rm` names a
+# canary path rather than `~`, so even a broken crawler cannot hurt the machine running the tests.
+SHELL_TITLE = "$(touch {marker}); rm -rf ~/.mm-canary && echo \"x\" | tee '; <b>`id`</b>"
+
+
+@dataclass(frozen=True)
+class SitePage:
+    """One manifest line of a site and what the crawl must make of it: "ok" or a REASONS key."""
+
+    path: str
+    expect: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Site:
+    root: Path
+    pages: tuple[SitePage, ...]
+    slow_paths: tuple[str, ...] = field(default=())  # served a few bytes at a time (see server.Trickle)
+
+    def urls(self, base_url: str) -> list[str]:
+        return [base_url.rstrip("/") + "/" + p.path for p in self.pages]
+
+    def page(self, note: str) -> SitePage:
+        return next(p for p in self.pages if p.note == note)
+
+
+def make_clip(
+    path: Path,
+    *,
+    seconds: float = 2.0,
+    freq_hz: int = 440,
+    audio: bool = True,
+    size: str = "320x240",
+    fps: int = 15,
+    pattern: str = "testsrc",
+) -> Path:
+    """Encode a bit-exact h264/aac mp4 from lavfi sources (a test pattern and a sine tone)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+           "-f", "lavfi", "-i", f"{pattern}=size={size}:rate={fps}:duration={seconds}"]
+    if audio:
+        cmd += ["-f", "lavfi", "-i", f"sine=frequency={freq_hz}:sample_rate=44100:duration={seconds}"]
+    cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-threads", "1",
+            "-x264-params", "threads=1:sliced-threads=0"]
+    cmd += ["-c:a", "aac", "-b:a", "64k", "-ac", "1"] if audio else ["-an"]
+    cmd += ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
+            "-movflags", "+faststart", "-shortest", str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg could not make {path.name}: {proc.stderr.strip()[-500:]}")
+    return path
+
+
+def vtt(lines: list[str]) -> str:
+    cues = [f"00:00:{i:02d}.000 --> 00:00:{i:02d}.900\n{text}\n" for i, text in enumerate(lines)]
+    return "WEBVTT\n\n" + "\n".join(cues)
+
+
+def json_ld(title: str, description: str, *, content_url: str | None = None, seconds: int = 2) -> dict:
+    obj = {
+        "@context": "https://schema.org",
+        "@type": "VideoObject",
+        "name": title,
+        "description": description,
+        "uploadDate": UPLOAD_DATE,
+        "license": LICENSE_URL,
+        "inLanguage": "en",
+        "duration": f"PT{seconds}S",
+        "thumbnailUrl": BASE_URL + "thumb.jpg",
+    }
+    if content_url:
+        obj["contentUrl"] = content_url
+    return obj
+
+
+def page_html(
+    title: str,
+    *,
+    video: str | None,
+    tracks: dict[str, str] | None = None,
+    ld: dict | str | None = None,
+    description: str = "A synthetic clip for the mm-pretrain crawl.",
+    lang: str = "en",
+) -> str:
+    """A page: optional <video> with <track>s (lang -> src), optional JSON-LD (a dict, or raw text)."""
+    esc = html.escape
+    head = ['<meta charset="utf-8">', f"<title>{esc(title)}</title>",
+            f'<meta name="description" content="{esc(description)}">',
+            f'<link rel="license" href="{LICENSE_URL}">']
+    if ld is not None:
+        text = ld if isinstance(ld, str) else json.dumps(ld, ensure_ascii=False).replace("</", "<\\/")
+        head.append(f'<script type="application/ld+json">{text}</script>')
+    body = [f"<h1>{esc(title)}</h1>"]
+    if video:
+        body.append('<video controls width="320" height="240">')
+        body.append(f'  <source src="{esc(video)}" type="video/mp4">')
+        for lang_code, src in (tracks or {}).items():
+            body.append(f'  <track kind="subtitles" srclang="{esc(lang_code)}" label="{esc(lang_code)}" '
+                        f'src="{esc(src)}">')
+        body.append("</video>")
+    return (f'<!DOCTYPE html>\n<html lang="{esc(lang)}">\n<head>\n' + "\n".join(head) + "\n</head>\n<body>\n"
+            + "\n".join(body) + "\n</body>\n</html>\n")
+
+
+def _write(root: Path, rel: str, data: str | bytes) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    path.write_bytes(data)
+
+
+def _fresh(folder: Path) -> Path:
+    folder = Path(folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _video_page(root: Path, rel: str, title: str, clip: str, sub: str, *, ld: dict | str | None = None) -> None:
+    """Write a page at `rel` whose video and English track are site-root files `clip` and `sub`."""
+    up = "../" * rel.count("/")
+    if ld is None:
+        ld = json_ld(title, f"{title}: a synthetic clip.")
+    _write(root, rel, page_html(title, video=up + clip, tracks={"en": up + sub}, ld=ld))
+
+
+def build_demo_site(folder: str | Path) -> Site:
+    """Six crawlable pages and a dead link: three clips, two pages whose URLs end in the same file name
+    (yt-dlp gives both the id `lecture-1`), a JSON-LD-only page (no <video>), and a 404."""
+    root = _fresh(Path(folder))
+    for i, (freq, pattern) in enumerate([(440, "testsrc"), (660, "testsrc2"), (880, "smptebars")], start=1):
+        make_clip(root / f"media/clip-{i}.mp4", freq_hz=freq, pattern=pattern)
+        _write(root, f"subs/clip-{i}.en.vtt", vtt([f"Clip {i}, first line.", f"Clip {i}, second line."]))
+        _video_page(root, f"watch/clip-{i}.html", f"Demo clip {i}", f"media/clip-{i}.mp4", f"subs/clip-{i}.en.vtt")
+    for d, clip in (("a", 1), ("b", 2)):
+        _video_page(root, f"{d}/lecture.html", f"Lecture {d.upper()}", f"media/clip-{clip}.mp4",
+                    f"subs/clip-{clip}.en.vtt")
+    make_clip(root / "media/talk.mp4", seconds=3.0, freq_hz=330, pattern="rgbtestsrc")
+    ld = json_ld("A talk without a video tag", "Only JSON-LD describes this clip.",
+                 content_url=BASE_URL + "media/talk.mp4", seconds=3)
+    _write(root, "ld/talk.html", page_html("Talk page", video=None, ld=ld))
+    pages = (
+        SitePage("watch/clip-1.html", "ok", "clip-1"),
+        SitePage("watch/clip-2.html", "ok", "clip-2"),
+        SitePage("watch/clip-3.html", "ok", "clip-3"),
+        SitePage("a/lecture.html", "ok", "lecture-a"),
+        SitePage("b/lecture.html", "ok", "lecture-b"),
+        SitePage("ld/talk.html", "ok", "json-ld"),
+        SitePage("watch/missing.html", "page_unavailable", "dead-link"),
+    )
+    return Site(root, pages)
+
+
+def build_bad_site(folder: str | Path, *, pwn_marker: str | Path = "/tmp/pwned") -> Site:
+    """The inputs that break naive crawlers, each with the outcome the crawl must record.
+
+    `pwn_marker` is the file the shell-metacharacter title would `touch` if anything ever ran it in a shell.
+    """
+    root = _fresh(Path(folder))
+    # Every page that can succeed has its own clip (its own tone), so no two items share content.
+    for i, name in enumerate(["good", "latin1", "shell", "dotdot", "badjsonld", "nosubs", "slow"]):
+        make_clip(root / f"media/{name}.mp4", freq_hz=550 + 50 * i)
+    make_clip(root / "media/silent.mp4", audio=False)
+    _write(root, "media/corrupt.mp4", bytes(range(256)) * 64)  # garbage served as video/mp4
+    _write(root, "subs/good.en.vtt", vtt(["A good line."]))
+    # cp1252: curly quotes, an en dash, accents; not valid UTF-8.
+    _write(root, "subs/latin1.en.vtt", vtt(["Caf\u00e9 \u201cna\u00efve\u201d \u2013 \u00fcber"]).encode("cp1252"))
+
+    _video_page(root, "bad/corrupt.html", "Corrupt media", "media/corrupt.mp4", "subs/good.en.vtt")
+    _video_page(root, "bad/silent.html", "No audio stream", "media/silent.mp4", "subs/good.en.vtt")
+    _video_page(root, "bad/latin1.html", "Latin-1 subtitles", "media/latin1.mp4", "subs/latin1.en.vtt")
+    title = SHELL_TITLE.format(marker=pwn_marker)
+    _video_page(root, "bad/shell.html", title, "media/shell.mp4", "subs/good.en.vtt",
+                ld=json_ld(title, f"{title} (description)"))
+    # yt-dlp's generic id is the URL's percent-decoded last segment: this page's id is `../../etc/passwd-1`.
+    _video_page(root, "bad/..%2F..%2Fetc%2Fpasswd.html", "Dot-dot id", "media/dotdot.mp4", "subs/good.en.vtt")
+    _video_page(root, "bad/slow.html", "Trickling media", "media/slow.mp4", "subs/good.en.vtt")
+    _video_page(root, "bad/nosubs.html", "Subtitle track 404", "media/nosubs.mp4", "subs/missing.en.vtt")
+    two = page_html("Two videos", video="../media/good.mp4", tracks={"en": "../subs/good.en.vtt"})
+    _write(root, "bad/two.html", two.replace("</video>", '</video>\n<video><source src="../media/silent.mp4" '
+                                                      'type="video/mp4"></video>'))
+    _video_page(root, "bad/badjsonld.html", "Malformed JSON-LD", "media/badjsonld.mp4", "subs/good.en.vtt",
+                ld='{"@context": "https://schema.org", "@type": "VideoObject", "name": "broken", license: ,}')
+    pages = (
+        SitePage("bad/corrupt.html", "corrupt_media", "corrupt"),
+        SitePage("bad/silent.html", "no_audio", "silent"),
+        SitePage("bad/latin1.html", "ok", "latin1-subs"),
+        SitePage("bad/shell.html", "ok", "shell-title"),
+        SitePage("bad/..%2F..%2Fetc%2Fpasswd.html", "ok", "dotdot-id"),
+        SitePage("bad/slow.html", "timeout", "slow"),
+        SitePage("bad/badjsonld.html", "ok", "bad-json-ld"),
+        SitePage("bad/nosubs.html", "ok", "missing-subs"),  # kept without subtitles, the record says why
+        SitePage("bad/two.html", "unsupported_url", "two-videos"),  # a manifest line is one item
+    )
+    return Site(root, pages, slow_paths=("media/slow.mp4",))
+
+
+def build_bench_site(folder: str | Path, n: int = 30) -> Site:
+    """`n` pages, each with its own copy of one short clip and an English track, for throughput runs."""
+    root = _fresh(Path(folder))
+    make_clip(root / "media/bench.mp4", seconds=2.0, freq_hz=500)
+    _write(root, "subs/bench.en.vtt", vtt(["Benchmark line."]))
+    pages = []
+    for i in range(n):
+        clip = f"media/bench-{i:03d}.mp4"
+        shutil.copy(root / "media/bench.mp4", root / clip)
+        _video_page(root, f"bench/item-{i:03d}.html", f"Bench item {i}", clip, "subs/bench.en.vtt")
+        pages.append(SitePage(f"bench/item-{i:03d}.html", "ok", f"item-{i:03d}"))
+    return Site(root, tuple(pages))
+
+
+def write_manifest(site: Site, base_url: str, path: str | Path, *, header: str | None = None) -> Path:
+    """Write the site's URLs, one a line, in page order (a crawl batch manifest)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {header}"] if header else []
+    path.write_text("\n".join(lines + site.urls(base_url)) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,50 @@
+"""Shared fixtures: synthetic media sites served on 127.0.0.1 (built once per session).
+
+- `demo_site` / `demo_server`: six crawlable pages and a dead link (mm_assets.demo.build_demo_site).
+- `bad_site` / `bad_server`: corrupt media, no audio, cp1252 subtitles, a shell-metacharacter title, a `../`
+  id, a trickling download, malformed JSON-LD (build_bad_site); `pwn_marker` is the file the title would
+  `touch` if it ever reached a shell.
+- `demo_manifest`: the demo site's URLs written as sources/demo/site.txt under a temp project folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mm_assets.demo import Trickle, build_bad_site, build_demo_site, serve, write_manifest
+
+SLOW = Trickle(chunk=64, interval_s=0.5)  # ~128 B/s: a 45 kB clip would take six minutes
+
+
+@pytest.fixture(scope="session")
+def demo_site(tmp_path_factory):
+    return build_demo_site(tmp_path_factory.mktemp("demo-site"))
+
+
+@pytest.fixture(scope="session")
+def demo_server(demo_site):
+    with serve(demo_site.root) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pwn_marker(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("pwn") / "pwned"
+
+
+@pytest.fixture(scope="session")
+def bad_site(tmp_path_factory, pwn_marker):
+    return build_bad_site(tmp_path_factory.mktemp("bad-site"), pwn_marker=pwn_marker)
+
+
+@pytest.fixture(scope="session")
+def bad_server(bad_site):
+    with serve(bad_site.root, slow_paths={p: SLOW for p in bad_site.slow_paths}) as server:
+        yield server
+
+
+@pytest.fixture
+def demo_manifest(tmp_path, demo_site, demo_server) -> Path:
+    return write_manifest(demo_site, demo_server.base_url, tmp_path / "sources" / "demo" / "site.txt")
