@@ -9,6 +9,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip==25.3
 	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q --no-deps encodec==0.1.1
 	$(PIP) check
 	@# torch must stay the CPU build on disk: no CUDA wheels, no torchvision/torchaudio (DESIGN.md §8)
 	@if $(PIP) freeze | grep -iqE '^(nvidia-|torchvision|torchaudio|triton)'; then \

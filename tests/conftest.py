@@ -9,7 +9,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# One BLAS/OpenMP thread per process on these 2-core machines: torch's default oversubscribes (DESIGN.md §9).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 

@@ -26,11 +26,12 @@ INT32_MAX = np.iinfo(np.int32).max
 
 @pytest.fixture(scope="module")
 def megatron_builder():
-    torch = pytest.importorskip("torch")
+    import torch
+
     torch.set_num_threads(1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Transformer Engine and Apex are not installed"
-        indexed = pytest.importorskip("megatron.core.datasets.indexed_dataset")
+        from megatron.core.datasets import indexed_dataset as indexed
 
     def build(prefix, documents):
         builder = indexed.IndexedDatasetBuilder(str(bin_path(prefix)), dtype=np.int32)
