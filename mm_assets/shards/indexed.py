@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from mm_assets.paths import fsync_dir
 from mm_assets.shards.vocab import VocabLayout
 
 INDEX_HEADER = b"MMIDIDX\x00\x00"
@@ -174,7 +175,7 @@ class ShardWriter:
             committed_bin = True
             os.replace(self._idx_tmp, idx_path(self.prefix))
             if self.durable:
-                _fsync_dir(self.prefix.parent)
+                fsync_dir(self.prefix.parent)
         except BaseException:
             self.abort()
             if committed_bin:  # a new .bin beside an old (or no) .idx: remove the pair rather than mix them
@@ -362,11 +363,3 @@ def build_gpt_dataset(
 def _temp_beside(target: Path) -> tuple[Path, int]:
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     return Path(name), fd
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

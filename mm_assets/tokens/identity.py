@@ -197,19 +197,20 @@ def _some(keys: Iterable[str], n: int = 3) -> str:
     return ", ".join(keys[:n]) + more
 
 
+def load_state_into(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load `state` into `module` strictly; the error lists missing, unexpected and wrong-shape keys."""
+    own = module.state_dict()
+    missing, unexpected = own.keys() - state.keys(), state.keys() - own.keys()
+    wrong = {f"{k} (checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)})"
+             for k in own.keys() & state.keys() if tuple(own[k].shape) != tuple(state[k].shape)}
+    problems = [f"{label} {_some(keys)}" for label, keys in
+                (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shape", wrong)) if keys]
+    if problems:
+        raise InvalidWeightsError(f"{source} does not fit the model: {'; '.join(problems)} "
+                                  "(check the tokenizer config against the checkpoint)")
+    module.load_state_dict(state, strict=True)
+
+
 def load_module_weights(module: torch.nn.Module, path: Path, *, what: str) -> None:
     """Load a state_dict file into `module` strictly: every key present, none extra, every shape equal."""
-    state = load_state_dict_file(path, what=what)
-    expected = module.state_dict()
-    missing, unexpected = expected.keys() - state.keys(), state.keys() - expected.keys()
-    wrong_shape = {k for k in expected.keys() & state.keys() if tuple(expected[k].shape) != tuple(state[k].shape)}
-    problems = []
-    if missing:
-        problems.append(f"missing {_some(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {_some(unexpected)}")
-    if wrong_shape:
-        problems.append(f"wrong shape {_some(wrong_shape)}")
-    if problems:
-        raise InvalidWeightsError(f"{what} weights {path} do not fit the model: {'; '.join(problems)}")
-    module.load_state_dict(state, strict=True)
+    load_state_into(module, load_state_dict_file(path, what=what), f"{what} weights {path}")

@@ -233,27 +233,3 @@ def load_lightning_state_dict(path: Path, *, what: str) -> dict[str, torch.Tenso
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise InvalidWeightsError(f"{what} weights: {path} holds no state_dict of tensors")
     return obj
-
-
-def load_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load `state` strictly into `module`, failing with the missing / unexpected / mis-shaped keys."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {_few(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys {_few(unexpected)}")
-    if shapes:
-        problems.append(f"shape mismatches {_few(shapes)}")
-    if problems:
-        raise InvalidWeightsError(f"{source} does not fit the configured model: " + "; ".join(problems)
-                                  + " (check the tokenizer config against the checkpoint)")
-    module.load_state_dict(state, strict=True)
-
-
-def _few(items: list[str], n: int = 5) -> str:
-    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")

@@ -19,11 +19,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from mm_assets.tokens.config import ImageTokenizerConfig
-from mm_assets.tokens.identity import TokenizerIdentity, library_versions, resolve_device, resolve_weights
+from mm_assets.tokens.identity import (
+    TokenizerIdentity,
+    library_versions,
+    load_state_into,
+    resolve_device,
+    resolve_weights,
+)
 from mm_assets.tokens.vq import (
     MediaDecodeError,
     decode_image,
-    load_checked,
     load_lightning_state_dict,
     resize_center_crop,
     to_float_images,
@@ -181,7 +186,7 @@ class VQGANEncoder(nn.Module):
     def load_taming_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> list[str]:
         """Load a taming VQModel state_dict; returns the dropped keys (decoder, post_quant_conv, loss)."""
         dropped = sorted(k for k in state if k.startswith(DROPPED_PREFIXES))
-        load_checked(self, {k: v for k, v in state.items() if not k.startswith(DROPPED_PREFIXES)}, source)
+        load_state_into(self, {k: v for k, v in state.items() if not k.startswith(DROPPED_PREFIXES)}, source)
         return dropped
 
 

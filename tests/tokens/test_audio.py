@@ -193,8 +193,8 @@ def test_wrong_weight_files_are_refused(tok, tmp_path):
         "shape.th": {**state, "quantizer.vq.layers.0._codebook.embed": torch.zeros(512, 128)},
         "tensor.th": torch.zeros(3),
     }
-    expect = {"garbage.th": "cannot load", "partial.th": "missing encoder.model.0.conv.conv.bias",
-              "extra.th": "unexpected decoder.extra.weight", "shape.th": "wrong shape quantizer",
+    expect = {"garbage.th": "cannot load", "partial.th": "missing keys encoder.model.0.conv.conv.bias",
+              "extra.th": "unexpected keys decoder.extra.weight", "shape.th": "wrong shape quantizer",
               "tensor.th": "holds a Tensor, not a plain state_dict"}
     for name, content in cases.items():
         path = tmp_path / name

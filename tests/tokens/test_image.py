@@ -177,7 +177,7 @@ def test_checkpoint_missing_encoder_key_or_wrong_shape_fails_clearly(tmp_path):
     with pytest.raises(InvalidWeightsError, match=r"missing keys encoder\.mid\.attn_1\.q\.weight"):
         ImageTokenizer.from_config(small_config(checkpoint="missing.ckpt"), base_dir=tmp_path, arch=SMALL)
     wide = VQGANArch(embed_dim=8, n_embed=16384, z_channels=8, ch=32, num_res_blocks=1)
-    with pytest.raises(InvalidWeightsError, match=r"quantize\.embedding\.weight: checkpoint \(512, 8\) vs model "
+    with pytest.raises(InvalidWeightsError, match=r"quantize\.embedding\.weight \(checkpoint \(512, 8\) vs model "
                                                   r"\(16384, 8\)"):
         ImageTokenizer.from_config(small_config(checkpoint="plain.pt", codebook_size=16384), base_dir=tmp_path,
                                    arch=wide)

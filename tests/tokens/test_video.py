@@ -134,7 +134,7 @@ def test_checkpoint_round_trip_and_clear_failures(tmp_path, rvq):
     assert np.array_equal(loaded.encode_frames(frames).codes, source.encode_frames(frames).codes)
     assert not np.array_equal(rvq.encode_frames(frames).codes, source.encode_frames(frames).codes)
 
-    with pytest.raises(InvalidWeightsError, match=r"missing quantizer\.layers\.2\._codebook"):
+    with pytest.raises(InvalidWeightsError, match=r"missing keys quantizer\.layers\.2\._codebook"):
         VideoTokenizer.from_config(config(checkpoint=str(path), num_quantizers=3))
     with pytest.raises(InvalidWeightsError, match=r"wrong shape .*embed\.weight"):
         VideoTokenizer.from_config(config(checkpoint=str(path), embed_dim=32))
