@@ -9,8 +9,9 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip==25.3
 	$(PIP) install -q -e '.[test]'
-	$(PIP) install -q --no-deps encodec==0.1.1
 	$(PIP) check
+	@# encodec declares torchaudio (CUDA-linked on PyPI): install it alone, after `pip check`
+	$(PIP) install -q --no-deps encodec==0.1.1
 	@# torch must stay the CPU build on disk: no CUDA wheels, no torchvision/torchaudio (DESIGN.md §8)
 	@if $(PIP) freeze | grep -iqE '^(nvidia-|torchvision|torchaudio|triton)'; then \
 		echo "error: a CUDA package or torchvision/torchaudio was installed; check the pins" >&2; exit 1; fi
