@@ -9,9 +9,10 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip==25.3
 	$(PIP) install -q -e '.[test]'
-	$(PIP) check
-	@# encodec declares torchaudio (CUDA-linked on PyPI): install it alone, after `pip check`
+	@# encodec declares torchaudio, whose PyPI build is CUDA-linked: install encodec alone (DESIGN.md §8)
 	$(PIP) install -q --no-deps encodec==0.1.1
+	@problems=$$($(PIP) check 2>&1 | grep -v -e '^No broken requirements found' -e '^encodec 0.1.1 requires torchaudio'); \
+	if [ -n "$$problems" ]; then echo "pip check: $$problems" >&2; exit 1; fi
 	@# torch must stay the CPU build on disk: no CUDA wheels, no torchvision/torchaudio (DESIGN.md §8)
 	@if $(PIP) freeze | grep -iqE '^(nvidia-|torchvision|torchaudio|triton)'; then \
 		echo "error: a CUDA package or torchvision/torchaudio was installed; check the pins" >&2; exit 1; fi
