@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mm_assets.tokens.config import TokenizersConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "pipeline.yaml"
@@ -83,12 +85,35 @@ class MetadataConfig(_Section):
     quarantine_max_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
 
 
+class ShardsConfig(_Section):
+    """How items become Megatron documents, and the bounds the shard checks enforce (reference §B.9)."""
+
+    order: list[str] = Field(default_factory=lambda: ["text", "audio", "image", "video"])
+    flatten: str = "frame_major"  # RVQ levels interleaved per frame: t0q0 t0q1 ... t1q0 ...
+    special_token_ratio_max: Annotated[float, Field(ge=0, le=1)] = 0.2
+    min_document_tokens: Annotated[int, Field(ge=2)] = 3  # at least one token, or a marker pair, plus EOD
+    max_document_tokens: Annotated[int, Field(ge=2)] = 10_000_000
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ShardsConfig":
+        known = {"text", "audio", "image", "video"}
+        if set(self.order) - known or len(set(self.order)) != len(self.order):
+            raise ValueError(f"order {self.order}: list each of {sorted(known)} at most once")
+        if self.flatten not in ("frame_major", "level_major"):
+            raise ValueError(f"flatten {self.flatten!r}: use frame_major or level_major")
+        if self.min_document_tokens > self.max_document_tokens:
+            raise ValueError(f"min_document_tokens {self.min_document_tokens} > max_document_tokens {self.max_document_tokens}")
+        return self
+
+
 class PipelineConfig(_Section):
     schema_version: int = 1
     sources: SourcesConfig = SourcesConfig()
     storage: StorageConfig = StorageConfig()
     crawl: CrawlConfig = CrawlConfig()
     metadata: MetadataConfig = MetadataConfig()
+    tokenizers: TokenizersConfig = TokenizersConfig()
+    shards: ShardsConfig = ShardsConfig()
     # Where the file was read from: relative paths in it are relative to its project root.
     base_dir: Path = Field(default=PROJECT_ROOT, exclude=True)
 

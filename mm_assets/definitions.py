@@ -9,11 +9,15 @@ import dagster as dg
 from checks.catalog import catalog_row_count
 from checks.crawl import every_item_accounted_for
 from checks.metadata import METADATA_CHECKS
+from checks.shards import SHARD_CHECKS
+from checks.tokens import TOKEN_CHECKS
 from mm_assets.config import DEFAULT_CONFIG, load_config
 from mm_assets.crawl.assets import raw_media
 from mm_assets.crawl.sensors import batch_manifest_sensor
 from mm_assets.etl.assets import media_metadata, metadata_catalog
 from mm_assets.jobs import catalog_job, ingest_batch_job
+from mm_assets.shards.assets import token_shards
+from mm_assets.tokens.assets import TOKEN_ASSETS
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
 from resources.ytdlp import YtDlpResource
@@ -31,8 +35,8 @@ def build_resources(config_path: str | Path) -> dict[str, dg.ConfigurableResourc
 
 def build_definitions(config_path: str | Path = DEFAULT_CONFIG) -> dg.Definitions:
     return dg.Definitions(
-        assets=[raw_media, media_metadata, metadata_catalog],
-        asset_checks=[every_item_accounted_for, *METADATA_CHECKS, catalog_row_count],
+        assets=[raw_media, media_metadata, metadata_catalog, *TOKEN_ASSETS, token_shards],
+        asset_checks=[every_item_accounted_for, *METADATA_CHECKS, catalog_row_count, *TOKEN_CHECKS, *SHARD_CHECKS],
         jobs=[ingest_batch_job, catalog_job],
         sensors=[batch_manifest_sensor],
         resources=build_resources(config_path),

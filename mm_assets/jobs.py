@@ -2,11 +2,11 @@
 
 import dagster as dg
 
-# Everything per batch: crawl, then metadata ETL (its blocking checks gate downstream steps).
+# Everything per batch: crawl, metadata ETL, tokens, shards (blocking checks gate each next step).
 ingest_batch_job = dg.define_asset_job(
     "ingest_batch",
-    selection=dg.AssetSelection.groups("crawl", "etl") - dg.AssetSelection.assets("metadata_catalog"),
-    description="Crawl one batch and build its unified metadata Parquet.",
+    selection=dg.AssetSelection.groups("crawl", "etl", "tokens", "shards") - dg.AssetSelection.assets("metadata_catalog"),
+    description="Crawl one batch, build its metadata, tokenize every modality and write its Megatron shard.",
 )
 
 catalog_job = dg.define_asset_job(

@@ -52,6 +52,24 @@ def print_catalog_summary(db: Path, batch: str) -> None:
         print(f"\n{title}:\n{format_rows(cols, rows)}")
 
 
+def print_shard_summary(folder: Path) -> None:
+    """The batch's shard as megatron-core sees it: the proof that training can read it."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Transformer Engine and Apex are not installed"
+        from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    from mm_assets.shards import VocabLayout
+
+    dataset = IndexedDataset(str(folder / "tokens"))
+    layout = VocabLayout.read(folder / "vocab.json")
+    lengths = [len(dataset[i]) for i in range(len(dataset))]
+    print(f"\ntoken shard {folder}/tokens.{{bin,idx}} (vocab {layout.vocab_size}, int32):")
+    print(f"  megatron-core IndexedDataset reads {len(dataset)} documents, {sum(lengths)} tokens, lengths {lengths}")
+    print("  tokenizers ran on random weights (tokenizers.allow_random_weights): marked `weights: random` in the asset metadata")
+
+
 def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInstance | None = None) -> int:
     from mm_assets.cli import run_ingest  # the same path as `mm ingest`
 
@@ -75,6 +93,7 @@ def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInst
         print(f"\nthe demo run failed: see the run's logs (mm ui, then Runs) for batch {info.batch}")
         return 1
     print_catalog_summary(storage.catalog_path(), info.batch)
+    print_shard_summary(storage.path("shards", info.batch))
     print(
         f"\ncatalog: {storage.catalog_path()}\n"
         "query it:   .venv/bin/mm query \"SELECT unique_id, metadata.title, metadata.license FROM media_metadata\"\n"

@@ -1,0 +1,123 @@
+"""The `token_shards` asset: a batch's tokens assembled into documents, written as one Megatron shard.
+
+`shards/<batch>/` holds tokens.bin/.idx (int32, one sequence per document ending with EOD), vocab.json (the
+versioned vocabulary layout) and documents.parquet (which item each document is). The folder is built aside
+and published with one rename, so readers see a whole shard or the previous one.
+"""
+
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mm_assets.config import PipelineConfig
+from mm_assets.etl.metadata import METADATA_FILE
+from mm_assets.partitions import crawl_batches
+from mm_assets.paths import publish_dir
+from mm_assets.shards import AssemblyConfig, Codebook, DocumentAssembler, VocabLayout, shard_stats, write_shard
+from mm_assets.tokens.assets import MODALITIES, TOKEN_ASSETS, token_file
+from mm_assets.tokens.store import read_identity, read_tokens
+from resources.config import PipelineConfigResource
+from resources.storage import StorageResource
+
+SHARD_PREFIX = "tokens"  # shards/<batch>/tokens.bin, tokens.idx
+VOCAB_FILE = "vocab.json"
+DOCUMENTS_FILE = "documents.parquet"
+
+
+class ShardInputError(ValueError):
+    """The batch's tokens cannot make a shard (e.g. no text vocabulary is known)."""
+
+
+def text_vocab_size(cfg: PipelineConfig, storage: StorageResource, batch: str) -> int:
+    """The text tokenizer's vocabulary size: from the batch's text tokens, else from the tokenizer file."""
+    identity = read_identity(token_file(storage, batch, "text"))
+    size = identity.get("config", {}).get("vocab_size")
+    if size:
+        return int(size)
+    from mm_assets.tokens.text import TextTokenizer
+
+    path = cfg.resolve(cfg.tokenizers.text.tokenizer_json or "")
+    if not path.is_file():
+        raise ShardInputError(f"batch {batch} has no text tokens and {path} does not exist: the vocabulary layout "
+                              "needs the text tokenizer (tokenizers.text.tokenizer_json)")
+    return TextTokenizer.from_file(path).vocab_size
+
+
+def vocab_layout(cfg: PipelineConfig, text_size: int) -> VocabLayout:
+    """Text ids first, then audio (each RVQ level its own range), image, video, then the special tokens."""
+    t = cfg.tokenizers
+    return VocabLayout.build(text_size, [
+        Codebook("audio", t.audio.codebook_size, t.audio.n_q),
+        Codebook("image", t.image.codebook_size, 1),
+        Codebook("video", t.video.codebook_size, t.video.num_quantizers),
+    ])
+
+
+def batch_documents(storage: StorageResource, batch: str, order: list[str]) -> tuple[list[str], list[dict], Counter]:
+    """(unique_ids, items, skipped reasons): each accepted item's ok codes by modality, in unique_id order."""
+    uids = pl.read_parquet(storage.metadata_dir(batch) / METADATA_FILE, columns=["unique_id"])["unique_id"]
+    codes = {m: read_tokens(token_file(storage, batch, m))[0] for m in MODALITIES}
+    kept, items, skipped = [], [], Counter()
+    for uid in sorted(uids.to_list()):
+        item = {m: (codes[m][uid][0] if m == "text" else codes[m][uid]) for m in order if uid in codes[m]}
+        if not any(np.size(v) for v in item.values()):
+            skipped["no_tokens"] += 1
+            continue
+        kept.append(uid)
+        items.append(item)
+    return kept, items, skipped
+
+
+def build_shard(cfg: PipelineConfig, storage: StorageResource, batch: str) -> dict:
+    """Assemble and publish the batch's shard; returns Dagster metadata."""
+    layout = vocab_layout(cfg, text_vocab_size(cfg, storage, batch))
+    assembler = DocumentAssembler(layout, AssemblyConfig(order=tuple(cfg.shards.order), flatten=cfg.shards.flatten))
+    uids, items, skipped = batch_documents(storage, batch, cfg.shards.order)
+    target = storage.path("shards", batch)
+    staging = storage.path("shards", f".staging-{batch}-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        docs = [assembler.assemble(item) for item in items]
+        files = write_shard(staging / SHARD_PREFIX, docs, eod_id=layout.eod_id)
+        vocab_sha = layout.write(staging / VOCAB_FILE)
+        table = pa.table({"document": pa.array(range(len(uids)), pa.int64()), "unique_id": pa.array(uids, pa.string()),
+                          "tokens": pa.array([len(d) for d in docs], pa.int64())})
+        pq.write_table(table, staging / DOCUMENTS_FILE)
+        publish_dir(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    stats = shard_stats(target / SHARD_PREFIX, layout)
+    return {
+        "documents": files.documents,
+        "tokens": files.tokens,
+        "skipped_items": sum(skipped.values()),
+        "bin_sha256": files.bin_sha256,
+        "idx_sha256": files.idx_sha256,
+        "vocab_size": layout.vocab_size,
+        "vocab_sha256": vocab_sha,
+        "special_token_ratio": round(stats.special_token_ratio, 6),
+        "length_p50": stats.lengths.p50,
+        "length_max": stats.lengths.max,
+        "prefix": dg.MetadataValue.path(str(target / SHARD_PREFIX)),
+        "data_path": f"1.0 {target / SHARD_PREFIX}",
+    }
+
+
+@dg.asset(partitions_def=crawl_batches, deps=TOKEN_ASSETS, group_name="shards", kinds={"numpy"},
+          description="Megatron indexed dataset (.bin/.idx, int32, one document per item ending with EOD) + vocab layout.")
+def token_shards(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
+                 storage: StorageResource) -> dg.MaterializeResult:
+    try:
+        metadata = build_shard(pipeline.load(), storage, context.partition_key)
+    except ShardInputError as err:
+        raise dg.Failure(str(err)) from None
+    context.log.info(f"shard {context.partition_key}: {metadata['documents']} documents, {metadata['tokens']} tokens")
+    return dg.MaterializeResult(metadata=metadata)

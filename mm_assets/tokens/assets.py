@@ -1,0 +1,155 @@
+"""The token assets: discrete codes per item for each modality of a crawl batch, with the tokenizer identity.
+
+Each asset reads its batch's unified metadata, tokenizes every item that has the modality (one bad item is
+recorded with its reason, never fatal) and writes `tokens/<batch>/<modality>.parquet`.
+"""
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from mm_assets.config import PipelineConfig
+from mm_assets.etl.assets import media_metadata
+from mm_assets.etl.metadata import METADATA_FILE
+from mm_assets.etl.subtitles import vtt_text
+from mm_assets.partitions import crawl_batches
+from mm_assets.tokens.store import TokenRow, write_tokens
+from resources.config import PipelineConfigResource
+from resources.storage import StorageResource
+
+MODALITIES = ("text", "audio", "image", "video")
+GROUP = 16  # items per encode call: bounds memory (audio chunks of one call are pooled)
+# A tokenizer's `encode_files`: paths -> one result per path, codes or the per-item exception.
+Encoder = Callable[[Sequence[Path]], list[Any]]
+
+
+def token_file(storage: StorageResource, batch: str, modality: str) -> Path:
+    return storage.path("tokens", batch, f"{modality}.parquet")
+
+
+def batch_items(storage: StorageResource, batch: str, modality: str) -> list[tuple[str, Path]]:
+    """(unique_id, file) of the batch's accepted items that have `modality`, sorted by unique_id."""
+    path = storage.metadata_dir(batch) / METADATA_FILE
+    if not path.exists():
+        raise dg.Failure(f"batch {batch} has no metadata at {path}: materialize media_metadata for it first")
+    df = pl.read_parquet(path, columns=["unique_id", "data_paths"])
+    df = df.select("unique_id", pl.col("data_paths").struct.field(modality).alias("file"))
+    return [(uid, Path(f)) for uid, f in df.drop_nulls("file").sort("unique_id").iter_rows()]
+
+
+def _reason(err: Exception) -> str:
+    """A short class for a per-item failure; tokenizer errors carry one, others are named by type."""
+    reason = getattr(err, "reason", None)
+    if isinstance(reason, str) and reason.isidentifier():
+        return reason
+    return {"AudioReadError": "unreadable_audio", "AudioTooShortError": "too_short",
+            "InvalidAudioError": "invalid_audio"}.get(type(err).__name__, "tokenize_error")
+
+
+def _codes_of(result: Any) -> tuple[np.ndarray, str | None]:
+    """Codes (levels, frames) and notes from whatever a tokenizer returned for one item."""
+    if isinstance(result, np.ndarray):
+        return (result if result.ndim == 2 else result[None, :]), None
+    notes = "silent" if getattr(result, "silent", False) else None
+    return np.asarray(result.codes), notes
+
+
+def _groups(items: list[tuple[str, Path]]) -> Iterator[list[tuple[str, Path]]]:
+    for i in range(0, len(items), GROUP):
+        yield items[i : i + GROUP]
+
+
+def tokenize_items(items: list[tuple[str, Path]], encode: Encoder, log: Callable[[str], None]) -> list[TokenRow]:
+    """Encode in groups; an exception returned (or raised) for one item becomes that item's failed row."""
+    rows: list[TokenRow] = []
+    for group in _groups(items):
+        try:
+            results = encode([path for _, path in group])
+        except Exception:  # noqa: BLE001 - fall back to one item at a time to isolate the bad one
+            results = []
+            for _, path in group:
+                try:
+                    results.append(encode([path])[0])
+                except Exception as err:  # noqa: BLE001 - recorded per item
+                    results.append(err)
+        for (uid, _), result in zip(group, results):
+            if isinstance(result, Exception):
+                rows.append(TokenRow(uid, "failed", _reason(result), str(result)[:2000]))
+            else:
+                codes, notes = _codes_of(result)
+                rows.append(TokenRow(uid, "ok", codes=codes, notes=notes))
+        log(f"{len(rows)}/{len(items)} items tokenized")
+    return rows
+
+
+def _text_encoder(cfg: PipelineConfig, items: list[tuple[str, Path]]) -> tuple[Encoder, dict[str, Any]]:
+    from mm_assets.tokens.text import TextTokenizer
+
+    texts = lambda: (vtt_text(p.read_text(encoding="utf-8-sig")) for _, p in items)  # noqa: E731
+    tok = TextTokenizer.from_config(cfg.tokenizers.text, base_dir=cfg.base_dir, demo_texts=texts())
+    return (lambda paths: [tok.encode(vtt_text(p.read_text(encoding="utf-8-sig"))) for p in paths]), tok.identity.to_metadata()
+
+
+def _model_encoder(cfg: PipelineConfig, modality: str) -> tuple[Encoder, dict[str, Any]]:
+    from mm_assets.tokens.audio import AudioTokenizer
+    from mm_assets.tokens.video import VideoTokenizer
+    from mm_assets.tokens.vqgan import ImageTokenizer
+
+    cls = {"audio": AudioTokenizer, "image": ImageTokenizer, "video": VideoTokenizer}[modality]
+    tok = cls.from_config(getattr(cfg.tokenizers, modality), allow_random_weights=cfg.tokenizers.allow_random_weights,
+                          base_dir=cfg.base_dir)
+    return tok.encode_files, tok.identity.to_metadata()
+
+
+def materialize_tokens(context: dg.AssetExecutionContext, cfg: PipelineConfig, storage: StorageResource,
+                       modality: str) -> dg.MaterializeResult:
+    batch = context.partition_key
+    items = batch_items(storage, batch, modality)
+    started = time.monotonic()
+    if items:
+        encode, identity = _text_encoder(cfg, items) if modality == "text" else _model_encoder(cfg, modality)
+        rows = tokenize_items(items, encode, lambda msg: context.log.info(f"{modality} tokens {batch}: {msg}"))
+    else:
+        identity, rows = {"tokenizer": None, "weights": "none", "note": f"no item of batch {batch} has {modality}"}, []
+    out = token_file(storage, batch, modality)
+    write_tokens(out, rows, identity)
+    ok = [r for r in rows if r.status == "ok"]
+    for r in rows:
+        if r.status == "failed":
+            context.log.warning(f"{modality} tokens {batch}: {r.unique_id} failed ({r.reason}): {r.message}")
+    return dg.MaterializeResult(
+        metadata={
+            "items": len(rows),
+            "ok": len(ok),
+            "failed": len(rows) - len(ok),
+            **{f"reason.{k}": v for k, v in sorted(Counter(r.reason for r in rows if r.reason).items())},
+            "tokens": int(sum(r.codes.size for r in ok)),
+            "weights": identity.get("weights", "none"),
+            "tokenizer": dg.MetadataValue.json(identity),
+            "path": dg.MetadataValue.path(str(out)),
+            "wall_s": round(time.monotonic() - started, 2),
+        }
+    )
+
+
+def _token_asset(modality: str, description: str) -> dg.AssetsDefinition:
+    @dg.asset(name=f"{modality}_tokens", partitions_def=crawl_batches, deps=[media_metadata], group_name="tokens",
+              kinds={"pytorch"} if modality != "text" else {"python"}, description=description)
+    def _asset(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
+               storage: StorageResource) -> dg.MaterializeResult:
+        return materialize_tokens(context, pipeline.load(), storage, modality)
+
+    return _asset
+
+
+audio_tokens = _token_asset("audio", "EnCodec 24 kHz codes per item: (8, 75 x seconds), codebook 1024.")
+image_tokens = _token_asset("image", "VQGAN f16 codes per image: 16 x 16 = 256, codebook 16384.")
+video_tokens = _token_asset("video", "Tubelet RVQ codes per clip (levels, tubelets), codebook 4096.")
+text_tokens = _token_asset("text", "Text tokenizer ids of each item's subtitles.")
+TOKEN_ASSETS = [text_tokens, audio_tokens, image_tokens, video_tokens]
