@@ -1,4 +1,4 @@
-"""The Dagster UI's server loads the code location and shows the three assets with their checks."""
+"""The Dagster UI's server loads the code location and shows every asset with its checks."""
 
 import json
 import os
@@ -62,3 +62,7 @@ def test_ui_shows_assets_and_checks(webserver):
     assert (group, partitioned) == ("etl", True)
     assert checks == {"metadata_schema": True, "metadata_unique_ids": True, "metadata_license_present": True, "metadata_quarantine": False}
     assert shown["metadata_catalog"] == ("etl", False, {"catalog_row_count": False})
+    for modality in ("text", "audio", "image", "video"):
+        assert shown[f"{modality}_tokens"] == ("tokens", True, {"codes_valid": True, "tokenizer_weights_pretrained": False})
+    assert shown["token_shards"] == ("shards", True, {"shard_ids_in_range": True, "shard_documents_complete": True,
+                                                      "shard_token_distribution": True})

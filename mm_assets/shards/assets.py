@@ -86,7 +86,7 @@ def build_shard(cfg: PipelineConfig, storage: StorageResource, batch: str) -> di
     staging.mkdir(parents=True)
     try:
         docs = [assembler.assemble(item) for item in items]
-        files = write_shard(staging / SHARD_PREFIX, docs, eod_id=layout.eod_id)
+        files = write_shard(staging / SHARD_PREFIX, docs, eod_id=layout.eod_id, copy=False)
         vocab_sha = layout.write(staging / VOCAB_FILE)
         table = pa.table({"document": pa.array(range(len(uids)), pa.int64()), "unique_id": pa.array(uids, pa.string()),
                           "tokens": pa.array([len(d) for d in docs], pa.int64())})

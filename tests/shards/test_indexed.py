@@ -63,8 +63,13 @@ def test_bytes_equal_megatron_builder(case, tmp_path, megatron_builder):
     documents = CASES[case]
     megatron_builder(tmp_path / "megatron", documents)
     files = write_shard(tmp_path / "ours", documents, buffer_tokens=128)  # small buffer: flushes and direct writes
+    nocopy = write_shard(tmp_path / "nocopy", documents, buffer_tokens=128, copy=False)  # writev from the arrays
     for path in (bin_path, idx_path):
         assert path(tmp_path / "ours").read_bytes() == path(tmp_path / "megatron").read_bytes(), path.__name__
+        assert path(tmp_path / "nocopy").read_bytes() == path(tmp_path / "megatron").read_bytes(), path.__name__
+    assert (nocopy.documents, nocopy.tokens, nocopy.bin_sha256) == (files.documents, files.tokens, files.bin_sha256)
+    for suffix in ("bin", "idx"):
+        (tmp_path / f"nocopy.{suffix}").unlink()
     assert files.documents == len(documents) and files.tokens == sum(len(d) for d in documents)
     assert files.bin_sha256 == sha256_file(files.bin_path) and files.idx_sha256 == sha256_file(files.idx_path)
     assert sorted(os.listdir(tmp_path)) == ["megatron.bin", "megatron.idx", "ours.bin", "ours.idx"]
