@@ -59,6 +59,7 @@ class CrawlConfig(_Section):
     official_subtitles: bool = True
     automatic_subtitles: bool = True
     audio_format: str = "wav"
+    thumbnails: bool = True  # --write-thumbnail: the page's poster/thumbnail becomes the item's image
     audio_sample_rate_hz: Annotated[int, Field(ge=8000, le=192000)] = 24000
     audio_channels: Annotated[int, Field(ge=1, le=2)] = 1
     max_video_height: Annotated[int, Field(ge=144, le=4320)] = 720

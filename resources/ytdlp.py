@@ -29,6 +29,7 @@ class YtDlpResource(dg.ConfigurableResource):
     official_subtitles: bool = _DEFAULTS.official_subtitles
     automatic_subtitles: bool = _DEFAULTS.automatic_subtitles
     audio_format: str = _DEFAULTS.audio_format
+    thumbnails: bool = _DEFAULTS.thumbnails
     audio_sample_rate_hz: int = _DEFAULTS.audio_sample_rate_hz
     audio_channels: int = _DEFAULTS.audio_channels
     max_video_height: int = _DEFAULTS.max_video_height

@@ -21,7 +21,7 @@ from mm_assets.demo import write_manifest
 from mm_assets.etl.catalog import EXAMPLE_QUERIES, run_query
 from mm_assets.partitions import crawl_batches
 from mm_assets.shards import VocabLayout
-from mm_assets.tokens.store import read_identity
+from mm_assets.tokens.store import read_identity, read_tokens
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -103,6 +103,8 @@ def test_demo_batch_end_to_end_and_rerun(project, demo_site, demo_server, instan
     for modality in ("audio", "video", "text"):
         assert read_identity(storage.path("tokens", batch, f"{modality}.parquet"))["weights"] in ("random", "pretrained")
     assert read_identity(storage.path("tokens", batch, "audio.parquet"))["weights"] == "random"
+    image_codes, _ = read_tokens(storage.path("tokens", batch, "image.parquet"))  # the clips' posters
+    assert len(image_codes) == 3 and all(c.shape == (1, 256) for c in image_codes.values())
 
     # A rerun downloads nothing: no media requests, item files untouched, metadata and shard byte-identical.
     before, meta_bytes = _files(storage.path("raw")), metadata.read_bytes()

@@ -41,6 +41,7 @@ def ydl_params(cfg: CrawlConfig, outtmpl: str, *, logger: Any) -> dict[str, Any]
         "writeautomaticsub": cfg.automatic_subtitles,
         "subtitleslangs": subtitle_langs(cfg),
         "writeinfojson": True,
+        "writethumbnail": cfg.thumbnails,
         "keepvideo": True,
         "ffmpeg_location": imageio_ffmpeg.get_ffmpeg_exe(),
         "postprocessor_args": {"extractaudio": audio_args(cfg)},

@@ -100,7 +100,7 @@ class ItemRecord:
     extractor: str
     crawled_at: str  # ISO 8601 UTC
     crawler: dict[str, str]  # {"name": "yt-dlp", "version": ...}
-    # {"video": str|None, "audio": str|None, "info_json": str,
+    # {"video": str|None, "audio": str|None, "image": str|None (the thumbnail), "info_json": str,
     #  "subtitles": {lang: {"file": str, "automatic": bool}}}
     files: dict[str, Any]
     # Filled by us, not by yt-dlp: {"duration_seconds", "width", "height", "sample_rate_hz", "audio_channels"}

@@ -35,6 +35,7 @@ from mm_assets.crawl.staging import WorkerDirs, item_lock
 from mm_assets.paths import atomic_write_text, publish_dir, safe_join, sanitize_component, sha256_file
 
 STAGED = "item"  # fixed outtmpl stem in the staging folder; files are renamed to <id>.<ext> before publishing
+THUMBNAIL_EXTS = {"jpg", "jpeg", "png", "webp"}
 _SUBTITLE_FAILURE = re.compile(r"Unable to download video subtitles", re.I)
 
 
@@ -238,7 +239,7 @@ class Worker:
         requested = info.get("requested_subtitles") or {}
         official = (info.get("subtitles") or {}) if self.cfg.official_subtitles else {}
         sub_files = {f"{STAGED}.{lang}.{sub.get('ext')}": lang for lang, sub in requested.items()}
-        files: dict[str, Any] = {"video": None, "audio": None, "info_json": None, "subtitles": {}}
+        files: dict[str, Any] = {"video": None, "audio": None, "image": None, "info_json": None, "subtitles": {}}
         media: list[str] = []
         for path in sorted(work.iterdir()):
             rest = path.name[len(STAGED) + 1:] if path.name.startswith(STAGED + ".") else None
@@ -252,6 +253,8 @@ class Worker:
                 new = files["info_json"] = f"{item_id}.info.json"
             elif rest == self.cfg.audio_format:
                 new = files["audio"] = f"{item_id}.{rest}"
+            elif rest.lower() in THUMBNAIL_EXTS:  # --write-thumbnail: the page's poster
+                new = files["image"] = f"{item_id}.{rest.lower()}"
             elif "." in rest:  # f137.mp4 kept by keepvideo after a merge, .part, .ytdl: not part of the item
                 path.unlink()
                 continue

@@ -105,8 +105,9 @@ def page_html(
     ld: dict | str | None = None,
     description: str = "A synthetic clip for the mm-pretrain crawl.",
     lang: str = "en",
+    poster: str | None = None,
 ) -> str:
-    """A page: optional <video> with <track>s (lang -> src), optional JSON-LD (a dict, or raw text)."""
+    """A page: optional <video> (with a poster image) and <track>s (lang -> src), optional JSON-LD."""
     esc = html.escape
     head = ['<meta charset="utf-8">', f"<title>{esc(title)}</title>",
             f'<meta name="description" content="{esc(description)}">',
@@ -116,7 +117,8 @@ def page_html(
         head.append(f'<script type="application/ld+json">{text}</script>')
     body = [f"<h1>{esc(title)}</h1>"]
     if video:
-        body.append('<video controls width="320" height="240">')
+        poster_attr = f' poster="{esc(poster)}"' if poster else ""
+        body.append(f'<video controls width="320" height="240"{poster_attr}>')
         body.append(f'  <source src="{esc(video)}" type="video/mp4">')
         for lang_code, src in (tracks or {}).items():
             body.append(f'  <track kind="subtitles" srclang="{esc(lang_code)}" label="{esc(lang_code)}" '
@@ -142,12 +144,23 @@ def _fresh(folder: Path) -> Path:
     return folder
 
 
-def _video_page(root: Path, rel: str, title: str, clip: str, sub: str, *, ld: dict | str | None = None) -> None:
-    """Write a page at `rel` whose video and English track are site-root files `clip` and `sub`."""
+def make_poster(path: Path, *, pattern: str = "testsrc") -> Path:
+    """A 320x240 PNG still (the <video poster>, which the crawl keeps as the item's image)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i",
+                    f"{pattern}=size=320x240:rate=1", "-frames:v", "1", "-fflags", "+bitexact", str(path)],
+                   check=True, timeout=60)
+    return path
+
+
+def _video_page(root: Path, rel: str, title: str, clip: str, sub: str, *, ld: dict | str | None = None,
+                poster: str | None = None) -> None:
+    """Write a page at `rel` whose video, English track and poster are site-root files."""
     up = "../" * rel.count("/")
     if ld is None:
         ld = json_ld(title, f"{title}: a synthetic clip.")
-    _write(root, rel, page_html(title, video=up + clip, tracks={"en": up + sub}, ld=ld))
+    _write(root, rel, page_html(title, video=up + clip, tracks={"en": up + sub}, ld=ld,
+                                poster=up + poster if poster else None))
 
 
 def build_demo_site(folder: str | Path) -> Site:
@@ -157,7 +170,9 @@ def build_demo_site(folder: str | Path) -> Site:
     for i, (freq, pattern) in enumerate([(440, "testsrc"), (660, "testsrc2"), (880, "smptebars")], start=1):
         make_clip(root / f"media/clip-{i}.mp4", freq_hz=freq, pattern=pattern)
         _write(root, f"subs/clip-{i}.en.vtt", vtt([f"Clip {i}, first line.", f"Clip {i}, second line."]))
-        _video_page(root, f"watch/clip-{i}.html", f"Demo clip {i}", f"media/clip-{i}.mp4", f"subs/clip-{i}.en.vtt")
+        make_poster(root / f"media/clip-{i}.png", pattern=pattern)
+        _video_page(root, f"watch/clip-{i}.html", f"Demo clip {i}", f"media/clip-{i}.mp4", f"subs/clip-{i}.en.vtt",
+                    poster=f"media/clip-{i}.png")
     for d, clip in (("a", 1), ("b", 2)):
         _video_page(root, f"{d}/lecture.html", f"Lecture {d.upper()}", f"media/clip-{clip}.mp4",
                     f"subs/clip-{clip}.en.vtt")
