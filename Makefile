@@ -32,6 +32,8 @@ ui: install
 bench: install
 	$(PY) benchmarks/bench_etl.py
 	$(PY) benchmarks/bench_crawl.py
+	$(PY) benchmarks/bench_shards.py
+	$(PY) benchmarks/bench_encodec.py
 
 clean:
-	rm -rf data .dagster_home
+	rm -rf data .dagster_home sources/demo
