@@ -68,6 +68,57 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0 if run_ingest(args.config, args.batch, instance) else 1
 
 
+def run_experiment(config: Path, experiment: str, instance=None) -> bool:
+    """Register `experiment` as a partition, train it (blend -> checkpoint -> log), refresh records + catalog."""
+    from mm_assets.definitions import build_definitions
+    from mm_assets.partitions import experiments
+
+    defs = build_definitions(config)
+    instance = instance or _instance()
+    if not instance.has_dynamic_partition(experiments.name, experiment):
+        instance.add_dynamic_partitions(experiments.name, [experiment])
+    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    train = defs.resolve_job_def("train_experiment").execute_in_process(
+        partition_key=experiment, instance=instance, raise_on_error=False, run_config=quiet
+    )
+    if not train.success:
+        return False
+    records = defs.resolve_job_def("refresh_records")
+    return records.execute_in_process(instance=instance, raise_on_error=False, run_config=quiet).success
+
+
+def _load_experiment(args: argparse.Namespace):
+    from mm_assets.train.experiments import load_experiment_file
+
+    return load_experiment_file(load_config(args.config), args.config, args.experiment)[0]
+
+
+def cmd_train_run(args: argparse.Namespace) -> int:
+    _load_experiment(args)  # a bad experiment file fails here, before anything is registered
+    return 0 if run_experiment(args.config, args.experiment) else 1
+
+
+def cmd_train_render(args: argparse.Namespace) -> int:
+    """Print (or write) the Megatron arguments and sbatch script, without shards: vocab from_shards stays open."""
+    from mm_assets.definitions import build_resources
+    from mm_assets.train.blend_assets import shard_resolver
+    from mm_assets.train.config import ShardVocab
+    from mm_assets.train.sbatch import render_launch
+
+    exp = _load_experiment(args)
+    vocab = ShardVocab(vocab_size=args.vocab_size, eod_id=args.vocab_size - 2, pad_id=args.vocab_size - 1) \
+        if args.vocab_size else None
+    files = render_launch(exp, vocab=vocab, shard_prefix=shard_resolver(build_resources(args.config)["storage"]))
+    if args.out:
+        for kind, path in files.write(Path(args.out)).items():
+            print(f"{kind}: {path}")
+    else:
+        print(files.sbatch)
+    for warning in files.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     from mm_assets.definitions import build_resources
     from mm_assets.etl.catalog import format_rows, run_query
@@ -111,6 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("sql", help='e.g. "SELECT source, count(*) FROM media_metadata GROUP BY 1"')
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
     query.set_defaults(func=cmd_query)
+
+    train = sub.add_parser("train", help="experiments").add_subparsers(dest="train_command", required=True)
+    run = train.add_parser("run", help="register configs/experiments/ID.yaml as a partition and train it")
+    run.add_argument("experiment", help="experiment id, e.g. exp-tiny-cpu")
+    run.set_defaults(func=cmd_train_run)
+    render = train.add_parser("render", help="print the generated sbatch script (or write args + script to --out)")
+    render.add_argument("experiment")
+    render.add_argument("--out", help="folder for <id>.args.txt and <id>.sbatch")
+    render.add_argument("--vocab-size", type=int, help="stand-in vocabulary size when no shards exist yet")
+    render.set_defaults(func=cmd_train_render)
 
     demo = sub.add_parser("demo", help="generate synthetic media, serve it on 127.0.0.1 and run the graph")
     demo.add_argument("--port", type=int, default=8765, help="loopback port (falls back to a free one)")

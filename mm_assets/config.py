@@ -12,15 +12,11 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mm_assets.project import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError  # noqa: F401 (re-exported)
 from mm_assets.tokens.config import TokenizersConfig
+from mm_assets.train.config import TrainingConfig
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "pipeline.yaml"
 SOURCE_NAME = re.compile(r"^[a-z][a-z0-9]{0,31}$")
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be used; the message names the file and the key path."""
 
 
 class _Section(BaseModel):
@@ -107,6 +103,22 @@ class ShardsConfig(_Section):
         return self
 
 
+class ComputeConfig(_Section):
+    """Where training jobs run: a local subprocess (the embedded default) or a Slurm cluster."""
+
+    backend: str = "local"
+    slurm_conf: str | None = None  # SLURM_CONF for the Slurm commands (e.g. the local dev cluster's)
+    poll_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    log_tail_lines: Annotated[int, Field(ge=1, le=10000)] = 50
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, backend: str) -> str:
+        if backend not in ("local", "slurm"):
+            raise ValueError(f"backend {backend!r}: use local (a subprocess) or slurm (sbatch)")
+        return backend
+
+
 class PipelineConfig(_Section):
     schema_version: int = 1
     sources: SourcesConfig = SourcesConfig()
@@ -115,6 +127,9 @@ class PipelineConfig(_Section):
     metadata: MetadataConfig = MetadataConfig()
     tokenizers: TokenizersConfig = TokenizersConfig()
     shards: ShardsConfig = ShardsConfig()
+    compute: ComputeConfig = ComputeConfig()
+    training: TrainingConfig | None = None  # the base every configs/experiments/<id>.yaml overrides
+    experiments_dir: str = "configs/experiments"
     # Where the file was read from: relative paths in it are relative to its project root.
     base_dir: Path = Field(default=PROJECT_ROOT, exclude=True)
 

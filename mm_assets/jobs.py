@@ -14,3 +14,16 @@ catalog_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("metadata_catalog"),
     description="Rebuild the DuckDB catalog over every batch's metadata.",
 )
+
+# One experiment: blend -> Megatron launch (local or Slurm, through Pipes) -> checkpoint -> JSONL log.
+train_experiment_job = dg.define_asset_job(
+    "train_experiment",
+    selection=dg.AssetSelection.groups("train"),
+    description="Resolve the blend, run the rendered Megatron launch, convert its log (one experiment partition).",
+)
+
+records_job = dg.define_asset_job(
+    "refresh_records",
+    selection=dg.AssetSelection.assets("experiment_records", "metadata_catalog"),
+    description="Rebuild the experiment table and the catalog that queries it.",
+)

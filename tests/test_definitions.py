@@ -18,11 +18,14 @@ def test_shipped_definitions_validate():
     assert defs.resolve_sensor_def("batch_manifest_sensor")
 
 
-def test_lineage_runs_crawl_to_catalog():
+def test_lineage_runs_crawl_to_records():
     graph = defs.resolve_asset_graph()
     parents = lambda name: {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys}  # noqa: E731
     assert parents("media_metadata") == {"raw_media"}
-    assert parents("metadata_catalog") == {"media_metadata"}
+    assert parents("metadata_catalog") == {"media_metadata", "experiment_records"}
+    assert parents("training_blend") == {"token_shards"}
+    assert parents("checkpoint") == {"training_blend"} and parents("training_log") == {"checkpoint"}
+    assert parents("experiment_records") == {"checkpoint", "training_log"}
 
 
 def test_resources_follow_the_config_file(tmp_path):

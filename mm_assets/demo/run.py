@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from mm_assets.config import load_config
+from mm_assets.config import PipelineConfig, load_config
 from mm_assets.crawl.batch import register_batch
 from mm_assets.demo.media import build_demo_site, write_manifest
 from mm_assets.demo.server import LoopbackServer, serve
@@ -21,6 +21,8 @@ from mm_assets.etl.catalog import EXAMPLE_QUERIES, format_rows, run_query
 from mm_assets.partitions import crawl_batches
 from resources.storage import StorageResource
 
+DEMO_BATCH = "demo-site"
+DEMO_EXPERIMENT = "exp-tiny-cpu"  # configs/experiments/exp-tiny-cpu.yaml: a tiny GPT on the CPU, blend demo-site
 SUMMARY_SQL = (
     "SELECT status, coalesce(reason, '') AS reason, count(*) AS items FROM crawl_items "
     "WHERE batch = ? GROUP BY 1, 2 ORDER BY 1, 2"
@@ -38,6 +40,16 @@ def _serve_on(stack: ExitStack, root: Path, port: int) -> LoopbackServer:
         return stack.enter_context(serve(root, port=0))
 
 
+def _demo_manifest(cfg: PipelineConfig, storage: StorageResource, site, server: LoopbackServer) -> Path:
+    """sources/demo/site.txt (batch demo-site, which exp-tiny-cpu trains on); a batch is immutable, so when
+    demo-site was registered with other URLs (another port), the manifest is named after the port instead."""
+    header = "mm demo: synthetic media served on 127.0.0.1 by `mm demo`"
+    lines = [f"# {header}", *site.urls(server.base_url)]
+    snapshot = storage.batch_dir(DEMO_BATCH) / "manifest.txt"
+    name = "site" if not snapshot.exists() or snapshot.read_text().splitlines() == lines else f"site-{server.port}"
+    return write_manifest(site, server.base_url, cfg.manifest_dir / "demo" / f"{name}.txt", header=header)
+
+
 def print_catalog_summary(db: Path, batch: str) -> None:
     import duckdb
 
@@ -50,6 +62,25 @@ def print_catalog_summary(db: Path, batch: str) -> None:
     for title, sql in EXAMPLE_QUERIES.items():
         cols, rows = run_query(db, sql)
         print(f"\n{title}:\n{format_rows(cols, rows)}")
+
+
+RECORDS_SQL = "SELECT experiment_id, date, git_commit, result_summary FROM experiment_records"
+
+
+def train_demo(cfg: PipelineConfig, config_path: Path, batch: str, instance: dg.DagsterInstance) -> bool | None:
+    """Train exp-tiny-cpu (a tiny GPT built with megatron-core, on the CPU) on the demo shard."""
+    from mm_assets.cli import run_experiment
+    from mm_assets.train.experiments import experiment_path
+
+    if batch != DEMO_BATCH or cfg.training is None or not experiment_path(cfg, DEMO_EXPERIMENT).is_file():
+        print(f"\ntraining skipped: {DEMO_EXPERIMENT} trains on batch {DEMO_BATCH} "
+              f"(this run crawled {batch}; see configs/experiments/)")
+        return None
+    print(f"\ntraining {DEMO_EXPERIMENT} on {batch} (compute backend: {cfg.compute.backend}) ...")
+    if not run_experiment(config_path, DEMO_EXPERIMENT, instance):
+        print(f"training {DEMO_EXPERIMENT} failed: see the run's logs (mm ui, then Runs)")
+        return False
+    return True
 
 
 def print_shard_summary(folder: Path) -> None:
@@ -80,10 +111,7 @@ def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInst
     site = build_demo_site(storage.path("demo_site"))
     with ExitStack() as stack:
         server = _serve_on(stack, site.root, port)
-        manifest = write_manifest(
-            site, server.base_url, cfg.manifest_dir / "demo" / f"site-{server.port}.txt",
-            header="mm demo: synthetic media served on 127.0.0.1 by `mm demo`",
-        )
+        manifest = _demo_manifest(cfg, storage, site, server)
         info, _ = register_batch(storage, cfg, manifest, "demo")
         if not instance.has_dynamic_partition(crawl_batches.name, info.batch):
             instance.add_dynamic_partitions(crawl_batches.name, [info.batch])
@@ -92,8 +120,14 @@ def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInst
     if not ok:
         print(f"\nthe demo run failed: see the run's logs (mm ui, then Runs) for batch {info.batch}")
         return 1
-    print_catalog_summary(storage.catalog_path(), info.batch)
     print_shard_summary(storage.path("shards", info.batch))
+    trained = train_demo(cfg, Path(config_path), info.batch, instance)
+    print_catalog_summary(storage.catalog_path(), info.batch)
+    if trained:
+        cols, rows = run_query(storage.catalog_path(), RECORDS_SQL)
+        print(f"\nexperiment records (mm query \"SELECT * FROM experiment_records\"):\n{format_rows(cols, rows)}")
+    if trained is False:
+        return 1
     print(
         f"\ncatalog: {storage.catalog_path()}\n"
         "query it:   .venv/bin/mm query \"SELECT unique_id, metadata.title, metadata.license FROM media_metadata\"\n"

@@ -39,11 +39,11 @@ def media_metadata(
     return dg.MaterializeResult(metadata=result.dagster_metadata())
 
 @dg.asset(
-    deps=[media_metadata],
+    deps=[media_metadata, dg.AssetKey("experiment_records")],
     group_name="etl",
     kinds={"duckdb"},
     automation_condition=dg.AutomationCondition.eager(),
-    description="DuckDB database with views over every batch's metadata, quarantine, duplicates and crawl ledger.",
+    description="DuckDB views over every batch's metadata, quarantine, duplicates and crawl ledger, and the experiment records.",
 )
 def metadata_catalog(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     result = build_catalog(storage.root_path, storage.catalog_path())

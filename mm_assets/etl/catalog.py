@@ -16,12 +16,13 @@ import duckdb
 
 from mm_assets.paths import atomic_path
 
-# view name -> Parquet glob under the storage root; `batch` is taken from the folder name.
+# view name -> Parquet glob under the storage root; per-batch files get a `batch` column from their folder.
 VIEWS = {
-    "media_metadata": ("metadata", "media_metadata.parquet"),
-    "quarantine": ("metadata", "quarantine.parquet"),
-    "duplicates": ("metadata", "duplicates.parquet"),
-    "crawl_items": ("crawl", "items.parquet"),
+    "media_metadata": ("metadata/*/media_metadata.parquet", True),
+    "quarantine": ("metadata/*/quarantine.parquet", True),
+    "duplicates": ("metadata/*/duplicates.parquet", True),
+    "crawl_items": ("crawl/*/items.parquet", True),
+    "experiment_records": ("records/experiment_records.parquet", False),
 }
 
 EXAMPLE_QUERIES = {
@@ -56,14 +57,14 @@ def build_catalog(root: Path, db_path: Path) -> CatalogResult:
         tmp.unlink()  # duckdb must create the file itself
         con = duckdb.connect(str(tmp))
         try:
-            for view, (folder, name) in VIEWS.items():
-                paths = sorted(str(p) for p in Path(root).glob(f"{folder}/*/{name}"))
+            for view, (pattern, per_batch) in VIEWS.items():
+                paths = sorted(str(p) for p in Path(root).glob(pattern))
                 if not paths:
                     continue
                 listing = "[" + ", ".join(_sql_str(p) for p in paths) + "]"
+                batch = ", regexp_extract(filename, '/([^/]+)/[^/]+$', 1) AS batch" if per_batch else ""
                 con.execute(
-                    f"CREATE VIEW {view} AS SELECT * EXCLUDE (filename), "
-                    f"regexp_extract(filename, '/([^/]+)/[^/]+$', 1) AS batch "
+                    f"CREATE VIEW {view} AS SELECT * EXCLUDE (filename){batch} "
                     f"FROM read_parquet({listing}, union_by_name = true, filename = true)"
                 )
                 views[view] = con.execute(f"SELECT count(*) FROM {view}").fetchone()[0]

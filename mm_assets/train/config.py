@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mm_assets.config import PROJECT_ROOT, ConfigError
+from mm_assets.project import PROJECT_ROOT, ConfigError
 
 DEFAULT_EXPERIMENTS_DIR = PROJECT_ROOT / "configs" / "experiments"
 EXPERIMENT_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
