@@ -74,8 +74,8 @@ def _launch(context, cfg, exp: ExperimentConfig, files: LaunchFiles, run: dict[s
         client = SlurmPipesClient(shared_dir=str(exp.run_dir / "pipes"), slurm_conf=cfg.compute.slurm_conf,
                                   poll_interval_s=cfg.compute.poll_interval_s, log_tail_lines=cfg.compute.log_tail_lines)
         invocation = client.run(context=context, script=files.sbatch, job_name=exp.job_name, env=_job_env())
-        run["slurm_job_id"] = str(invocation.metadata.get("slurm_job_id"))
-        run["log"] = str(invocation.metadata.get("slurm_log"))
+        meta = {k: getattr(v, "value", v) for k, v in invocation.metadata.items()}  # MetadataValue -> plain
+        run["slurm_job_id"], run["log"] = str(meta.get("slurm_job_id")), str(meta.get("slurm_log"))
         return invocation
     log = exp.log_dir / f"{exp.id}-local-{run['started_at'].replace(':', '')}.log"
     run["log"] = str(log)
