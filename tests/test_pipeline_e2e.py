@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from checks.metadata import check_metadata_file
 from mm_assets.cli import run_ingest
@@ -165,17 +166,29 @@ def test_sensor_registers_new_manifests(project, demo_site, demo_server, instanc
     assert isinstance(again, dg.SkipReason)
 
 
-def test_mm_demo_command(project, tmp_path):
-    """The README's first Quickstart command path: `mm demo` on a fresh instance ends with a non-empty catalog."""
+def test_mm_demo_command(tmp_path):
+    """The README's first Quickstart command path: `mm demo` on a fresh instance crawls, shards and trains the
+    tiny experiment on the CPU, and ends with a non-empty catalog and an experiment record."""
+    cfg = yaml.safe_load((REPO / "configs" / "pipeline.yaml").read_text())
+    cfg["crawl"].update(item_timeout_s=60, retries=0)
+    cfg["experiments_dir"] = str(REPO / "configs" / "experiments")
+    (tmp_path / "configs").mkdir()
+    project = tmp_path / "configs" / "pipeline.yaml"
+    project.write_text(yaml.safe_dump(cfg))
     home = tmp_path / "dagster_home"
     home.mkdir()
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     mm = [sys.executable, "-m", "mm_assets.cli", "--config", str(project)]
-    run = subprocess.run(mm + ["demo", "--port", "0"], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    run = subprocess.run(mm + ["demo", "--port", "0"], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "items per source" in run.stdout and "demo   | 4" in run.stdout
+    assert "megatron-core IndexedDataset reads 4 documents" in run.stdout
     out = subprocess.run(mm + ["query", "SELECT count(*) AS n FROM media_metadata", "--format", "json"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert json.loads(out.stdout) == [{"n": 4}]
+    out = subprocess.run(mm + ["query", "SELECT experiment_id, final_loss, iterations FROM experiment_records",
+                               "--format", "json"], env=env, capture_output=True, text=True, timeout=60)
+    (record,) = json.loads(out.stdout)
+    assert record["experiment_id"] == "exp-tiny-cpu" and record["iterations"] == 100
     bad = subprocess.run(mm + ["query", "SELECT * FROM nope"], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "query failed" in bad.stderr

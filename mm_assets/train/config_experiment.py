@@ -1,0 +1,176 @@
+"""Experiments: override files deep-merged onto the base `training:` mapping, and their "key changes" diff."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mm_assets.project import PROJECT_ROOT, ConfigError
+from mm_assets.train.config_training import TrainingConfig, _read_yaml, parse_training
+
+DEFAULT_EXPERIMENTS_DIR = PROJECT_ROOT / "configs" / "experiments"
+EXPERIMENT_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """`overrides` merged onto `base`: mappings merge key by key, anything else (lists too) replaces;
+    a `null` override removes the key, so the field takes its default (e.g. `schedule: {iterations: null}`
+    to switch a run to a token budget)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in overrides.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, Mapping) and value:
+        out: dict[str, Any] = {}
+        for key, sub in value.items():
+            out.update(_flatten(sub, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def key_changes(base: TrainingConfig, merged: TrainingConfig) -> list[str]:
+    """The effective differences as flat `key.path=value` strings (lists compared whole; `=null` when unset).
+
+    Compares validated configs, so an override equal to the base is no change and a changed default shows.
+    """
+    old = _flatten(base.model_dump(mode="json"))
+    new = _flatten(merged.model_dump(mode="json"))
+    had_below = lambda k: any(o.startswith(k + ".") for o in old)  # noqa: E731
+    changes = []
+    for k, v in new.items():
+        if k in old:
+            if old[k] != v:
+                changes.append(f"{k}={_show(v)}")
+        elif v not in (None, {}, []) or had_below(k):  # a new, still unset field is no change
+            changes.append(f"{k}={_show(v)}")
+    for k in old:
+        if k not in new and not any(p in new for p in _prefixes(k)) and not any(n.startswith(k + ".") for n in new):
+            changes.append(f"{k}=null")
+    return changes
+
+
+def _prefixes(key: str) -> list[str]:
+    parts = key.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """An experiment: its id, the overrides it states, the merged training config and their diff."""
+
+    id: str
+    training: TrainingConfig
+    overrides: Mapping[str, Any]
+    key_changes: tuple[str, ...]
+    path: Path | None = None
+    base_dir: Path = PROJECT_ROOT  # relative paths in the config resolve against it
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def run_dir(self) -> Path:
+        """<cluster.output_dir>/<experiment id>: checkpoints, logs, data cache and tensorboard of this run."""
+        return self.resolve(self.training.cluster.output_dir) / self.id
+
+    @property
+    def job_name(self) -> str:
+        return self.training.cluster.job_name or self.id
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """--save and --load both: a resubmitted job resumes from the latest checkpoint."""
+        return self.run_dir / "checkpoints"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.run_dir / "tensorboard"
+
+    @property
+    def data_cache_dir(self) -> Path:
+        """Megatron's dataset index cache: data.data_cache_path, else inside the run folder."""
+        path = self.training.data.data_cache_path
+        return self.resolve(path) if path is not None else self.run_dir / "data-cache"
+
+
+def check_experiment_id(experiment_id: str) -> str:
+    if not isinstance(experiment_id, str) or not EXPERIMENT_ID.match(experiment_id):
+        raise ConfigError(
+            f"experiment id {experiment_id!r} must match {EXPERIMENT_ID.pattern} "
+            "(it names a partition, a run folder and a Slurm job)"
+        )
+    return experiment_id
+
+
+def experiment_from_overrides(
+    experiment_id: str,
+    base: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None,
+    *,
+    source: str = "<experiment>",
+    path: Path | None = None,
+    base_dir: Path = PROJECT_ROOT,
+) -> ExperimentConfig:
+    """Merge `overrides` onto the raw base `training:` mapping and validate both."""
+    check_experiment_id(experiment_id)
+    overrides = {} if overrides is None else overrides
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(
+            f"{source}: an experiment file holds a mapping of training overrides, got {type(overrides).__name__}"
+        )
+    unknown = sorted(str(k) for k in overrides if k not in TrainingConfig.model_fields)
+    if unknown:
+        known = ", ".join(TrainingConfig.model_fields)
+        raise ConfigError(f"{source}: unknown section(s) {unknown}: an experiment overrides only {known}")
+    base_cfg = parse_training(base, source="base training config")
+    merged = parse_training(deep_merge(base, overrides), source=f"{source} (merged onto the base)")
+    return ExperimentConfig(
+        experiment_id, merged, copy.deepcopy(dict(overrides)), tuple(key_changes(base_cfg, merged)), path, base_dir
+    )
+
+
+def load_experiment(
+    experiment_id: str,
+    base: Mapping[str, Any],
+    *,
+    experiments_dir: str | Path = DEFAULT_EXPERIMENTS_DIR,
+    base_dir: Path | None = None,
+) -> ExperimentConfig:
+    """configs/experiments/<id>.yaml merged onto `base` (the raw `training:` mapping, see read_training_base).
+
+    Relative paths resolve against `base_dir`, by default the project holding the experiments folder.
+    """
+    check_experiment_id(experiment_id)
+    folder = Path(experiments_dir).resolve()
+    path = folder / f"{experiment_id}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"experiment {experiment_id!r}: {path} does not exist (one file per experiment id)")
+    if base_dir is None:
+        base_dir = folder.parent.parent if folder.parent.name == "configs" else folder.parent
+    return experiment_from_overrides(
+        experiment_id, base, _read_yaml(path), source=str(path), path=path, base_dir=base_dir
+    )

@@ -1,0 +1,100 @@
+"""Checkpoints in Megatron's legacy "torch" layout, published atomically, and the RNG state they carry."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mm_assets.paths import atomic_write_text, fsync_dir, publish_dir, sha256_file
+from mm_assets.train.cpu import TrainerError
+
+TRACKER_FILE = "latest_checkpointed_iteration.txt"  # Megatron's tracker: the latest complete iteration
+CHECKPOINT_FILE = Path("mp_rank_00") / "model_optim_rng.pt"  # legacy "torch" format, TP = PP = 1
+CHECKPOINT_VERSION = 3.0
+
+MODEL_SHAPE_ARGS = (
+    "num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "group_query_attention",
+    "num_query_groups", "normalization", "swiglu", "position_embedding_type", "untie_embeddings_and_output_weights",
+    "disable_bias_linear", "max_position_embeddings", "padded_vocab_size",
+)
+
+
+def checkpoint_dir(root: str | Path, iteration: int) -> Path:
+    return Path(root) / f"iter_{iteration:07d}"
+
+
+def read_tracker(root: str | Path) -> int | None:
+    """The iteration in `latest_checkpointed_iteration.txt`, or None when there is no checkpoint yet."""
+    path = Path(root) / TRACKER_FILE
+    if not path.is_file():
+        return None
+    text = path.read_text().strip()
+    if not text.isdigit():
+        raise TrainerError(f"{path} holds {text!r}, not an iteration (release checkpoints are not supported)")
+    return int(text)
+
+
+def save_checkpoint(root: str | Path, iteration: int, state: dict[str, Any]) -> Path:
+    """Write `iter_NNNNNNN/mp_rank_00/model_optim_rng.pt` aside, publish the folder with one rename, then
+    update the tracker (also by rename): a crash leaves the previous checkpoint the latest."""
+    import torch
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = checkpoint_dir(root, iteration)
+    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    try:
+        target = staged / CHECKPOINT_FILE
+        target.parent.mkdir(parents=True)
+        with open(target, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        fsync_dir(target.parent)
+        publish_dir(staged, final)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    atomic_write_text(root / TRACKER_FILE, str(iteration))
+    return final
+
+
+def load_checkpoint(root: str | Path, iteration: int) -> dict[str, Any]:
+    import torch
+
+    path = checkpoint_dir(root, iteration) / CHECKPOINT_FILE
+    if not path.is_file():
+        raise TrainerError(f"{Path(root) / TRACKER_FILE} names iteration {iteration} but {path} does not exist")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def checkpoint_sha256(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def rng_state() -> dict[str, Any]:
+    import torch
+
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "random_rng_state": random.getstate(),
+        # A tensor, not an ndarray: torch.load(weights_only=True) refuses numpy objects.
+        "np_rng_state": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+        "torch_rng_state": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
+    random.setstate(state["random_rng_state"])
+    name, keys, pos, has_gauss, gauss = state["np_rng_state"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch_rng_state"])

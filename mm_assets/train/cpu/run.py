@@ -1,0 +1,128 @@
+"""One run from argv to exit: checks, datasets, the trainer, and the materialization reported to Dagster Pipes."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mm_assets.train.cpu import TrainerError
+from mm_assets.train.cpu.args import build_parser, check_args, schedule_of
+from mm_assets.train.cpu.checkpoint import checkpoint_sha256
+from mm_assets.train.cpu.data import build_datasets, missing_prefixes, padded_vocab_size, parse_data_path, resolve_vocab
+from mm_assets.train.cpu.model import install_cpu_shims
+from mm_assets.train.cpu.trainer import Trainer, now
+
+
+def _asset_key(pipes) -> str | None:
+    """The asset to report: the only one in scope, else extras["asset_key"], else one named `checkpoint`."""
+    if not pipes.is_asset_step:
+        return None
+    keys = list(pipes.asset_keys)
+    if len(keys) == 1:
+        return keys[0]
+    wanted = pipes.extras.get("asset_key") if pipes.extras else None
+    if wanted in keys:
+        return wanted
+    named = [k for k in keys if k.split("/")[-1] == "checkpoint"]
+    return named[0] if len(named) == 1 else None
+
+
+def materialization_metadata(trainer: Trainer, wall_s: float) -> dict[str, Any]:
+    p, r = trainer.progress, trainer.result
+    meta: dict[str, Any] = {
+        "iterations": p.iteration,
+        "train_iters": trainer.sched.train_iters,
+        "consumed_samples": p.consumed_train_samples,
+        "consumed_tokens": p.consumed_train_samples * trainer.args.seq_length,
+        "parameters": trainer.params,
+        "wall_time_s": round(wall_s, 3),
+    }
+    if r.first_loss is not None:
+        meta["first_loss"] = r.first_loss
+    if r.last_loss is not None:
+        meta["final_loss"] = r.last_loss
+    if r.last_validation_loss is not None:
+        meta["final_validation_loss"] = r.last_validation_loss
+    if r.resumed_from is not None:
+        meta["resumed_from_iteration"] = r.resumed_from
+    if r.checkpoint is not None:
+        meta["checkpoint_dir"] = {"raw_value": str(r.checkpoint), "type": "path"}
+        meta["checkpoint_sha256"] = {"raw_value": checkpoint_sha256(r.checkpoint), "type": "json"}
+    return meta
+
+
+def run(argv: Sequence[str], pipes=None) -> int:
+    wall0 = time.monotonic()
+    parser = build_parser()
+    args = parser.parse_args(list(argv))  # TrainerError on an unknown or malformed flag
+    problems, notices = check_args(args)
+    if problems:
+        raise TrainerError("; ".join(problems))
+    sched = schedule_of(args)
+    prefixes, weights = parse_data_path(args.data_path)
+    missing = missing_prefixes(prefixes)
+    if missing:
+        raise TrainerError("--data-path: no shard at " + ", ".join(f"{m} (.bin/.idx)" for m in missing))
+    vocab = resolve_vocab(args, prefixes)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world != 1:
+        raise TrainerError(f"WORLD_SIZE={world}: the CPU trainer is one process (cluster.use_torchrun: false)")
+
+    def emit(line: str, record: bool) -> None:
+        print(line, flush=True)
+        if pipes is not None and record:
+            pipes.log.info(line.strip())
+
+    for notice in notices:
+        emit(f"NOTICE: {notice}", False)
+
+    import torch
+    import torch.distributed as dist
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Transformer Engine and Apex are not installed"
+        from megatron.core import parallel_state
+
+    install_cpu_shims()
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    with tempfile.TemporaryDirectory(prefix="cpu-pretrain-rdzv-") as rdzv:
+        dist.init_process_group("gloo", init_method=f"file://{rdzv}/store", rank=0, world_size=1)
+        try:
+            parallel_state.initialize_model_parallel(1, 1)
+            cache_root = args.data_cache_path or (Path(args.save) / "data-cache" if args.save else Path(rdzv) / "cache")
+            emit("> building train, validation, and test datasets ...", False)
+            data_notices: list[str] = []
+            datasets = build_datasets(args, vocab, (prefixes, weights), sched, Path(cache_root), data_notices)
+            for notice in data_notices:
+                emit(f"NOTICE: {notice}", False)
+            emit(f" > padded vocab (size: {vocab.size}) with "
+                 f"{padded_vocab_size(vocab.size, args.make_vocab_size_divisible_by) - vocab.size} dummy tokens "
+                 f"(new size: {padded_vocab_size(vocab.size, args.make_vocab_size_divisible_by)})", False)
+            trainer = Trainer(args, sched, vocab, datasets, emit)
+            emit(f" > number of parameters on (tensor, pipeline) model parallel rank (0, 0): {trainer.params}", False)
+            trainer.load()
+            emit(f"[before the start of training step] datetime: {now():%Y-%m-%d %H:%M:%S}", False)
+            if trainer.train():  # Megatron skips the final evaluation when it exits on time
+                emit(f"[after training is done] datetime: {now():%Y-%m-%d %H:%M:%S}", False)
+                if trainer.valid_ds is not None:
+                    trainer.evaluate(trainer.valid_ds, f"iteration {trainer.progress.iteration} on validation set")
+                if trainer.test_ds is not None:
+                    trainer.evaluate(trainer.test_ds, f"iteration {trainer.progress.iteration} on test set")
+        finally:
+            parallel_state.destroy_model_parallel()
+            dist.destroy_process_group()
+    if pipes is not None:
+        metadata = materialization_metadata(trainer, time.monotonic() - wall0)
+        if pipes.is_asset_step:
+            pipes.report_asset_materialization(metadata=metadata, asset_key=_asset_key(pipes))
+    return 0

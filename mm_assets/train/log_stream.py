@@ -1,0 +1,187 @@
+"""Whole logs and growing ones: the incremental parser, `parse_log`, `LogFollower` (a file still being
+written) and the atomic JSONL writers."""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timezone, tzinfo
+from pathlib import Path
+
+from mm_assets.paths import atomic_write_text
+from mm_assets.train.log_parse import parse_line
+from mm_assets.train.log_records import (
+    CheckpointSaved,
+    LogEvent,
+    MalformedLine,
+    MemoryReport,
+    TrainingRecord,
+    ValidationRecord,
+)
+
+
+@dataclass
+class ParseCounts:
+    lines: int = 0
+    training: int = 0
+    validation: int = 0
+    memory: int = 0
+    checkpoints: int = 0
+    malformed: int = 0
+    other: int = 0
+
+
+class MegatronLogParser:
+    """Incremental parser: `feed` any chunk of text (lines may be split across chunks), `finish` at the end.
+
+    It keeps the unfinished last line and the latest memory report between calls; nothing else.
+    """
+
+    def __init__(self, *, seq_length: int | None, tz: tzinfo = timezone.utc) -> None:
+        self.seq_length = seq_length
+        self.tz = tz
+        self.counts = ParseCounts()
+        self.gpu_mem_used_gb: float | None = None
+        self._partial = ""
+
+    def feed(self, chunk: str) -> list[LogEvent]:
+        """The events of every line completed by `chunk`."""
+        text = self._partial + chunk
+        *lines, self._partial = re.split(r"\r?\n", text)
+        return [e for e in map(self._line, lines) if e is not None]
+
+    def finish(self) -> list[LogEvent]:
+        """The last line, if the text did not end with a newline (a cut-off record is reported malformed)."""
+        rest, self._partial = self._partial, ""
+        if not rest.strip():
+            return []
+        event = self._line(rest)
+        return [event] if event is not None else []
+
+    def _line(self, line: str) -> LogEvent | None:
+        c = self.counts
+        c.lines += 1
+        event = parse_line(line, seq_length=self.seq_length, tz=self.tz, gpu_mem_used_gb=self.gpu_mem_used_gb)
+        if event is None:
+            c.other += 1
+        elif isinstance(event, TrainingRecord):
+            c.training += 1
+        elif isinstance(event, ValidationRecord):
+            c.validation += 1
+        elif isinstance(event, MemoryReport):
+            c.memory += 1
+            self.gpu_mem_used_gb = event.used_gb
+        elif isinstance(event, CheckpointSaved):
+            c.checkpoints += 1
+        else:
+            c.malformed += 1
+        return event
+
+
+@dataclass(frozen=True)
+class ParsedLog:
+    """Everything a log said, by kind, with the parser's counts."""
+
+    training: list[TrainingRecord]
+    validation: list[ValidationRecord]
+    memory: list[MemoryReport]
+    checkpoints: list[CheckpointSaved]
+    malformed: list[MalformedLine]
+    counts: ParseCounts
+
+
+def split_events(events: Iterable[LogEvent], counts: ParseCounts) -> ParsedLog:
+    kinds: dict[type, list] = {TrainingRecord: [], ValidationRecord: [], MemoryReport: [], CheckpointSaved: [],
+                               MalformedLine: []}
+    for event in events:
+        kinds[type(event)].append(event)
+    return ParsedLog(kinds[TrainingRecord], kinds[ValidationRecord], kinds[MemoryReport], kinds[CheckpointSaved],
+                     kinds[MalformedLine], counts)
+
+
+def parse_log(text: str | Iterable[str], *, seq_length: int | None, tz: tzinfo = timezone.utc) -> ParsedLog:
+    """A whole log: one string, or an iterable of lines (with or without their newlines, like a file object or
+    `str.splitlines()`). For arbitrary chunks, use MegatronLogParser."""
+    parser = MegatronLogParser(seq_length=seq_length, tz=tz)
+    events: list[LogEvent] = []
+    if isinstance(text, str):
+        events += parser.feed(text)
+    else:
+        for line in text:
+            events += parser.feed(line if line.endswith("\n") else line + "\n")
+    events += parser.finish()
+    return split_events(events, parser.counts)
+
+
+class LogFollower:
+    """Reads a log that is still being written: each `poll` returns the events of the lines appended since the
+    last one. A half-written last line waits for its newline; a file that shrank (rotated, rewritten) is read
+    again from the start. Bytes are decoded as UTF-8 incrementally (a character split across reads is kept)."""
+
+    def __init__(self, path: str | Path, *, seq_length: int | None, tz: tzinfo = timezone.utc) -> None:
+        self.path = Path(path)
+        self.seq_length, self.tz = seq_length, tz
+        self.offset = 0
+        self._restart()
+
+    def _restart(self) -> None:
+        self.offset = 0
+        self.parser = MegatronLogParser(seq_length=self.seq_length, tz=self.tz)
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def poll(self, max_bytes: int = 1 << 24) -> list[LogEvent]:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return []
+        if size < self.offset:
+            self._restart()
+        if size == self.offset:
+            return []
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            data = f.read(min(max_bytes, size - self.offset))
+        self.offset += len(data)
+        return self.parser.feed(self._decoder.decode(data))
+
+    def finish(self) -> list[LogEvent]:
+        """At the end of the run: everything left, including a last line without a newline."""
+        events = self.poll()
+        return events + self.parser.feed(self._decoder.decode(b"", final=True)) + self.parser.finish()
+
+
+# -- writing ---------------------------------------------------------------------------------------------
+
+
+def jsonl_lines(records: Iterable[TrainingRecord | ValidationRecord]) -> Iterator[str]:
+    for record in records:
+        yield json.dumps(record.to_json_dict(), allow_nan=False) + "\n"
+
+
+def write_jsonl(path: str | Path, records: Iterable[TrainingRecord | ValidationRecord]) -> Path:
+    """Write the records as JSON Lines, atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(jsonl_lines(records)))
+    return path
+
+
+def convert_log(
+    log_path: str | Path,
+    jsonl_path: str | Path,
+    *,
+    seq_length: int,
+    tz: tzinfo = timezone.utc,
+    validation_path: str | Path | None = None,
+) -> ParsedLog:
+    """A Megatron log file → the reference's JSONL (training records only), and optionally the validation
+    records to `validation_path`. Both written atomically; returns what was parsed (with the counts)."""
+    text = Path(log_path).read_text(encoding="utf-8", errors="replace")
+    parsed = parse_log(text, seq_length=seq_length, tz=tz)
+    write_jsonl(jsonl_path, parsed.training)
+    if validation_path is not None:
+        write_jsonl(validation_path, parsed.validation)
+    return parsed
