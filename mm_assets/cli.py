@@ -42,20 +42,26 @@ def cmd_add_batch(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_ingest(config: Path, batch: str, instance=None) -> bool:
-    """Materialize one batch (crawl + metadata + checks), then refresh the catalog; True when both succeed."""
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+def _run_then_refresh(config: Path, job: str, partition_key: str, refresh: str, instance) -> bool:
+    """Materialize `job` for one partition, then the unpartitioned `refresh` job; True when both succeed."""
     from mm_assets.definitions import build_definitions
 
     defs = build_definitions(config)
-    instance = instance or _instance()
-    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-    ingest = defs.resolve_job_def("ingest_batch").execute_in_process(
-        partition_key=batch, instance=instance, raise_on_error=False, run_config=quiet
+    run = defs.resolve_job_def(job).execute_in_process(
+        partition_key=partition_key, instance=instance, raise_on_error=False, run_config=QUIET
     )
-    if not ingest.success:
+    if not run.success:
         return False
-    catalog = defs.resolve_job_def("refresh_catalog")
-    return catalog.execute_in_process(instance=instance, raise_on_error=False, run_config=quiet).success
+    return defs.resolve_job_def(refresh).execute_in_process(instance=instance, raise_on_error=False,
+                                                             run_config=QUIET).success
+
+
+def run_ingest(config: Path, batch: str, instance=None) -> bool:
+    """Materialize one batch (crawl, metadata, tokens, shard + checks), then refresh the catalog."""
+    return _run_then_refresh(config, "ingest_batch", batch, "refresh_catalog", instance or _instance())
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -70,21 +76,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def run_experiment(config: Path, experiment: str, instance=None) -> bool:
     """Register `experiment` as a partition, train it (blend -> checkpoint -> log), refresh records + catalog."""
-    from mm_assets.definitions import build_definitions
     from mm_assets.partitions import experiments
 
-    defs = build_definitions(config)
     instance = instance or _instance()
     if not instance.has_dynamic_partition(experiments.name, experiment):
         instance.add_dynamic_partitions(experiments.name, [experiment])
-    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-    train = defs.resolve_job_def("train_experiment").execute_in_process(
-        partition_key=experiment, instance=instance, raise_on_error=False, run_config=quiet
-    )
-    if not train.success:
-        return False
-    records = defs.resolve_job_def("refresh_records")
-    return records.execute_in_process(instance=instance, raise_on_error=False, run_config=quiet).success
+    return _run_then_refresh(config, "train_experiment", experiment, "refresh_records", instance)
 
 
 def _load_experiment(args: argparse.Namespace):
