@@ -4,7 +4,8 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from mm_assets.etl.catalog import run_query
-from mm_assets.etl.assets import METADATA_FILE, metadata_catalog
+from mm_assets.etl.assets import metadata_catalog
+from mm_assets.etl.metadata import METADATA_FILE
 from resources.storage import StorageResource
 
 

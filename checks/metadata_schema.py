@@ -9,16 +9,14 @@ one readable reason per failing row, so nothing is dropped without a reason.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Annotated, Any
 
 import pandera.polars as pa
 import polars as pl
 import pyarrow as pa_arrow
-import pyarrow.parquet as pq
 from pandera.config import ValidationDepth, config_context
 
-from mm_assets.config import SOURCE_NAME, MetadataConfig
+from mm_assets.config import SOURCE_NAME
 
 SCHEMA_VERSION = 1
 MODALITIES = ("text", "audio", "video", "image")  # canonical order of `modalities` and `data_paths`

@@ -6,7 +6,7 @@ from mm_assets.crawl.assets import LEDGER, raw_media
 from mm_assets.crawl.batch import load_batch
 from mm_assets.crawl.records import read_ledger
 from mm_assets.etl.catalog import build_catalog
-from mm_assets.etl.metadata import METADATA_FILE, build_batch_metadata, load_prior_hashes
+from mm_assets.etl.metadata import build_batch_metadata, load_prior_hashes
 from mm_assets.partitions import crawl_batches
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource

@@ -7,15 +7,13 @@ from mm_assets.shards.documents import AssemblyConfig, DocumentAssembler, Docume
 from mm_assets.shards.indexed import (
     ShardFiles,
     ShardIndex,
-    ShardTokenizer,
     ShardWriter,
-    build_gpt_dataset,
     iter_documents,
-    open_indexed_dataset,
     read_index,
     read_tokens,
     write_shard,
 )
+from mm_assets.shards.megatron import ShardTokenizer, build_gpt_dataset, open_indexed_dataset
 from mm_assets.shards.stats import (
     LengthStats,
     RangeStats,

@@ -8,7 +8,6 @@ and published with one rename, so readers see a whole shard or the previous one.
 import os
 import shutil
 from collections import Counter
-from pathlib import Path
 
 import dagster as dg
 import numpy as np

@@ -8,14 +8,13 @@ import pytest
 
 from mm_assets.paths import sha256_file
 from mm_assets.shards.documents import DocumentAssembler
+from mm_assets.shards.megatron import build_gpt_dataset, open_indexed_dataset
 from mm_assets.shards.indexed import (
     ShardWriter,
     bin_path,
-    build_gpt_dataset,
     encode_index,
     idx_path,
     iter_documents,
-    open_indexed_dataset,
     read_index,
     write_shard,
 )

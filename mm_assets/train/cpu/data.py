@@ -107,7 +107,8 @@ def build_datasets(
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
     from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
-    from mm_assets.shards.indexed import ShardTokenizer, read_index
+    from mm_assets.shards.indexed import read_index
+    from mm_assets.shards.megatron import ShardTokenizer
 
     content = hashlib.sha256()
     for prefix in blend[0]:
