@@ -18,13 +18,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
-import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -33,6 +30,7 @@ from dagster._core.definitions.resource_annotation import TreatAsResourceParam
 from dagster_pipes import PipesExtras
 
 from mm_assets.paths import atomic_write_text
+from resources.signals import deferred_interrupts
 from mm_assets.train.slurm_state import (
     SACCT_FIELDS,
     JobStatus,
@@ -189,7 +187,7 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
             try:
                 # A terminate arriving while sbatch runs would kill sbatch after it queued the job, leaving a
                 # job nobody cancels: hold the signal until the job id is known.
-                with _deferred_interrupts():
+                with deferred_interrupts():
                     job_id = self._submit(context, script_path, job_name, default_output, job_env)
                 status, logs = self._follow(context, job_id, job_name, default_output)
             except BaseException as e:
@@ -384,31 +382,3 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
                 "log_tail": dg.MetadataValue.md(f"```\n{tail}\n```"),
             },
         )
-
-
-@contextmanager
-def _deferred_interrupts() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM for the block, then deliver the first one to the handler that was installed.
-
-    Signal handlers can only be swapped on the main thread; elsewhere the block runs unprotected (Dagster
-    cannot interrupt other threads anyway).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.signal(s, lambda signo, _frame: received.append(signo)) for s in signals}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        if received:
-            handler = previous[received[0]]
-            if callable(handler):
-                handler(received[0], None)
-            elif handler == signal.SIG_DFL and received[0] == signal.SIGINT:
-                raise KeyboardInterrupt
-            elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), received[0])

@@ -226,7 +226,7 @@ def test_terminating_the_run_cancels_the_job(slurm_cluster, tmp_path):
 
 def test_interrupt_during_submission_is_held_until_the_job_id_is_known():
     # sbatch killed half-way could leave a queued job nobody cancels: the client holds the signal instead.
-    from resources.slurm import _deferred_interrupts
+    from resources.signals import deferred_interrupts
 
     seen = []
 
@@ -236,7 +236,7 @@ def test_interrupt_during_submission_is_held_until_the_job_id_is_known():
     previous = signal.signal(signal.SIGINT, handler)
     try:
         with pytest.raises(KeyboardInterrupt):
-            with _deferred_interrupts():
+            with deferred_interrupts():
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(0.05)
                 seen.append("block finished")
