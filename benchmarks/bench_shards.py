@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from mm_assets.paths import sha256_file  # noqa: E402
+from mm_assets.paths import fsync_path, sha256_file  # noqa: E402
 from mm_assets.shards.indexed import ShardWriter, bin_path, idx_path  # noqa: E402
 
 
@@ -38,13 +38,6 @@ def make_documents(tokens: int, seed: int = 0) -> tuple[np.ndarray, list[np.ndar
     cuts = cuts[cuts < tokens]
     return stream, np.split(stream, cuts)
 
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def main() -> None:
@@ -76,7 +69,7 @@ def main() -> None:
         megatron_builder(prefix)
         for path in (bin_path(prefix), idx_path(prefix)):
             sha256_file(path)
-            fsync_file(path)
+            fsync_path(path)
 
     def ours_bytes_only(prefix: Path) -> None:
         with ShardWriter(prefix, durable=False, checksum=False) as writer:

@@ -59,7 +59,8 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (a folder after a rename, so the new entry survives a crash)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -80,7 +81,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, target)
-        fsync_dir(target.parent)
+        fsync_path(target.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -104,4 +105,4 @@ def publish_dir(staged: Path, target: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(staged, target)
-    fsync_dir(target.parent)
+    fsync_path(target.parent)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from mm_assets.paths import fsync_dir
+from mm_assets.paths import fsync_path
 
 INDEX_HEADER = b"MMIDIDX\x00\x00"
 INDEX_VERSION = 1
@@ -189,7 +189,7 @@ class ShardWriter:
             committed_bin = True
             os.replace(self._idx_tmp, idx_path(self.prefix))
             if self.durable:
-                fsync_dir(self.prefix.parent)
+                fsync_path(self.prefix.parent)
         except BaseException:
             self.abort()
             if committed_bin:  # a new .bin beside an old (or no) .idx: remove the pair rather than mix them

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from mm_assets.train.config import ShardVocab, load_experiment, read_training_base
+from mm_assets.train.sbatch import render_launch
+
 REPO = Path(__file__).resolve().parents[2]
 START = REPO / "scripts" / "slurm" / "start.sh"
 STOP = REPO / "scripts" / "slurm" / "stop.sh"
@@ -51,3 +54,31 @@ def slurm_cluster() -> SlurmCluster:
     yield cluster
     if ours:
         subprocess.run([str(STOP), *ours], capture_output=True, text=True, timeout=120, check=False)
+
+
+# -- launch rendering: the golden files and the 10B example, shared by test_megatron_args and test_sbatch ----
+GOLDEN = Path(__file__).resolve().parent / "golden"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "configs" / "experiments"
+VOCAB = ShardVocab(vocab_size=192611, eod_id=192603, pad_id=192604)
+
+
+@pytest.fixture
+def check_golden():
+    """Compare rendered text with tests/train/golden/<name>; MM_UPDATE_GOLDEN=1 rewrites the file."""
+    def check(name: str, text: str) -> None:
+        path = GOLDEN / name
+        if os.environ.get("MM_UPDATE_GOLDEN") == "1":
+            path.write_text(text, encoding="utf-8")
+        assert path.is_file(), f"{path} is missing: run with MM_UPDATE_GOLDEN=1 to create it"
+        assert text == path.read_text(encoding="utf-8"), f"{name} differs from the golden file (MM_UPDATE_GOLDEN=1 to accept)"
+    return check
+
+
+@pytest.fixture(scope="module")
+def base() -> dict:
+    return read_training_base(GOLDEN / "base_training.yaml")
+
+
+@pytest.fixture(scope="module")
+def launch_10b(base):
+    return render_launch(load_experiment("exp-10b-lr-1", base, experiments_dir=EXPERIMENTS), vocab=VOCAB)

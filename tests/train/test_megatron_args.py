@@ -6,13 +6,12 @@ Regenerate the golden files after an intended change with `MM_UPDATE_GOLDEN=1 py
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from mm_assets.train.blend import blend_data_path, check_blend_files, missing_shard_files, resolve_blend
-from mm_assets.train.config import BlendEntry, LaunchConfigError, ShardVocab, experiment_from_overrides, load_experiment, read_training_base
+from mm_assets.train.config import BlendEntry, LaunchConfigError, ShardVocab, experiment_from_overrides, load_experiment
 from mm_assets.train.megatron_args import MEGATRON_FLAGS, REFERENCE_DEFECT_FLAGS, args_text, megatron_arg_groups
 from mm_assets.train.sbatch import render_launch
 
@@ -22,22 +21,8 @@ EXPERIMENTS = HERE.parents[1] / "configs" / "experiments"
 VOCAB = ShardVocab(vocab_size=192611, eod_id=192603, pad_id=192604)
 
 
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("MM_UPDATE_GOLDEN") == "1":
-        path.write_text(text, encoding="utf-8")
-    assert path.is_file(), f"{path} is missing: run with MM_UPDATE_GOLDEN=1 to create it"
-    assert text == path.read_text(encoding="utf-8"), f"{name} differs from the golden file (MM_UPDATE_GOLDEN=1 to accept)"
 
 
-@pytest.fixture(scope="module")
-def base() -> dict:
-    return read_training_base(GOLDEN / "base_training.yaml")
-
-
-@pytest.fixture(scope="module")
-def launch_10b(base):
-    return render_launch(load_experiment("exp-10b-lr-1", base, experiments_dir=EXPERIMENTS), vocab=VOCAB)
 
 
 def flag_values(argv: list[str]) -> dict[str, list[str]]:
@@ -52,7 +37,7 @@ def flag_values(argv: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def test_10b_arguments_match_the_golden_file(launch_10b):
+def test_10b_arguments_match_the_golden_file(launch_10b, check_golden):
     check_golden("exp-10b-lr-1.args.txt", launch_10b.args_text)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mm_assets.config import ConfigError
-from mm_assets.train.config import LaunchConfigError, ShardVocab, experiment_from_overrides, load_experiment, read_training_base
+from mm_assets.train.config import LaunchConfigError, ShardVocab, experiment_from_overrides, load_experiment
 from mm_assets.train.sbatch import check_sbatch_value, render_launch
 
 HERE = Path(__file__).parent
@@ -27,22 +27,8 @@ VOCAB = ShardVocab(vocab_size=192611, eod_id=192603, pad_id=192604)
 SLURM_ENV = {"SLURM_JOB_NODELIST": "node-[a-b]", "SLURM_NNODES": "2", "SLURM_JOB_ID": "77"}
 
 
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("MM_UPDATE_GOLDEN") == "1":
-        path.write_text(text, encoding="utf-8")
-    assert path.is_file(), f"{path} is missing: run with MM_UPDATE_GOLDEN=1 to create it"
-    assert text == path.read_text(encoding="utf-8"), f"{name} differs from the golden file (MM_UPDATE_GOLDEN=1 to accept)"
 
 
-@pytest.fixture(scope="module")
-def base() -> dict:
-    return read_training_base(GOLDEN / "base_training.yaml")
-
-
-@pytest.fixture(scope="module")
-def launch_10b(base):
-    return render_launch(load_experiment("exp-10b-lr-1", base, experiments_dir=EXPERIMENTS), vocab=VOCAB)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +75,7 @@ def array_words(script: str, name: str) -> list[str]:
 # -- the rendered script ----------------------------------------------------------------------------------
 
 
-def test_10b_script_matches_the_golden_file(launch_10b):
+def test_10b_script_matches_the_golden_file(launch_10b, check_golden):
     check_golden("exp-10b-lr-1.sbatch", launch_10b.sbatch)
 
 

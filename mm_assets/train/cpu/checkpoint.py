@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mm_assets.paths import atomic_write_text, fsync_dir, publish_dir, sha256_file
+from mm_assets.paths import atomic_write_text, fsync_path, publish_dir, sha256_file
 from mm_assets.train.cpu import TrainerError
 
 TRACKER_FILE = "latest_checkpointed_iteration.txt"  # Megatron's tracker: the latest complete iteration
@@ -55,7 +55,7 @@ def save_checkpoint(root: str | Path, iteration: int, state: dict[str, Any]) -> 
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-        fsync_dir(target.parent)
+        fsync_path(target.parent)
         publish_dir(staged, final)
     except BaseException:
         import shutil
