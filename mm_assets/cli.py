@@ -117,11 +117,12 @@ def cmd_train_render(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from mm_assets.definitions import build_resources
+    """Read-only SQL on the catalog; needs only the storage layout, so it starts without Dagster."""
     from mm_assets.etl.catalog import format_rows, run_query
+    from mm_assets.layout import StorageLayout
 
-    storage = build_resources(args.config)["storage"]
-    cols, rows = run_query(storage.catalog_path(), args.sql)
+    storage = StorageLayout(load_config(args.config).storage_root)
+    cols, rows = run_query(storage.catalog_path(), args.sql, root=storage.root_path)
     print(format_rows(cols, rows, args.format))
     return 0
 
