@@ -102,3 +102,18 @@ def test_query_starts_without_dagster_or_torch(tmp_path, catalog):
             "print(rc, sorted(m for m in ('dagster', 'torch', 'tokenizers', 'encodec') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.stdout.splitlines()[-1] == "0 []", result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("size", ["-5", "0", "2", "1.5", "many"])
+def test_render_refuses_a_vocab_size_without_room_for_eod_and_pad(size):
+    result = subprocess.run([sys.executable, "-m", "mm_assets.cli", "train", "render", "exp-10b-lr-1",
+                             f"--vocab-size={size}"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert f"argument --vocab-size: '{size}' is not a vocabulary size: give a whole number >= 3" in result.stderr
+
+
+def test_render_with_the_smallest_vocab_puts_eod_and_pad_last():
+    result = subprocess.run([sys.executable, "-m", "mm_assets.cli", "train", "render", "exp-10b-lr-1",
+                             "--vocab-size", "3"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--vocab-size 3" in result.stdout and "--null-tokenizer-eod-id 1" in result.stdout
