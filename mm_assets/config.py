@@ -20,7 +20,7 @@ SOURCE_NAME = re.compile(r"^[a-z][a-z0-9]{0,31}$")
 
 
 class _Section(BaseModel):
-    # strict: no coercion, so a quoted "2" or YAML's string "1e-3" is an error, not a number (ints still pass as floats)
+    # strict: no coercion, a quoted "2" or YAML's string "1e-3" is an error (ints still pass as floats)
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 

@@ -37,7 +37,7 @@ REFUSED = {
     duckdb.StatementType.MERGE_INTO: "MERGE INTO writes data",
     duckdb.StatementType.DROP: "DROP removes objects",
     duckdb.StatementType.ALTER: "ALTER changes objects",
-    duckdb.StatementType.CALL: "CALL runs procedures such as CHECKPOINT (read a table function with SELECT * FROM f(…))",
+    duckdb.StatementType.CALL: "CALL runs procedures such as CHECKPOINT (read table functions with SELECT * FROM …)",
     duckdb.StatementType.MULTI: "this statement expands into several, including CREATE (for PIVOT, list the values: "
     "PIVOT … ON col IN (…))",
     duckdb.StatementType.TRANSACTION: "transactions are managed by mm query",
@@ -52,7 +52,7 @@ INTROSPECTION_PRAGMAS = frozenset(
 
 
 class QueryRefused(ValueError):
-    """User SQL that is not one read statement, or that reached for something outside the storage root."""
+    """User SQL that is not exactly one read statement; the message says what was refused and why."""
 
 
 def connect_read_only(db_path: Path, root: Path) -> duckdb.DuckDBPyConnection:

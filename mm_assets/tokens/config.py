@@ -28,7 +28,7 @@ YAML_LIST = Field(strict=False)
 
 
 class _Section(BaseModel):
-    # strict: no coercion, so a quoted "2" or YAML's string "1e-3" is an error, not a number (ints still pass as floats)
+    # strict: no coercion, a quoted "2" or YAML's string "1e-3" is an error (ints still pass as floats)
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
