@@ -95,6 +95,23 @@ def cmd_train_run(args: argparse.Namespace) -> int:
     return 0 if run_experiment(args.config, args.experiment) else 1
 
 
+MIN_VOCAB_SIZE = 3  # the stand-in puts <eod> and <pad> at its last two ids, after at least one token
+
+
+def vocab_size_arg(text: str) -> int:
+    """argparse type of --vocab-size: a whole number with room for a token, <eod> and <pad>."""
+    try:
+        size = int(text)
+    except ValueError:
+        size = None
+    if size is None or size < MIN_VOCAB_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a vocabulary size: give a whole number >= {MIN_VOCAB_SIZE} "
+            "(<eod> and <pad> take its last two ids), e.g. the vocab_size of a shard's vocab.json"
+        )
+    return size
+
+
 def cmd_train_render(args: argparse.Namespace) -> int:
     """Print (or write) the Megatron arguments and sbatch script, without shards: vocab from_shards stays open."""
     from mm_assets.definitions import build_resources
@@ -104,7 +121,7 @@ def cmd_train_render(args: argparse.Namespace) -> int:
 
     exp = _load_experiment(args)
     vocab = ShardVocab(vocab_size=args.vocab_size, eod_id=args.vocab_size - 2, pad_id=args.vocab_size - 1) \
-        if args.vocab_size else None
+        if args.vocab_size is not None else None
     files = render_launch(exp, vocab=vocab, shard_prefix=shard_resolver(build_resources(args.config)["storage"]))
     if args.out:
         for kind, path in files.write(Path(args.out)).items():
@@ -117,11 +134,12 @@ def cmd_train_render(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from mm_assets.definitions import build_resources
+    """Read-only SQL on the catalog; needs only the storage layout, so it starts without Dagster."""
     from mm_assets.etl.catalog import format_rows, run_query
+    from mm_assets.layout import StorageLayout
 
-    storage = build_resources(args.config)["storage"]
-    cols, rows = run_query(storage.catalog_path(), args.sql)
+    storage = StorageLayout(load_config(args.config).storage_root)
+    cols, rows = run_query(storage.catalog_path(), args.sql, root=storage.root_path)
     print(format_rows(cols, rows, args.format))
     return 0
 
@@ -167,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     render = train.add_parser("render", help="print the generated sbatch script (or write args + script to --out)")
     render.add_argument("experiment")
     render.add_argument("--out", help="folder for <id>.args.txt and <id>.sbatch")
-    render.add_argument("--vocab-size", type=int, help="stand-in vocabulary size when no shards exist yet")
+    render.add_argument("--vocab-size", type=vocab_size_arg,
+                        help="stand-in vocabulary size when no shards exist yet (<eod>, <pad> = its last two ids)")
     render.set_defaults(func=cmd_train_render)
 
     demo = sub.add_parser("demo", help="generate synthetic media, serve it on 127.0.0.1 and run the graph")

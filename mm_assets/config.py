@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mm_assets.project import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError  # noqa: F401 (re-exported)
+from mm_assets.project import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError, type_hint  # noqa: F401 (re-exported)
 from mm_assets.tokens.config import TokenizersConfig
 from mm_assets.train.config import TrainingConfig
 
@@ -20,7 +20,8 @@ SOURCE_NAME = re.compile(r"^[a-z][a-z0-9]{0,31}$")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: no coercion, a quoted "2" or YAML's string "1e-3" is an error (ints still pass as floats)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class SourcesConfig(_Section):
@@ -153,7 +154,8 @@ def _format_errors(err: ValidationError) -> str:
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "<top level>"
         got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
-        lines.append(f"  {where}: {e['msg']}{got}")
+        hint = type_hint(e)
+        lines.append(f"  {where}: {e['msg']}{got}" + (f"; {hint}" if hint else ""))
     return "\n".join(lines)
 
 

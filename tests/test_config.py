@@ -46,3 +46,44 @@ def test_relative_paths_resolve_against_the_project_of_the_file(tmp_path):
     cfg = load_config(f)
     assert cfg.storage_root == tmp_path / "out"
     assert cfg.manifest_dir == tmp_path / "src"
+
+
+# -- strict types: a string is never a number or a bool ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "yaml_text, key_path, hint",
+    [
+        ("crawl: {workers: '2'}", "crawl.workers", "a quoted number is a string: write 2 without quotes"),
+        ("crawl: {item_timeout_s: 1e-3}", "crawl.item_timeout_s", "YAML reads 1e-3 as a string"),
+        ("crawl: {socket_timeout_s: 1.0e3}", "crawl.socket_timeout_s", "write 1.0e+3"),
+        ("crawl: {thumbnails: 'true'}", "crawl.thumbnails", "write true or false, without quotes"),
+        ("metadata: {quarantine_max_fraction: '0.5'}", "metadata.quarantine_max_fraction", "write 0.5 without quotes"),
+        ("shards: {min_document_tokens: 3.0}", "shards.min_document_tokens", "write a whole number: 3"),
+        ("compute: {log_tail_lines: '50'}", "compute.log_tail_lines", "write 50 without quotes"),
+        ("schema_version: '1'", "schema_version", "write 1 without quotes"),
+        ("tokenizers: {allow_random_weights: 1}", "tokenizers.allow_random_weights", "write true or false"),
+        ("tokenizers: {audio: {chunk_seconds: '10'}}", "tokenizers.audio.chunk_seconds", "write 10 without quotes"),
+        ("tokenizers: {image: {resolution: '256'}}", "tokenizers.image.resolution", "write 256 without quotes"),
+        ("tokenizers: {video: {input_resolution: ['128', 128]}}", "tokenizers.video.input_resolution.0",
+         "write 128 without quotes"),
+        ("tokenizers: {video: {fps: 2.4e1}}", "tokenizers.video.fps", "write 2.4e+1"),
+    ],
+)
+def test_strings_are_not_numbers_or_bools(tmp_path, yaml_text, key_path, hint):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml_text + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    line = next(line for line in str(err.value).splitlines() if line.strip().startswith(key_path + ":"))
+    assert hint in line and str(path) in str(err.value)
+
+
+def test_ints_stay_floats_and_lists_stay_tuples(tmp_path):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("crawl: {item_timeout_s: 5, socket_timeout_s: 1.0e+1}\n"
+                    "tokenizers: {video: {input_resolution: [128, 128], tubelet_size: [2, 16, 16]},"
+                    " image: {latent_shape: [16, 16]}}\n")
+    cfg = load_config(path)
+    assert (cfg.crawl.item_timeout_s, cfg.crawl.socket_timeout_s) == (5.0, 10.0)
+    assert cfg.tokenizers.video.input_resolution == (128, 128) and cfg.tokenizers.image.latent_shape == (16, 16)

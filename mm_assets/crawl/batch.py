@@ -16,8 +16,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mm_assets.config import PipelineConfig
+from mm_assets.layout import StorageLayout
 from mm_assets.paths import atomic_write_bytes, atomic_write_text, sanitize_component
-from resources.storage import StorageResource
 
 MAX_URL_LEN = 2048
 _BATCH_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
@@ -95,7 +95,7 @@ def source_of(manifest: Path, cfg: PipelineConfig, source: str | None = None) ->
     return name
 
 
-def load_batch(storage: StorageResource, batch: str) -> tuple[BatchInfo, list[ManifestEntry]]:
+def load_batch(storage: StorageLayout, batch: str) -> tuple[BatchInfo, list[ManifestEntry]]:
     """The registered snapshot of `batch`; fails with the command to register it when it is missing."""
     folder = storage.batch_dir(batch)
     info_path = folder / "batch.json"
@@ -107,7 +107,7 @@ def load_batch(storage: StorageResource, batch: str) -> tuple[BatchInfo, list[Ma
 
 
 def register_batch(
-    storage: StorageResource, cfg: PipelineConfig, manifest: Path, source: str | None = None
+    storage: StorageLayout, cfg: PipelineConfig, manifest: Path, source: str | None = None
 ) -> tuple[BatchInfo, bool]:
     """Snapshot `manifest` into storage. Returns (info, created); same content again is a no-op."""
     manifest = Path(manifest)

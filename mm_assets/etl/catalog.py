@@ -14,6 +14,8 @@ from pathlib import Path
 
 import duckdb
 
+from mm_assets.etl.read_only import QueryRefused, connect_read_only, read_statement
+from mm_assets.layout import catalog_storage_root
 from mm_assets.paths import atomic_path
 
 # view name -> Parquet glob under the storage root; per-batch files get a `batch` column from their folder.
@@ -75,19 +77,35 @@ def build_catalog(root: Path, db_path: Path) -> CatalogResult:
     return CatalogResult(db_path, views, files)
 
 
-def run_query(db_path: Path, sql: str) -> tuple[list[str], list[tuple]]:
-    """Run `sql` read-only against the catalog; returns (column names, rows)."""
+def run_query(db_path: Path, sql: str, *, root: Path | None = None) -> tuple[list[str], list[tuple]]:
+    """Run one read statement against the catalog; returns (column names, rows).
+
+    Nothing can be written: statements other than reads are refused before they run, and the connection
+    reads files under `root` only (default: the storage root the catalog belongs to), see read_only.py.
+    """
     if not Path(db_path).exists():
         raise CatalogError(f"no catalog at {db_path}: materialize metadata_catalog first (e.g. `mm demo`)")
-    con = duckdb.connect(str(db_path), read_only=True)
+    root = Path(root) if root is not None else catalog_storage_root(db_path)
+    con = connect_read_only(Path(db_path), root)
     try:
-        cur = con.execute(sql)
+        cur = con.execute(read_statement(con, sql))
         cols = [d[0] for d in cur.description or []]
         return cols, cur.fetchall()
+    except QueryRefused as err:
+        raise CatalogError(f"refused: {err}") from None
+    except duckdb.PermissionException as err:
+        raise CatalogError(
+            f"refused: {_first_line(err)}; mm query reads files under the storage root {root.resolve()} only "
+            "(query the catalog's views, or read_parquet('<absolute path under the root>'))"
+        ) from None
     except duckdb.Error as err:
         raise CatalogError(f"query failed: {err}") from None
     finally:
         con.close()
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 def format_rows(cols: list[str], rows: list[tuple], fmt: str = "table") -> str:

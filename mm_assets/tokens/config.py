@@ -23,10 +23,13 @@ ENCODEC_CODEBOOK_SIZE = 1024  # 10 bits per code
 ENCODEC_BANDWIDTHS = (1.5, 3.0, 6.0, 12.0, 24.0)  # kbps the 24 kHz model was trained for
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+# A tuple field that YAML gives as a list: the list is taken (strict off for the field), its items stay strict.
+YAML_LIST = Field(strict=False)
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: no coercion, a quoted "2" or YAML's string "1e-3" is an error (ints still pass as floats)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class _ModelSection(_Section):
@@ -156,7 +159,7 @@ class ImageTokenizerConfig(_ModelSection):
     resolution: Annotated[int, Field(ge=16, le=4096)] = 256  # images are resized/cropped to this square
     patch_size: Annotated[int, Field(ge=1, le=256)] = 16  # the encoder's downsampling factor (f16)
     # Derived (resolution / patch_size per side); may be stated, then it must agree.
-    latent_shape: Annotated[tuple[int, int] | None, Field(validate_default=True)] = None
+    latent_shape: Annotated[tuple[int, int] | None, YAML_LIST, Field(validate_default=True)] = None
     codebook_size: Annotated[int, Field(ge=2, le=1 << 20)] = 16384
     embed_dim: Annotated[int, Field(ge=1, le=8192)] = 256
 
@@ -189,10 +192,10 @@ class VideoTokenizerConfig(_ModelSection):
     """
 
     checkpoint: str | None = "models/video_vqvae.pt"
-    input_resolution: tuple[int, int] = (256, 256)  # (H, W) frames are resized to
+    input_resolution: Annotated[tuple[int, int], YAML_LIST] = (256, 256)  # (H, W) frames are resized to
     fps: Annotated[float, Field(gt=0, le=240)] = 24.0  # frame rate videos are decoded at
     sampling_rate: Annotated[int, Field(ge=1, le=120)] = 4  # keep every Nth decoded frame
-    tubelet_size: tuple[int, int, int] = (2, 16, 16)  # (T, H, W) of one spatio-temporal patch
+    tubelet_size: Annotated[tuple[int, int, int], YAML_LIST] = (2, 16, 16)  # (T, H, W) of one spatio-temporal patch
     codebook_size: Annotated[int, Field(ge=2, le=1 << 20)] = 4096
     num_quantizers: Annotated[int, Field(ge=1, le=64)] = 4  # RVQ depth; 1 = plain VQ
     embed_dim: Annotated[int, Field(ge=1, le=8192)] = 256

@@ -16,7 +16,8 @@ FROM_SHARDS = "from_shards"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: no coercion, a quoted "2" or YAML's string "1e-3" is an error (ints still pass as floats)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def _no_control(value: str, what: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from mm_assets.project import ConfigError
+from mm_assets.project import ConfigError, type_hint
 from mm_assets.train.config_cluster import ClusterConfig
 from mm_assets.train.config_sections import (
     DataConfig,
@@ -70,7 +70,8 @@ def _format_errors(err: ValidationError) -> list[str]:
         where = ".".join(loc) or "<top level>"
         got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
         msg = e["msg"].removeprefix("Value error, ")
-        line = f"{where}: {msg}{got}"
+        hint = type_hint(e)
+        line = f"{where}: {msg}{got}" + (f"; {hint}" if hint else "")
         if line not in lines:
             lines.append(line)
     return lines

@@ -120,6 +120,42 @@ def test_bad_values_name_the_key_path(base, overrides, key_path):
     assert "test.yaml" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "overrides, key_path, hint",
+    [
+        ({"model": {"num_layers": "2"}}, "training.model.num_layers", "write 2 without quotes"),
+        ({"model": {"vocab_size": "50000"}}, "training.model.vocab_size", "write 50000 without quotes"),
+        ({"optimizer": {"lr": "1e-3"}}, "training.optimizer.lr", "YAML reads 1e-3 as a string"),
+        ({"precision": {"bf16": "true"}}, "training.precision.bf16", "write true or false, without quotes"),
+        ({"parallelism": {"tensor_model_parallel_size": 4.0}}, "training.parallelism.tensor_model_parallel_size",
+         "write a whole number: 4"),
+        ({"schedule": {"iterations": {"train_iters": "100"}}}, "training.schedule.iterations.train_iters",
+         "write 100 without quotes"),
+        ({"data": {"blend": [{"prefix": "/a", "weight": "1"}]}}, "training.data.blend.0.weight",
+         "write 1 without quotes"),
+        ({"data": {"eod_id": "3"}}, "training.data.eod_id", "write 3 without quotes"),
+        ({"cluster": {"nodes": "4"}}, "training.cluster.nodes", "write 4 without quotes"),
+        ({"cluster": {"time_limit": 3600}}, "training.cluster.time_limit", "put it in quotes"),  # YAML: 01:00:00
+    ],
+)
+def test_strings_are_not_numbers_or_bools(base, overrides, key_path, hint):
+    with pytest.raises(ConfigError) as err:
+        exp_with(base, overrides)
+    lines = [line for line in str(err.value).splitlines() if line.strip().startswith(key_path + ":")]
+    assert any(hint in line for line in lines), str(err.value)
+
+
+def test_an_experiment_file_with_1e_minus_3_says_how_to_write_it(base, tmp_path):
+    folder = tmp_path / "configs" / "experiments"
+    folder.mkdir(parents=True)
+    (folder / "exp-a.yaml").write_text("optimizer:\n  lr: 1e-3\n")
+    with pytest.raises(ConfigError) as err:
+        load_experiment("exp-a", base, experiments_dir=folder)
+    assert "training.optimizer.lr: Input should be a valid number (got '1e-3'); YAML reads 1e-3 as a string " \
+        "(its floats need a dot and a signed exponent): write 1.0e-3" in str(err.value)
+    assert "exp-a.yaml" in str(err.value)
+
+
 def test_unknown_section_and_bad_ids(base, tmp_path):
     with pytest.raises(ConfigError, match=r"unknown section\(s\) \['trainer'\]"):
         exp_with(base, {"trainer": {}})
