@@ -18,6 +18,7 @@ class StorageResource(dg.ConfigurableResource):
       crawl/<batch>/items.parquet                 the per-item crawl ledger (ok / skipped / failed + reason)
       metadata/<batch>/media_metadata.parquet     unified metadata; quarantine.parquet beside it
       catalog/metadata.duckdb                     DuckDB views over all batches
+      cache/tokens/<modality>/                    per-item token cache (safe to delete: a rerun recomputes)
     """
 
     root: str
@@ -48,3 +49,6 @@ class StorageResource(dg.ConfigurableResource):
 
     def catalog_path(self) -> Path:
         return self.path("catalog", "metadata.duckdb")
+
+    def token_cache_dir(self, modality: str) -> Path:
+        return self.path("cache", "tokens", sanitize_component(modality))
