@@ -34,6 +34,8 @@ bench: install
 	$(PY) benchmarks/bench_crawl.py
 	$(PY) benchmarks/bench_shards.py
 	$(PY) benchmarks/bench_encodec.py
+	$(PY) benchmarks/bench_query_cli.py
+	$(PY) benchmarks/bench_token_cache.py
 
 clean:
 	rm -rf data .dagster_home sources/demo

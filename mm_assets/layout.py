@@ -22,6 +22,7 @@ class StorageLayout:
       crawl/<batch>/items.parquet                 the per-item crawl ledger (ok / skipped / failed + reason)
       metadata/<batch>/media_metadata.parquet     unified metadata; quarantine.parquet beside it
       catalog/metadata.duckdb                     DuckDB views over all batches
+      cache/tokens/<modality>/                    per-item token cache (safe to delete: a rerun recomputes)
     """
 
     root: str
@@ -55,6 +56,9 @@ class StorageLayout:
 
     def catalog_path(self) -> Path:
         return self.path(*CATALOG_FILE)
+
+    def token_cache_dir(self, modality: str) -> Path:
+        return self.path("cache", "tokens", sanitize_component(modality))
 
 
 def catalog_storage_root(db_path: str | Path) -> Path:

@@ -31,22 +31,21 @@ DOCUMENTS_FILE = "documents.parquet"
 
 
 class ShardInputError(ValueError):
-    """The batch's tokens cannot make a shard (e.g. no text vocabulary is known)."""
+    """The batch's tokens cannot make a shard (e.g. text ids that do not fit the reserved text range)."""
 
 
 def text_vocab_size(cfg: PipelineConfig, storage: StorageResource, batch: str) -> int:
-    """The text tokenizer's vocabulary size: from the batch's text tokens, else from the tokenizer file."""
-    identity = read_identity(token_file(storage, batch, "text"))
-    size = identity.get("config", {}).get("vocab_size")
-    if size:
-        return int(size)
-    from mm_assets.tokens.text import TextTokenizer
-
-    path = cfg.resolve(cfg.tokenizers.text.tokenizer_json or "")
-    if not path.is_file():
-        raise ShardInputError(f"batch {batch} has no text tokens and {path} does not exist: the vocabulary layout "
-                              "needs the text tokenizer (tokenizers.text.tokenizer_json)")
-    return TextTokenizer.from_file(path).vocab_size
+    """The layout's text range: `tokenizers.text.reserved_vocab_size`, the same for every batch (with text or
+    without, before or after a tokenizer.json exists), so all shards share one layout and can be blended."""
+    reserved = cfg.tokenizers.text.reserved_vocab_size
+    used = read_identity(token_file(storage, batch, "text")).get("config", {}).get("vocab_size")
+    if used and int(used) > reserved:
+        raise ShardInputError(
+            f"batch {batch}: its text tokens come from a tokenizer of {used} ids, more than the reserved text range "
+            f"(tokenizers.text.reserved_vocab_size: {reserved}); raise it to at least {used} and rematerialize "
+            "token_shards of every batch"
+        )
+    return reserved
 
 
 def vocab_layout(cfg: PipelineConfig, text_size: int) -> VocabLayout:

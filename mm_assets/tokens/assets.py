@@ -1,12 +1,14 @@
 """The token assets: discrete codes per item for each modality of a crawl batch, with the tokenizer identity.
 
 Each asset reads its batch's unified metadata, tokenizes every item that has the modality (one bad item is
-recorded with its reason, never fatal) and writes `tokens/<batch>/<modality>.parquet`.
+recorded with its reason, never fatal) and writes `tokens/<batch>/<modality>.parquet`. Items whose input,
+tokenizer identity and code are unchanged come from the token cache (cache.py): a rerun loads no model.
 """
 
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,9 @@ from mm_assets.etl.assets import media_metadata
 from mm_assets.etl.metadata import METADATA_FILE
 from mm_assets.etl.subtitles import vtt_text
 from mm_assets.partitions import crawl_batches
+from mm_assets.paths import sha256_file
+from mm_assets.tokens.cache import CacheStats, TokenCache
+from mm_assets.tokens.identity import TokenizerIdentity
 from mm_assets.tokens.store import TokenRow, write_tokens
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
@@ -88,23 +93,75 @@ def tokenize_items(items: list[tuple[str, Path]], encode: Encoder, log: Callable
     return rows
 
 
-def _text_encoder(cfg: PipelineConfig, items: list[tuple[str, Path]]) -> tuple[Encoder, dict[str, Any]]:
-    from mm_assets.tokens.text import TextTokenizer
+@dataclass(frozen=True)
+class TokenizerPlan:
+    """A tokenizer's identity, known without loading its model, and how to build its encoder (only on a miss)."""
+
+    identity: TokenizerIdentity
+    build: Callable[[], Encoder]
+    metadata: dict[str, Any] = field(default_factory=dict)  # what this run did beside tokenizing
+
+
+def tokenize_cached(items: list[tuple[str, Path]], plan: TokenizerPlan, cache: TokenCache,
+                    log: Callable[[str], None]) -> list[TokenRow]:
+    """Rows of unchanged items from the cache; the others through the tokenizer, which is built only for them."""
+    rows, misses, keys = [], [], {}
+    for uid, path in items:
+        try:
+            key = cache.key(sha256_file(path))
+        except OSError:  # missing or unreadable: the tokenizer records why, per item
+            cache.stats.misses += 1
+            misses.append((uid, path))
+            continue
+        hit = cache.get(key)
+        if hit is None:
+            keys[uid] = key
+            misses.append((uid, path))
+        else:
+            rows.append(TokenRow(uid, "ok", codes=hit.codes, notes=hit.notes))
+    log(f"cache: {cache.stats.hits} of {len(items)} items unchanged, {len(misses)} to tokenize")
+    if misses:
+        fresh = tokenize_items(misses, plan.build(), log)
+        for row in fresh:
+            if row.status == "ok" and row.unique_id in keys:
+                cache.put(keys[row.unique_id], row.codes, row.notes)
+        rows += fresh
+    return rows
+
+
+def _text_plan(cfg: PipelineConfig, items: list[tuple[str, Path]]) -> TokenizerPlan:
+    from mm_assets.tokens.text import TextTokenizer, check_text_range
 
     texts = lambda: (vtt_text(p.read_text(encoding="utf-8-sig")) for _, p in items)  # noqa: E731
     tok = TextTokenizer.from_config(cfg.tokenizers.text, base_dir=cfg.base_dir, demo_texts=texts())
-    return (lambda paths: [tok.encode(vtt_text(p.read_text(encoding="utf-8-sig"))) for p in paths]), tok.identity.to_metadata()
+    check_text_range(tok.vocab_size, cfg.tokenizers.text.reserved_vocab_size, tok.identity.weights_path)
+    encode = lambda paths: [tok.encode(vtt_text(p.read_text(encoding="utf-8-sig"))) for p in paths]  # noqa: E731
+    trained = {"trained_demo_tokenizer": dg.MetadataValue.path(str(tok.identity.weights_path))}
+    return TokenizerPlan(tok.identity, lambda: encode, trained if tok.trained_demo else {})
 
 
-def _model_encoder(cfg: PipelineConfig, modality: str) -> tuple[Encoder, dict[str, Any]]:
+def _model_plan(cfg: PipelineConfig, modality: str) -> TokenizerPlan:
     from mm_assets.tokens.audio import AudioTokenizer
     from mm_assets.tokens.video import VideoTokenizer
     from mm_assets.tokens.vqgan import ImageTokenizer
 
     cls = {"audio": AudioTokenizer, "image": ImageTokenizer, "video": VideoTokenizer}[modality]
-    tok = cls.from_config(getattr(cfg.tokenizers, modality), allow_random_weights=cfg.tokenizers.allow_random_weights,
-                          base_dir=cfg.base_dir)
-    return tok.encode_files, tok.identity.to_metadata()
+    section = getattr(cfg.tokenizers, modality)
+    identity = cls.identity_for(section, allow_random_weights=cfg.tokenizers.allow_random_weights,
+                                base_dir=cfg.base_dir)
+    return TokenizerPlan(identity, lambda: cls.from_identity(section, identity).encode_files)
+
+
+def tokenizer_plan(cfg: PipelineConfig, modality: str, items: list[tuple[str, Path]]) -> TokenizerPlan:
+    """The plan for `modality`; a text tokenizer that cannot be used fails the asset with its reason."""
+    if modality != "text":
+        return _model_plan(cfg, modality)
+    from mm_assets.tokens.text import TextTokenizerError
+
+    try:
+        return _text_plan(cfg, items)
+    except TextTokenizerError as err:
+        raise dg.Failure(str(err)) from None
 
 
 def materialize_tokens(context: dg.AssetExecutionContext, cfg: PipelineConfig, storage: StorageResource,
@@ -112,9 +169,12 @@ def materialize_tokens(context: dg.AssetExecutionContext, cfg: PipelineConfig, s
     batch = context.partition_key
     items = batch_items(storage, batch, modality)
     started = time.monotonic()
+    stats, extra = CacheStats(), {}
     if items:
-        encode, identity = _text_encoder(cfg, items) if modality == "text" else _model_encoder(cfg, modality)
-        rows = tokenize_items(items, encode, lambda msg: context.log.info(f"{modality} tokens {batch}: {msg}"))
+        plan = tokenizer_plan(cfg, modality, items)
+        cache = TokenCache(storage.token_cache_dir(modality), modality, plan.identity.fingerprint)
+        rows = tokenize_cached(items, plan, cache, lambda msg: context.log.info(f"{modality} tokens {batch}: {msg}"))
+        identity, stats, extra = plan.identity.to_metadata(), cache.stats, plan.metadata
     else:
         identity, rows = {"tokenizer": None, "weights": "none", "note": f"no item of batch {batch} has {modality}"}, []
     out = token_file(storage, batch, modality)
@@ -130,6 +190,8 @@ def materialize_tokens(context: dg.AssetExecutionContext, cfg: PipelineConfig, s
             "failed": len(rows) - len(ok),
             **{f"reason.{k}": v for k, v in sorted(Counter(r.reason for r in rows if r.reason).items())},
             "tokens": int(sum(r.codes.size for r in ok)),
+            **stats.metadata(),
+            **extra,
             "weights": identity.get("weights", "none"),
             "tokenizer": dg.MetadataValue.json(identity),
             "path": dg.MetadataValue.path(str(out)),

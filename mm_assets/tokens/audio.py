@@ -201,6 +201,18 @@ class AudioTokenizer:
         base_dir: Path | None = None,
     ) -> AudioTokenizer:
         """Load `config.weights_path` (relative to `base_dir` when given); random weights only if allowed."""
+        identity = cls.identity_for(config, allow_random_weights=allow_random_weights, base_dir=base_dir)
+        return cls.from_identity(config, identity)
+
+    @classmethod
+    def identity_for(
+        cls,
+        config: AudioTokenizerConfig,
+        *,
+        allow_random_weights: bool = False,
+        base_dir: Path | None = None,
+    ) -> TokenizerIdentity:
+        """What `from_config` records, without building the model: the weights file is hashed, not loaded."""
         source = resolve_weights(
             config.weights_path,
             allow_random=allow_random_weights,
@@ -208,8 +220,6 @@ class AudioTokenizer:
             config_key="tokenizers.audio.weights_path",
             base_dir=base_dir,
         )
-        device = resolve_device(config.device)
-        model = build_encodec_24khz(source, bandwidth=config.target_bandwidth)
         settings: dict[str, Any] = {
             "model": config.model,
             "target_bandwidth": config.target_bandwidth,
@@ -221,14 +231,15 @@ class AudioTokenizer:
             "chunk_tail": "encoded at its own length, not padded",
             "downmix": "mean of channels",
             "resampler": RESAMPLER,
+            "silence_threshold_dbfs": config.silence_threshold_dbfs,
             "batch_size": config.batch_size,
-            "device": device.type,
+            "device": resolve_device(config.device).type,
         }
         if source.is_random:
             settings["random_seed"] = RANDOM_SEED
         else:
             settings["official_checkpoint"] = source.sha256.startswith(OFFICIAL_SHA256_PREFIX)
-        identity = TokenizerIdentity(
+        return TokenizerIdentity(
             name=ENCODEC_24KHZ,
             modality="audio",
             weights=source.kind,
@@ -237,7 +248,12 @@ class AudioTokenizer:
             versions=library_versions("torch", "encodec", "numpy", "soundfile", "soxr"),
             config=settings,
         )
-        return cls(model, config, identity, device)
+
+    @classmethod
+    def from_identity(cls, config: AudioTokenizerConfig, identity: TokenizerIdentity) -> AudioTokenizer:
+        """Build the model `identity` describes (its weights file, or seeded random weights)."""
+        model = build_encodec_24khz(identity.weights_source(), bandwidth=config.target_bandwidth)
+        return cls(model, config, identity, resolve_device(config.device))
 
     @property
     def n_q(self) -> int:

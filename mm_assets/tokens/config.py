@@ -251,9 +251,22 @@ class TextTokenizerConfig(_Section):
     """A `tokenizers` tokenizer.json; the demo may train a small byte-level BPE when none is there."""
 
     tokenizer_json: str | None = "models/tokenizer.json"
+    # Ids [0, reserved_vocab_size) of the unified vocabulary are text's in every shard, whether or not a batch has
+    # text and whichever tokenizer.json exists yet, so every batch's shard has the same layout (blends refuse
+    # mixed layouts). The tokenizer's vocabulary must fit; set it once, for the tokenizer you train with.
+    reserved_vocab_size: Annotated[int, Field(ge=256, le=1 << 24)] = 2048
     # Demo only: when tokenizer_json is missing, train a byte-level BPE on the crawled texts and save it there.
     allow_train_demo: bool = False
     demo_vocab_size: Annotated[int, Field(ge=300, le=1 << 20)] = 2048
+
+    @model_validator(mode="after")
+    def _demo_fits(self) -> TextTokenizerConfig:
+        if self.allow_train_demo and self.demo_vocab_size > self.reserved_vocab_size:
+            raise ValueError(
+                f"demo_vocab_size {self.demo_vocab_size} does not fit reserved_vocab_size "
+                f"{self.reserved_vocab_size} (the text range of the vocabulary layout): lower one or raise the other"
+            )
+        return self
 
 
 class TokenizersConfig(_Section):

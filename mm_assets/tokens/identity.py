@@ -85,6 +85,11 @@ class TokenizerIdentity:
     def is_random(self) -> bool:
         return self.weights == RANDOM
 
+    def weights_source(self) -> WeightsSource:
+        """The weights this identity names, to build the model it describes."""
+        path = None if self.weights_path is None else Path(self.weights_path)
+        return WeightsSource(self.weights, path, self.weights_sha256)
+
     @property
     def fingerprint(self) -> str:
         body = {k: v for k, v in self.to_dict().items() if k != "weights_path"}

@@ -34,15 +34,31 @@ class MissingTokenizerError(TextTokenizerError):
         super().__init__(f"text tokenizer: {where}; {how}")
 
 
-class TextTokenizer:
-    """A loaded tokenizer.json and its identity (file sha256, `tokenizers` version, vocabulary size)."""
+def check_text_range(vocab_size: int, reserved: int, source: str | None) -> None:
+    """The tokenizer's ids must fit the text range every shard's vocabulary layout reserves."""
+    if vocab_size > reserved:
+        raise TextTokenizerError(
+            f"text tokenizer {source}: its {vocab_size} ids do not fit the text range of the vocabulary layout "
+            f"(tokenizers.text.reserved_vocab_size: {reserved}). Set reserved_vocab_size to at least {vocab_size} "
+            "(one value for every batch: blends refuse shards with different layouts), then rematerialize "
+            "token_shards of every batch"
+        )
 
-    def __init__(self, tokenizer: Tokenizer, identity: TokenizerIdentity):
+
+class TextTokenizer:
+    """A loaded tokenizer.json and its identity (file sha256, `tokenizers` version, vocabulary size).
+
+    `trained_demo` says that this call trained and saved the demo BPE. It is not part of the identity: the
+    same file makes the same ids whether it was trained a minute ago or loaded, so the identity must not differ.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, identity: TokenizerIdentity, *, trained_demo: bool = False):
         self.tokenizer = tokenizer
         self.identity = identity
+        self.trained_demo = trained_demo
 
     @classmethod
-    def from_file(cls, path: str | Path, *, trained_demo: bool = False) -> TextTokenizer:
+    def from_file(cls, path: str | Path) -> TextTokenizer:
         path = Path(path)
         if not path.is_file():
             raise MissingTokenizerError(path, may_train_demo=False)
@@ -62,7 +78,6 @@ class TextTokenizer:
                 "model": model,
                 "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
                 "add_special_tokens": False,
-                "trained_demo": trained_demo,
             },
         )
         return cls(tokenizer, identity)
@@ -76,7 +91,8 @@ class TextTokenizer:
         demo_texts: Iterable[str] | None = None,
     ) -> TextTokenizer:
         """Load `config.tokenizer_json`. When it is missing and `allow_train_demo` is set, a demo BPE is trained
-        on `demo_texts` and saved there first (recorded as `trained_demo`); otherwise a missing file is an error."""
+        on `demo_texts` and saved there first (the result's `trained_demo` is set); otherwise a missing file is an
+        error."""
         path = None
         if config.tokenizer_json:
             path = Path(config.tokenizer_json)
@@ -87,7 +103,8 @@ class TextTokenizer:
         if path is None or not config.allow_train_demo or demo_texts is None:
             raise MissingTokenizerError(path, config.allow_train_demo)
         train_demo_bpe(demo_texts, config.demo_vocab_size, path)
-        return cls.from_file(path, trained_demo=True)
+        loaded = cls.from_file(path)
+        return cls(loaded.tokenizer, loaded.identity, trained_demo=True)
 
     @property
     def vocab_size(self) -> int:

@@ -89,6 +89,7 @@ class VideoTokenizer:
     `quantizer.*`) named in the config and records its sha256."""
 
     name = "tubelet_vq"
+    what = "video tubelet tokenizer"  # names it in error messages
 
     def __init__(self, model: TubeletVQ, config: VideoTokenizerConfig, identity: TokenizerIdentity,
                  device: torch.device, *, chunk_tubelets: int = CHUNK_TUBELETS, max_seconds: float | None = None):
@@ -104,35 +105,51 @@ class VideoTokenizer:
                     max_seconds: float | None = None) -> VideoTokenizer:
         """Load `config.checkpoint` (relative to `base_dir` when given); random weights (seeded) only if allowed.
         `max_seconds` bounds how much of each video is decoded (None: all of it)."""
-        what = "video tubelet tokenizer"
-        source = resolve_weights(config.checkpoint, allow_random=allow_random_weights, what=what,
+        identity = cls.identity_for(config, allow_random_weights=allow_random_weights, base_dir=base_dir, seed=seed,
+                                    max_seconds=max_seconds)
+        return cls.from_identity(config, identity, chunk_tubelets=chunk_tubelets)
+
+    @classmethod
+    def identity_for(cls, config: VideoTokenizerConfig, *, allow_random_weights: bool = False,
+                     base_dir: Path | None = None, seed: int = RANDOM_SEED,
+                     max_seconds: float | None = None) -> TokenizerIdentity:
+        """What `from_config` records, without building the model: the checkpoint is hashed, not loaded."""
+        source = resolve_weights(config.checkpoint, allow_random=allow_random_weights, what=cls.what,
                                  config_key="tokenizers.video.checkpoint", base_dir=base_dir)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = TubeletVQ(config.tubelet_size, config.embed_dim, config.codebook_size, config.num_quantizers)
-        if not source.is_random:
-            load_module_weights(model, source.path, what=what)
-            if not all(bool(cb.initted) for cb in model.codebooks()):
-                raise InvalidWeightsError(f"{what} weights {source.path}: a codebook is marked uninitialised "
-                                          f"(k-means init never ran), so codes would depend on the first clip")
-        device = resolve_device(config.device)
         settings: dict[str, Any] = {
             "input_resolution": list(config.input_resolution), "fps": config.fps,
             "sampling_rate": config.sampling_rate, "tubelet_size": list(config.tubelet_size),
             "codebook_size": config.codebook_size, "num_quantizers": config.num_quantizers,
             "embed_dim": config.embed_dim, "tokens_per_second": config.tokens_per_second,
             "frames": "ffmpeg fps, every Nth frame, bilinear scale to cover, centre crop; partial tubelet dropped",
-            "code_order": "(t, h, w) per quantizer level", "max_seconds": max_seconds, "device": device.type,
+            "code_order": "(t, h, w) per quantizer level", "max_seconds": max_seconds,
+            "device": resolve_device(config.device).type,
         }
         if source.is_random:
             settings["random_seed"] = seed
-        identity = TokenizerIdentity(
+        return TokenizerIdentity(
             name=cls.name, modality="video", weights=source.kind, weights_sha256=source.sha256,
             weights_path=None if source.path is None else str(source.path),
             versions={**library_versions("torch", "vector-quantize-pytorch", "numpy", "imageio-ffmpeg"),
                       "ffmpeg": imageio_ffmpeg.get_ffmpeg_version()},
             config=settings)
-        return cls(model, config, identity, device, chunk_tubelets=chunk_tubelets, max_seconds=max_seconds)
+
+    @classmethod
+    def from_identity(cls, config: VideoTokenizerConfig, identity: TokenizerIdentity, *,
+                      chunk_tubelets: int = CHUNK_TUBELETS) -> VideoTokenizer:
+        """Build the model `identity` describes (its checkpoint, or seeded random weights); `chunk_tubelets`
+        only bounds memory, codes do not depend on it."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(identity.config.get("random_seed", RANDOM_SEED))
+            model = TubeletVQ(config.tubelet_size, config.embed_dim, config.codebook_size, config.num_quantizers)
+        source = identity.weights_source()
+        if not source.is_random:
+            load_module_weights(model, source.path, what=cls.what)
+            if not all(bool(cb.initted) for cb in model.codebooks()):
+                raise InvalidWeightsError(f"{cls.what} weights {source.path}: a codebook is marked uninitialised "
+                                          f"(k-means init never ran), so codes would depend on the first clip")
+        return cls(model, config, identity, resolve_device(config.device), chunk_tubelets=chunk_tubelets,
+                   max_seconds=identity.config["max_seconds"])
 
     @property
     def tubelet_t(self) -> int:

@@ -202,6 +202,7 @@ class ImageTokenizer:
     """Images -> VQGAN codes; `from_config` loads the taming checkpoint named in the config (sha256 recorded)."""
 
     name = "vqgan_f16"
+    what = "VQGAN image tokenizer"  # names it in error messages
 
     def __init__(self, model: VQGANEncoder, config: ImageTokenizerConfig, identity: TokenizerIdentity,
                  device: torch.device, dropped_keys: Sequence[str] = ()):
@@ -215,39 +216,54 @@ class ImageTokenizer:
                     seed: int = RANDOM_SEED) -> ImageTokenizer:
         """Load `config.checkpoint` (relative to `base_dir` when given); random weights (seeded) only if allowed.
         `arch` overrides the f16 layout's widths (tests use a narrow one); it must agree with the config."""
+        identity = cls.identity_for(config, allow_random_weights=allow_random_weights, base_dir=base_dir, arch=arch,
+                                    seed=seed)
+        return cls.from_identity(config, identity)
+
+    @classmethod
+    def identity_for(cls, config: ImageTokenizerConfig, *, allow_random_weights: bool = False,
+                     base_dir: Path | None = None, arch: VQGANArch | None = None,
+                     seed: int = RANDOM_SEED) -> TokenizerIdentity:
+        """What `from_config` records, without building the model: the checkpoint is hashed, not loaded."""
         arch = arch or arch_for(config)
         ours = (arch.downsample_factor, arch.n_embed, arch.embed_dim)
         theirs = (config.patch_size, config.codebook_size, config.embed_dim)
         if ours != theirs:
             raise ValueError(f"VQGAN arch (factor, n_embed, embed_dim) {ours} disagrees with tokenizers.image "
                              f"(patch_size, codebook_size, embed_dim) {theirs}")
-        what = "VQGAN image tokenizer"
-        source = resolve_weights(config.checkpoint, allow_random=allow_random_weights, what=what,
+        source = resolve_weights(config.checkpoint, allow_random=allow_random_weights, what=cls.what,
                                  config_key="tokenizers.image.checkpoint", base_dir=base_dir)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = VQGANEncoder(arch)
-        dropped: list[str] = []
-        if not source.is_random:
-            dropped = model.load_taming_state_dict(load_lightning_state_dict(source.path, what=what),
-                                                   f"{what} weights {source.path}")
-        device = resolve_device(config.device)
         settings: dict[str, Any] = {
             "arch": asdict(arch),
+            "resolution": config.resolution,
+            "latent_shape": list(config.latent_shape or ()),
             "preprocess": "shorter side to resolution (bilinear, antialiased), centre crop, scaled to [-1, 1]",
             "code_order": "row-major over the latent grid",
             "batch_size": config.batch_size,
-            "device": device.type,
+            "device": resolve_device(config.device).type,
         }
         if source.is_random:
             settings["random_seed"] = seed
-        identity = TokenizerIdentity(
+        return TokenizerIdentity(
             name=cls.name, modality="image", weights=source.kind, weights_sha256=source.sha256,
             weights_path=None if source.path is None else str(source.path),
             versions={**library_versions("torch", "numpy", "imageio-ffmpeg"),
                       "ffmpeg": imageio_ffmpeg.get_ffmpeg_version()},
             config=settings)
-        return cls(model, config, identity, device, dropped)
+
+    @classmethod
+    def from_identity(cls, config: ImageTokenizerConfig, identity: TokenizerIdentity) -> ImageTokenizer:
+        """Build the encoder `identity` describes: its arch, then its checkpoint (or seeded random weights)."""
+        arch = VQGANArch(**{k: tuple(v) if isinstance(v, list) else v for k, v in identity.config["arch"].items()})
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(identity.config.get("random_seed", RANDOM_SEED))
+            model = VQGANEncoder(arch)
+        dropped: list[str] = []
+        source = identity.weights_source()
+        if not source.is_random:
+            dropped = model.load_taming_state_dict(load_lightning_state_dict(source.path, what=cls.what),
+                                                   f"{cls.what} weights {source.path}")
+        return cls(model, config, identity, resolve_device(config.device), dropped)
 
     @property
     def codebook_size(self) -> int:

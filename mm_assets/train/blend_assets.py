@@ -32,7 +32,8 @@ def blend_layout(blend: Blend) -> tuple[VocabLayout, list[str]]:
     problems = [f"{p}: no {VOCAB_FILE} beside the shard" for p in (i.prefix for i in blend.items) if p not in layouts]
     if len({layout.sha256 for layout in layouts.values()}) > 1:
         problems.append("the shards use different vocabulary layouts: " +
-                        ", ".join(f"{p} ({layout.sha256[:12]})" for p, layout in layouts.items()))
+                        ", ".join(f"{p} ({layout.sha256[:12]})" for p, layout in layouts.items()) +
+                        "; rematerialize token_shards of those batches with today's tokenizers config")
     if not layouts:
         raise LaunchConfigError(problems or ["the blend is empty"], source="training blend")
     return next(iter(layouts.values())), problems

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from mm_assets.config import parse_config
-from mm_assets.tokens.assets import _model_encoder, tokenize_items
+from mm_assets.tokens.assets import tokenizer_plan, tokenize_items
 from mm_assets.tokens.identity import MissingWeightsError
 from mm_assets.tokens.store import read_identity, read_tokens, write_tokens
 
@@ -35,7 +35,8 @@ def test_audio_items_silent_short_and_corrupt_are_recorded(cfg, tmp_path):
     items = [("a_ok", _wav(tmp_path / "ok.wav", 1.0)), ("b_silent", _wav(tmp_path / "silent.wav", 1.0, silent=True)),
              ("c_short", _wav(tmp_path / "short.wav", 0.2)), ("d_tiny", _wav(tmp_path / "tiny.wav", 0.005)),
              ("e_corrupt", corrupt)]
-    encode, identity = _model_encoder(cfg, "audio")
+    plan = tokenizer_plan(cfg, "audio", items)
+    encode, identity = plan.build(), plan.identity.to_metadata()
     rows = {r.unique_id: r for r in tokenize_items(items, encode, lambda _: None)}
     assert rows["a_ok"].codes.shape == (8, 75)
     assert rows["b_silent"].status == "ok" and rows["b_silent"].notes == "silent"
@@ -58,14 +59,14 @@ def test_corrupt_image_and_video_without_frames_are_recorded(cfg, tmp_path):
     _ffmpeg("-f", "lavfi", "-i", "testsrc=size=300x200", "-frames:v", "1", str(image))
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(bytes(range(256)) * 8)
-    encode, _ = _model_encoder(cfg, "image")
+    encode = tokenizer_plan(cfg, "image", []).build()
     rows = {r.unique_id: r for r in tokenize_items([("img", image), ("bad", corrupt)], encode, lambda _: None)}
     assert rows["img"].codes.shape == (1, 256) and rows["img"].codes.max() < 16384
     assert (rows["bad"].status, rows["bad"].reason) == ("failed", "corrupt_media")
 
     audio_only = tmp_path / "audio_only.mp4"
     _ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1", str(audio_only))
-    encode, _ = _model_encoder(cfg, "video")
+    encode = tokenizer_plan(cfg, "video", []).build()
     (row,) = tokenize_items([("novideo", audio_only)], encode, lambda _: None)
     assert (row.status, row.reason) == ("failed", "no_frames")
 
@@ -73,4 +74,4 @@ def test_corrupt_image_and_video_without_frames_are_recorded(cfg, tmp_path):
 def test_missing_weights_without_the_flag_name_the_path(tmp_path):
     strict = parse_config({"tokenizers": {"allow_random_weights": False}}, base_dir=tmp_path)
     with pytest.raises(MissingWeightsError, match="encodec_24khz-d7cc33bc.th"):
-        _model_encoder(strict, "audio")
+        tokenizer_plan(strict, "audio", [])
