@@ -154,7 +154,8 @@ def metadata_unique_ids(context: dg.AssetCheckExecutionContext, storage: Storage
     return _result(*check_unique_ids(_batch_file(context, storage, METADATA_FILE)))
 
 
-@dg.asset_check(asset=media_metadata, blocking=True, description="Every accepted row's license agrees with its source's metadata.license_policy (require / default / unknown).")
+@dg.asset_check(asset=media_metadata, blocking=True,
+                description="Every accepted row's license agrees with its source's metadata.license_policy.")
 def metadata_license_present(
     context: dg.AssetCheckExecutionContext, storage: StorageResource, pipeline: PipelineConfigResource
 ) -> dg.AssetCheckResult:

@@ -227,7 +227,8 @@ class MediaMetadata(pa.DataFrameModel):
         """A license, or license_source 'none': the ETL writes 'none' only under the `unknown` policy."""
         lic, src = struct_field("metadata", "license"), struct_field("metadata", "license_source")
         # A null metadata struct is not_nullable's failure, not a license policy's.
-        return data.lazyframe.select((pl.col("metadata").is_null() | filled(lic) | (src == NO_LICENSE)).fill_null(False))
+        ok = pl.col("metadata").is_null() | filled(lic) | (src == NO_LICENSE)
+        return data.lazyframe.select(ok.fill_null(False))
 
     @pa.check("metadata", name="license_source_valid")
     def _license_source(cls, data):

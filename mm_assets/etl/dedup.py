@@ -32,7 +32,7 @@ HASHES_SCHEMA = pa.schema(
         ("unique_id", pa.string()),
         ("line_no", pa.int64()),
         ("status", pa.string()),  # accepted / quarantined (the first copy) / duplicate
-        ("winner_unique_id", pa.string()),  # the first copy of this content (null for the first copy itself)
+        ("winner_unique_id", pa.string()),  # the first copy of this content (itself, for a first copy)
         ("winner_batch", pa.string()),
         ("registered_at", pa.string()),  # this batch's registration time (ISO 8601)
     ]

@@ -186,7 +186,8 @@ def build_metadata(
     not_ok = [r.line_no for r, _ in items if r.status != "ok"]
     if not_ok:
         raise ValueError(f"build_metadata takes ok ledger records only; lines {not_ok[:10]} are not ok")
-    built = {r.line_no: r for r in (_build_row(rec, d, source, cfg) for rec, d in sorted(items, key=lambda x: x[0].line_no))}
+    rows_by_line = (_build_row(rec, d, source, cfg) for rec, d in sorted(items, key=lambda x: x[0].line_no))
+    built = {r.line_no: r for r in rows_by_line}
     # Dedup first, over every item with content: a copy of a quarantined item is still a copy.
     decided = dedup([Candidate(r.line_no, r.unique_id, r.content_hash) for r in built.values() if r.content_hash],
                     batch=batch, registered_at=registered_at, prior=prior_hashes)
@@ -205,14 +206,13 @@ def build_metadata(
     dup_rows = []
     for line, d in duplicates.items():
         r = built[line]
-        if r.row["processing_log"]:
-            _mark_duplicate(r.row, d.winner_unique_id, d.winner_batch)
+        _mark_duplicate(r.row, d.winner_unique_id, d.winner_batch)
         dup_rows.append({**_names(r), "line_no": r.line_no, "hash": r.content_hash, "hash_of": r.hash_of,
                          "kind": d.kind, "winner_unique_id": d.winner_unique_id, "winner_batch": d.winner_batch,
                          "item_dir": r.item_dir, "row_json": row_json(r.row)})
     hash_rows = [(built[line], "duplicate", d.winner_unique_id, d.winner_batch) for line, d in duplicates.items()]
-    hash_rows += [(r, "accepted", None, None) for r in accepted if r.content_hash]
-    hash_rows += [(r, "quarantined", None, None) for r, _ in quarantine if r.content_hash]
+    hash_rows += [(r, "accepted", r.unique_id, batch) for r in accepted if r.content_hash]
+    hash_rows += [(r, "quarantined", r.unique_id, batch) for r, _ in quarantine if r.content_hash]
     q_rows = [{**_names(r), "line_no": r.line_no, "item_dir": r.item_dir, "reason": "; ".join(reasons),
                "reasons": list(reasons), "reason_codes": sorted({x.split(":")[0] for x in reasons}),
                "row_json": row_json(r.row)} for r, reasons in quarantine]

@@ -41,7 +41,8 @@ def test_policies_that_keep_an_unlicensed_item(tmp_path, videos, policy, license
         license_, source)
     assert (rows["youtube_stated"]["metadata"]["license"], rows["youtube_stated"]["metadata"]["license_source"]) == (
         "MIT", "page_html")  # a stated license is never replaced by the default
-    assert res.license_sources == {source: 1, "page_html": 1} and res.license_policy == str(cfg.metadata.license_policy[SOURCE])
+    assert res.license_sources == {source: 1, "page_html": 1}
+    assert res.license_policy == str(cfg.metadata.license_policy[SOURCE])
     passed, meta = check_license_policy(res.paths["metadata"], res.paths["quarantine"], cfg.metadata)
     assert passed and meta["by_license_source"] == {source: 1, "page_html": 1}, meta
     assert check_metadata_file(res.paths["metadata"])[0]
