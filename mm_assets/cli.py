@@ -64,6 +64,9 @@ def run_ingest(config: Path, batch: str, instance=None) -> bool:
     return _run_then_refresh(config, "ingest_batch", batch, "refresh_catalog", instance or _instance())
 
 
+EXIT_QUARANTINE = 3  # `mm ingest --strict`: the run succeeded, but too much of the batch is quarantined
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from mm_assets.partitions import crawl_batches
 
@@ -71,7 +74,28 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if not instance.has_dynamic_partition(crawl_batches.name, args.batch):
         print(f"mm: no crawl batch {args.batch!r}; register it with `mm crawl add-batch FILE`", file=sys.stderr)
         return 2
-    return 0 if run_ingest(args.config, args.batch, instance) else 1
+    ok = run_ingest(args.config, args.batch, instance)
+    over_limit = print_ingest_summary(args.config, args.batch)
+    if not ok:
+        return 1
+    return EXIT_QUARANTINE if over_limit and args.strict else 0
+
+
+def print_ingest_summary(config: Path, batch: str) -> bool:
+    """The batch's closing summary on stdout, read from the files the run wrote; a warning on stderr when its
+    quarantined share passes metadata.quarantine_max_fraction. True when it does."""
+    from mm_assets.crawl.batch import load_batch
+    from mm_assets.definitions import build_resources
+    from mm_assets.etl.summary import format_quarantine_warning, format_summary, read_ingest_summary
+
+    cfg, storage = load_config(config), build_resources(config)["storage"]
+    info, _ = load_batch(storage, batch)
+    summary = read_ingest_summary(storage.crawl_dir(batch), storage.metadata_dir(batch), batch=batch,
+                                  source=info.source, cfg=cfg)
+    print("\n".join(format_summary(summary)))
+    if summary.over_limit:
+        print("\n".join(f"mm: {line}" for line in format_quarantine_warning(summary)), file=sys.stderr)
+    return summary.over_limit
 
 
 def run_experiment(config: Path, experiment: str, instance=None) -> bool:
@@ -171,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = sub.add_parser("ingest", help="crawl one batch, build its metadata, refresh the catalog")
     ingest.add_argument("batch", help="crawl batch partition key, e.g. youtube-2026-11-29")
+    ingest.add_argument("--strict", action="store_true", help=f"exit {EXIT_QUARANTINE} when the quarantined share "
+                        "of the batch passes metadata.quarantine_max_fraction (default: warn only)")
     ingest.set_defaults(func=cmd_ingest)
 
     query = sub.add_parser("query", help="run SQL against the DuckDB metadata catalog")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -78,9 +78,61 @@ class CrawlConfig(_Section):
         return f"bestvideo[height<=?{h}]+bestaudio/best[height<=?{h}]/best"
 
 
+SPDX_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*$")  # MIT, CC-BY-4.0, GPL-2.0+, LicenseRef-internal
+POLICY_HELP = "use require, unknown or {default: <SPDX id or URL>}"
+
+
+class LicensePolicy(_Section):
+    """What the metadata ETL does with an item of a source when neither its page nor yt-dlp states a license.
+
+    In YAML: `require` (the item goes to quarantine), `unknown` (kept with a null license; the release stage
+    refuses unknown licenses) or `{default: <SPDX id or URL>}` (filled in; the row records `config_default`).
+    """
+
+    kind: Literal["require", "unknown", "default"]
+    license: str | None = None  # the default license (kind == "default" only)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_yaml(cls, value: Any) -> Any:
+        if isinstance(value, str) and value in ("require", "unknown"):
+            return {"kind": value}
+        if isinstance(value, dict) and set(value) == {"default"}:
+            return {"kind": "default", "license": _license_id(value["default"])}
+        if isinstance(value, cls) or (isinstance(value, dict) and "kind" in value):
+            return value  # already parsed (a model, or its model_dump)
+        if isinstance(value, dict):
+            raise ValueError(f"unknown key {', '.join(sorted(map(str, value)))}: {POLICY_HELP}")
+        raise ValueError(f"{value!r} is not a license policy: {POLICY_HELP}")
+
+    @model_validator(mode="after")
+    def _license_iff_default(self) -> "LicensePolicy":
+        if (self.kind == "default") != (self.license is not None):
+            raise ValueError(f"{POLICY_HELP} (kind {self.kind!r} with license {self.license!r})")
+        return self
+
+    def __str__(self) -> str:
+        return f"default {self.license}" if self.kind == "default" else self.kind
+
+
+def _license_id(value: Any) -> str:
+    text = value.strip() if isinstance(value, str) else ""
+    if SPDX_ID.match(text) or re.match(r"^https?://\S+$", text):
+        return text
+    raise ValueError(f"default {value!r} is neither an SPDX license id (CC-BY-4.0, MIT) nor an http(s) URL")
+
+
+UNKNOWN_LICENSE = LicensePolicy(kind="unknown")
+
+
 class MetadataConfig(_Section):
     pii_detection_method: str = "none"
     quarantine_max_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
+    # source name -> LicensePolicy; a source not listed is `unknown` (kept, license null, never released)
+    license_policy: dict[str, LicensePolicy] = Field(default_factory=dict)
+
+    def license_policy_for(self, source: str) -> LicensePolicy:
+        return self.license_policy.get(source, UNKNOWN_LICENSE)
 
 
 class ShardsConfig(_Section):
@@ -121,7 +173,7 @@ class ComputeConfig(_Section):
 
 
 class PipelineConfig(_Section):
-    schema_version: int = 1
+    schema_version: int = 2
     sources: SourcesConfig = SourcesConfig()
     storage: StorageConfig = StorageConfig()
     crawl: CrawlConfig = CrawlConfig()
@@ -133,6 +185,14 @@ class PipelineConfig(_Section):
     experiments_dir: str = "configs/experiments"
     # Where the file was read from: relative paths in it are relative to its project root.
     base_dir: Path = Field(default=PROJECT_ROOT, exclude=True)
+
+    @model_validator(mode="after")
+    def _policies_name_sources(self) -> "PipelineConfig":
+        unknown = sorted(set(self.metadata.license_policy) - set(self.sources.names))
+        if unknown:
+            raise ValueError(f"metadata.license_policy.{unknown[0]}: {unknown[0]!r} is not in sources.names "
+                             f"{self.sources.names}; add the source there or remove its policy")
+        return self
 
     def resolve(self, path: str) -> Path:
         p = Path(path)
@@ -153,7 +213,7 @@ def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "<top level>"
-        got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
+        got = "" if e["type"] == "missing" or not e["loc"] else f" (got {e.get('input')!r})"
         hint = type_hint(e)
         lines.append(f"  {where}: {e['msg']}{got}" + (f"; {hint}" if hint else ""))
     return "\n".join(lines)

@@ -4,6 +4,8 @@
 - `bad_site` / `bad_server`: corrupt media, no audio, cp1252 subtitles, a shell-metacharacter title, a `../`
   id, a trickling download, malformed JSON-LD (build_bad_site); `pwn_marker` is the file the title would
   `touch` if it ever reached a shell.
+- `web_site` / `web_server`: ordinary pages without license metadata, served with a fixed Last-Modified, a
+  duplicate pair whose original is quarantined and a third copy for a second batch (build_web_site).
 - `demo_manifest`: the demo site's URLs written as sources/demo/site.txt under a temp project folder.
 """
 
@@ -18,6 +20,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest
 
 from mm_assets.demo import Trickle, build_bad_site, build_demo_site, serve, write_manifest
+from mm_assets.demo.media import build_web_site
 
 SLOW = Trickle(chunk=64, interval_s=0.5)  # ~128 B/s: a 45 kB clip would take six minutes
 
@@ -46,6 +49,17 @@ def bad_site(tmp_path_factory, pwn_marker):
 @pytest.fixture(scope="session")
 def bad_server(bad_site):
     with serve(bad_site.root, slow_paths={p: SLOW for p in bad_site.slow_paths}) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def web_site(tmp_path_factory):
+    return build_web_site(tmp_path_factory.mktemp("web-site"), n_plain=2)
+
+
+@pytest.fixture(scope="session")
+def web_server(web_site):
+    with serve(web_site.root, last_modified=web_site.last_modified) as server:
         yield server
 
 

@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from checks.metadata import check_metadata_file
+from checks.metadata import METADATA_CHECKS, check_metadata_file
 from mm_assets.cli import run_ingest
 from mm_assets.config import load_config
 from mm_assets.crawl.batch import register_batch
@@ -19,6 +19,7 @@ from mm_assets.crawl.records import read_ledger
 from mm_assets.crawl.sensors import batch_manifest_sensor
 from mm_assets.definitions import build_definitions, build_resources
 from mm_assets.demo import write_manifest
+from mm_assets.etl.assets import media_metadata
 from mm_assets.etl.catalog import EXAMPLE_QUERIES, run_query
 from mm_assets.partitions import crawl_batches
 from mm_assets.shards import VocabLayout
@@ -192,3 +193,101 @@ def test_mm_demo_command(tmp_path):
     assert record["experiment_id"] == "exp-tiny-cpu" and record["iterations"] == 100
     bad = subprocess.run(mm + ["query", "SELECT * FROM nope"], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "query failed" in bad.stderr
+
+
+def _project(tmp_path, policy: str | dict = "unknown"):
+    """A project on the shipped configs/pipeline.yaml with metadata.license_policy.web set to `policy`."""
+    cfg = yaml.safe_load((REPO / "configs" / "pipeline.yaml").read_text())
+    cfg["crawl"].update(item_timeout_s=60, retries=0)
+    cfg["metadata"]["license_policy"]["web"] = policy
+    project = tmp_path / "configs" / "pipeline.yaml"
+    project.parent.mkdir(exist_ok=True)
+    project.write_text(yaml.safe_dump(cfg))
+    return project
+
+
+def _mm(project, home):
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "mm_assets.cli", "--config", str(project), *args], env=env,
+                              capture_output=True, text=True, timeout=600, cwd=project.parents[1])
+
+    return run
+
+
+def _summary(out: subprocess.CompletedProcess) -> list[str]:
+    lines = out.stdout.splitlines()
+    return lines[next(i for i, line in enumerate(lines) if line.startswith("ingest ")):]
+
+
+def test_ordinary_web_pages_licenses_duplicates_dates_and_the_ingest_summary(tmp_path, web_site, web_server):
+    """The issue's user: ordinary pages (no license metadata, a Last-Modified header), a duplicate pair whose
+    original is quarantined plus a third copy in the next batch, a JSON-LD date; `mm ingest` as typed."""
+    project, home = _project(tmp_path), tmp_path / "home"
+    home.mkdir()
+    mm = _mm(project, home)
+    sources = tmp_path / "sources" / "web"
+    first = write_manifest(web_site.subset({"dup-next-batch"}, exclude=True), web_server.base_url, sources / "one.txt")
+    second = write_manifest(web_site.subset({"dup-next-batch"}), web_server.base_url, sources / "two.txt")
+    assert mm("crawl", "add-batch", str(first)).returncode == 0
+    out = mm("ingest", "web-one")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert _summary(out) == [
+        "ingest web-one: 10 URLs",
+        "  crawl       9 ok, 0 skipped, 1 failed (page_unavailable 1)",
+        "  metadata    7 rows, 1 duplicates, 1 quarantined (bad language code 1)",
+        "  licenses    2 stated (page_html 1, page_json_ld 1), 0 config default, 5 unknown "
+        "(metadata.license_policy.web: unknown)",
+        "  dates       2 stated by the page, 0 by the platform, 5 only HTTP Last-Modified, 0 none",
+        "  quarantine  mm query \"SELECT unique_id, source_uri, title, reasons FROM quarantine WHERE batch = 'web-one'\"",
+    ]
+    assert "mm: WARNING" not in out.stderr
+
+    def query(sql):
+        res = mm("query", sql, "--format", "json")
+        assert res.returncode == 0, res.stderr
+        return json.loads(res.stdout)
+
+    rows = {r["uid"].split("_")[1].rsplit("-", 2)[0]: r for r in query(
+        "SELECT unique_id AS uid, metadata.upload_date AS day, metadata.upload_date_source AS day_from, "
+        "metadata.license AS license, metadata.license_source AS license_from, "
+        "to_json(processing_log) AS log FROM media_metadata")}
+    assert (rows["jsonld-dated"]["day"], rows["jsonld-dated"]["day_from"]) == ("2025-03-01", "page_json_ld")
+    assert "Last-Modified" not in rows["jsonld-dated"]["log"]
+    assert (rows["plain-01"]["day"], rows["plain-01"]["day_from"]) == ("2026-06-01", "http_last_modified")
+    assert "is the HTTP Last-Modified date" in rows["plain-01"]["log"]
+    assert (rows["plain-01"]["license"], rows["plain-01"]["license_from"]) == (None, "none")
+    assert rows["licensed-link"]["license_from"] == "page_html" and rows["direct"]["day_from"] == "http_last_modified"
+    (q,) = query("SELECT unique_id, source_uri, title, reasons FROM quarantine")
+    assert q["source_uri"] == web_server.url("web/dup-original.html") and q["title"] == "Web video dup-original"
+    assert q["reasons"][0].startswith("bad language code")
+
+    # The third copy, in the next batch, is a duplicate of the quarantined original too.
+    assert mm("crawl", "add-batch", str(second)).returncode == 0
+    out = mm("ingest", "web-two")
+    assert out.returncode == 0 and _summary(out)[2] == "  metadata    0 rows, 1 duplicates, 0 quarantined"
+    dups = query("SELECT unique_id, batch, kind, winner_unique_id, winner_batch FROM duplicates ORDER BY batch")
+    assert [(d["batch"], d["kind"], d["winner_unique_id"], d["winner_batch"]) for d in dups] == [
+        ("web-one", "within_batch", q["unique_id"], "web-one"), ("web-two", "across_batches", q["unique_id"], "web-one")]
+
+    # `require`: the unlicensed pages are quarantined, stderr says so loudly, --strict exits 3.
+    _project(tmp_path, "require")
+    out = mm("ingest", "--strict", "web-one")
+    assert out.returncode == 3, out.stdout[-3000:] + out.stderr[-3000:]
+    assert _summary(out)[2] == "  metadata    2 rows, 1 duplicates, 6 quarantined (license missing 6, bad language code 1)"
+    warning = [line for line in out.stderr.splitlines() if line.startswith("mm: ")]
+    assert warning[0] == ("mm: WARNING: 6 of 9 crawled items of web-one (67%) are quarantined, above "
+                          "metadata.quarantine_max_fraction = 0.2 (configs/pipeline.yaml)")
+    assert "metadata.license_policy.web is require" in warning[2]
+
+    # `{default: ...}`: filled in and marked as the config's; only media_metadata and its checks rerun.
+    project = _project(tmp_path, {"default": "CC-BY-4.0"})
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(crawl_batches.name, ["web-one"])
+        result = dg.materialize([media_metadata, *METADATA_CHECKS], partition_key="web-one", instance=instance,
+                                resources=build_resources(project))
+        assert all(e.passed for e in result.get_asset_check_evaluations() if e.check_name != "metadata_quarantine")
+    materialized = result.asset_materializations_for_node("media_metadata")[0].metadata
+    assert materialized["license_sources"].data == {"config_default": 5, "page_html": 1, "page_json_ld": 1}
+    assert materialized["license_policy"].value == "default CC-BY-4.0" and materialized["duplicates"].value == 1

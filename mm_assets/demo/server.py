@@ -51,6 +51,7 @@ class LoopbackServer:
     host: str
     port: int
     slow_paths: dict[str, Trickle] = field(default_factory=dict)
+    last_modified: str | None = None  # an HTTP date sent with every file, as real servers send file times
     requests: list[str] = field(default_factory=list)  # "METHOD path" in arrival order, for tests
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -135,6 +136,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", CONTENT_TYPES.get(file.suffix.lower(), "application/octet-stream"))
         self.send_header("Content-Length", str(end - start + 1))
         self.send_header("Accept-Ranges", "bytes")
+        if self.state.last_modified:
+            self.send_header("Last-Modified", self.state.last_modified)
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.end_headers()
@@ -214,18 +217,21 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     slow_paths: dict[str, Trickle] | None = None,
+    last_modified: str | None = None,
 ) -> Iterator[LoopbackServer]:
     """Serve `root` on host:port (0 = an ephemeral port) until the block exits.
 
-    `slow_paths` maps URL paths relative to the root (e.g. "media/slow.mp4") to how they trickle. On exit the
-    server stops accepting, trickling responses end within one interval, and the thread is joined.
+    `slow_paths` maps URL paths relative to the root (e.g. "media/slow.mp4") to how they trickle;
+    `last_modified` (an HTTP date, e.g. Site.last_modified) is sent as every file's Last-Modified header. On
+    exit the server stops accepting, trickling responses end within one interval, and the thread is joined.
     """
     if host not in {"127.0.0.1", "localhost"}:
         raise ValueError(f"host {host!r}: the demo server binds to loopback only")
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"cannot serve {root}: not a folder (build a site first)")
-    state = LoopbackServer(root=root, host=host, port=port, slow_paths=dict(slow_paths or {}))
+    state = LoopbackServer(root=root, host=host, port=port, slow_paths=dict(slow_paths or {}),
+                           last_modified=last_modified)
     handler = type("Handler", (_Handler,), {"state": state})
     httpd = _Server((host, port), handler)
     state.port = httpd.server_address[1]

@@ -18,13 +18,25 @@ from mm_assets.etl.read_only import QueryRefused, connect_read_only, read_statem
 from mm_assets.layout import catalog_storage_root
 from mm_assets.paths import atomic_path
 
-# view name -> Parquet glob under the storage root; per-batch files get a `batch` column from their folder.
+# view name -> Parquet glob under the storage root; per-batch files get a `batch` column from their folder
+# (unless they hold one already, as the crawl ledger does).
 VIEWS = {
     "media_metadata": ("metadata/*/media_metadata.parquet", True),
     "quarantine": ("metadata/*/quarantine.parquet", True),
     "duplicates": ("metadata/*/duplicates.parquet", True),
     "crawl_items": ("crawl/*/items.parquet", True),
     "experiment_records": ("records/experiment_records.parquet", False),
+}
+
+# Columns a view leads with, and how files written before they existed derive them (quarantine files gained
+# source_uri, title and reasons after the first release; their row_json holds the same facts).
+LEADING = {
+    "quarantine": {
+        "unique_id": None,
+        "source_uri": "json_extract_string(row_json, '$.source_uri')",
+        "title": "json_extract_string(row_json, '$.metadata.title')",
+        "reasons": "[reason]",
+    },
 }
 
 EXAMPLE_QUERIES = {
@@ -52,6 +64,22 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _select(view: str, columns: list[str], per_batch: bool) -> str:
+    """The view's select list: its leading columns (derived where older files lack them), the rest, batch."""
+    lead = LEADING.get(view, {})
+    items = []
+    for col, derived in lead.items():
+        if col in columns and derived:
+            items.append(f"coalesce({col}, {derived}) AS {col}")
+        else:
+            items.append(col if col in columns else f"{derived} AS {col}")
+    excluded = ", ".join(["filename", *(c for c in lead if c in columns)])
+    items.append(f"* EXCLUDE ({excluded})")
+    if per_batch and "batch" not in columns:
+        items.append("regexp_extract(filename, '/([^/]+)/[^/]+$', 1) AS batch")
+    return ", ".join(items)
+
+
 def build_catalog(root: Path, db_path: Path) -> CatalogResult:
     """(Re)create the catalog database at `db_path` with one view per artifact family found under `root`."""
     views, files = {}, {}
@@ -64,11 +92,9 @@ def build_catalog(root: Path, db_path: Path) -> CatalogResult:
                 if not paths:
                     continue
                 listing = "[" + ", ".join(_sql_str(p) for p in paths) + "]"
-                batch = ", regexp_extract(filename, '/([^/]+)/[^/]+$', 1) AS batch" if per_batch else ""
-                con.execute(
-                    f"CREATE VIEW {view} AS SELECT * EXCLUDE (filename){batch} "
-                    f"FROM read_parquet({listing}, union_by_name = true, filename = true)"
-                )
+                source = f"read_parquet({listing}, union_by_name = true, filename = true)"
+                columns = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
+                con.execute(f"CREATE VIEW {view} AS SELECT {_select(view, columns, per_batch)} FROM {source}")
                 views[view] = con.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
                 files[view] = len(paths)
             con.execute("CHECKPOINT")

@@ -1,11 +1,12 @@
 """The `media_metadata` ETL of one crawl batch: ok ledger records -> four Parquet files under metadata/<batch>/.
 
   media_metadata.parquet  accepted rows in the unified schema (checks.metadata), sorted by unique_id
-  quarantine.parquet      rows that cannot be used: unique_id, line_no, item_dir, reason, reason_codes, row_json
+  quarantine.parquet      rows that cannot be used: unique_id, source_uri, title, reasons, ..., row_json
   duplicates.parquet      exact duplicates (within the batch or of an earlier batch) with their winner
   hashes.parquet          every content hash the batch saw, accepted / duplicate / quarantined (cross-batch dedup)
 
-Every ok item ends in exactly one of the first three files. Same inputs give byte-identical files: rows are
+Dedup runs first, over every item (dedup.py); the first copies are then validated. Every ok item ends in
+exactly one of the first three files. Same inputs give byte-identical files: rows are
 sorted, timestamps come from the inputs (items.py), and each file is replaced whole (atomic rename).
 """
 
@@ -42,12 +43,17 @@ QUARANTINE_SCHEMA = pa.schema(
         ("reason", pa.string()),  # every reason, "; "-joined
         ("reason_codes", pa.list_(pa.string())),  # the part of each reason before ':', e.g. "license missing"
         ("row_json", pa.string()),  # the offending row as far as it could be built
+        ("source_uri", pa.string()),
+        ("title", pa.string()),
+        ("reasons", pa.list_(pa.string())),  # every reason, one per element
     ]
 )
 DUPLICATES_SCHEMA = pa.schema(
     [
         ("unique_id", pa.string()),
         ("line_no", pa.int64()),
+        ("source_uri", pa.string()),
+        ("title", pa.string()),
         ("hash", pa.string()),
         ("hash_of", pa.string()),
         ("kind", pa.string()),  # within_batch / across_batches
@@ -72,9 +78,12 @@ class MetadataResult:
     quarantined: int
     duplicates_within: int
     duplicates_across: int
+    license_policy: str = "unknown"  # the batch source's metadata.license_policy
     modalities: dict[str, int] = field(default_factory=dict)
     languages: dict[str, int] = field(default_factory=dict)
     licenses: dict[str, int] = field(default_factory=dict)
+    license_sources: dict[str, int] = field(default_factory=dict)  # accepted rows by metadata.license_source
+    upload_date_sources: dict[str, int] = field(default_factory=dict)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     audio_hours: float = 0.0
     video_hours: float = 0.0
@@ -94,12 +103,15 @@ class MetadataResult:
         import dagster as dg  # the ETL itself does not need Dagster
 
         meta: dict[str, Any] = {f"path.{k}": dg.MetadataValue.path(str(v)) for k, v in self.paths.items()}
-        for key in ("items", "rows", "quarantined", "duplicates_within", "duplicates_across", "ledger_not_ok"):
+        for key in ("items", "rows", "quarantined", "duplicates_within", "duplicates_across", "ledger_not_ok",
+                    "license_policy"):
             meta[key] = getattr(self, key)
+        meta["duplicates"] = self.duplicates_within + self.duplicates_across
         meta["audio_hours"] = round(self.audio_hours, 4)
         meta["video_hours"] = round(self.video_hours, 4)
         meta["dagster/row_count"] = self.rows
-        for key in ("modalities", "languages", "licenses", "quarantine_reasons", "superseded"):
+        for key in ("modalities", "languages", "licenses", "license_sources", "upload_date_sources",
+                    "quarantine_reasons", "superseded"):
             meta[key] = dg.MetadataValue.json(getattr(self, key))
         return meta
 
@@ -174,35 +186,36 @@ def build_metadata(
     not_ok = [r.line_no for r, _ in items if r.status != "ok"]
     if not_ok:
         raise ValueError(f"build_metadata takes ok ledger records only; lines {not_ok[:10]} are not ok")
-    built = [_build_row(r, d, source, cfg) for r, d in sorted(items, key=lambda x: x[0].line_no)]
-    quarantine: list[tuple[ItemRow, list[str]]] = [(r, r.problems) for r in built if r.problems]
-    candidates = [r for r in built if not r.problems]
-    table, typed, untyped = _to_arrow(candidates)
-    quarantine += [(candidates[i], [reason]) for i, reason in untyped.items()]
+    rows_by_line = (_build_row(rec, d, source, cfg) for rec, d in sorted(items, key=lambda x: x[0].line_no))
+    built = {r.line_no: r for r in rows_by_line}
+    # Dedup first, over every item with content: a copy of a quarantined item is still a copy.
+    decided = dedup([Candidate(r.line_no, r.unique_id, r.content_hash) for r in built.values() if r.content_hash],
+                    batch=batch, registered_at=registered_at, prior=prior_hashes)
+    duplicates = {d.candidate.line_no: d for d in decided.duplicates}
+    firsts = [r for line, r in built.items() if line not in duplicates]
+    quarantine: list[tuple[ItemRow, list[str]]] = [(r, r.problems) for r in firsts if r.problems]
+    clean = [r for r in firsts if not r.problems]
+    table, typed, untyped = _to_arrow(clean)
+    quarantine += [(clean[i], [reason]) for i, reason in untyped.items()]
     failures = row_failures(pl.from_arrow(table)) if table.num_rows else {}
     quarantine += [(typed[i], reasons) for i, reasons in failures.items()]
-    valid = {i: r for i, r in enumerate(typed) if i not in failures}
-
-    by_uid = {r.unique_id: i for i, r in valid.items()}
-    decided = dedup([Candidate(r.line_no, r.unique_id, r.content_hash) for r in valid.values()],
-                    batch=batch, registered_at=registered_at, prior=prior_hashes)
-    accepted = [valid[by_uid[c.unique_id]] for c in decided.accepted]
-    keep = sorted((r.unique_id, by_uid[r.unique_id]) for r in accepted)
+    accepted = [r for i, r in enumerate(typed) if i not in failures]
+    keep = sorted((r.unique_id, i) for i, r in enumerate(typed) if i not in failures)
     metadata = table.take(pa.array([i for _, i in keep], type=pa.int64())) if keep else table.slice(0, 0)
 
-    dup_rows, hash_rows = [], []
-    for d in decided.duplicates:
-        r = valid[by_uid[d.candidate.unique_id]]
+    dup_rows = []
+    for line, d in duplicates.items():
+        r = built[line]
         _mark_duplicate(r.row, d.winner_unique_id, d.winner_batch)
-        dup_rows.append({"unique_id": r.unique_id, "line_no": r.line_no, "hash": r.content_hash, "hash_of": r.hash_of,
+        dup_rows.append({**_names(r), "line_no": r.line_no, "hash": r.content_hash, "hash_of": r.hash_of,
                          "kind": d.kind, "winner_unique_id": d.winner_unique_id, "winner_batch": d.winner_batch,
                          "item_dir": r.item_dir, "row_json": row_json(r.row)})
-        hash_rows.append((r, "duplicate", d.winner_unique_id, d.winner_batch))
-    hash_rows += [(r, "accepted", r.unique_id, batch) for r in accepted]
-    hash_rows += [(r, "quarantined", None, None) for r, _ in quarantine if r.content_hash]
-    q_rows = [{"unique_id": r.unique_id, "line_no": r.line_no, "item_dir": r.item_dir, "reason": "; ".join(reasons),
-               "reason_codes": sorted({x.split(":")[0] for x in reasons}), "row_json": row_json(r.row)}
-              for r, reasons in quarantine]
+    hash_rows = [(built[line], "duplicate", d.winner_unique_id, d.winner_batch) for line, d in duplicates.items()]
+    hash_rows += [(r, "accepted", r.unique_id, batch) for r in accepted if r.content_hash]
+    hash_rows += [(r, "quarantined", r.unique_id, batch) for r, _ in quarantine if r.content_hash]
+    q_rows = [{**_names(r), "line_no": r.line_no, "item_dir": r.item_dir, "reason": "; ".join(reasons),
+               "reasons": list(reasons), "reason_codes": sorted({x.split(":")[0] for x in reasons}),
+               "row_json": row_json(r.row)} for r, reasons in quarantine]
 
     out_dir = Path(out_dir)
     paths = {"metadata": out_dir / METADATA_FILE, "quarantine": out_dir / QUARANTINE_FILE,
@@ -227,15 +240,25 @@ def build_metadata(
         quarantined=len(quarantine),
         duplicates_within=decided.count("within_batch"),
         duplicates_across=decided.count("across_batches"),
+        license_policy=str(cfg.metadata.license_policy_for(source)),
         modalities=dict(sorted(Counter(m for row in rows for m in row["modalities"]).items())),
         languages=dict(sorted(Counter(row["metadata"]["language"] or "unknown" for row in rows).items())),
         licenses=dict(Counter(row["metadata"]["license"] for row in rows).most_common(20)),
+        license_sources=dict(sorted(Counter(row["metadata"]["license_source"] for row in rows).items())),
+        upload_date_sources=dict(sorted(Counter(row["metadata"]["upload_date_source"] or "none"
+                                                for row in rows).items())),
         quarantine_reasons=dict(sorted(Counter(c for q in q_rows for c in q["reason_codes"]).items())),
         audio_hours=sum(r.audio_seconds or 0.0 for r in accepted if "audio" in r.row["modalities"]) / 3600,
         video_hours=sum(r.row["metadata"]["duration_seconds"] for r in accepted if "video" in r.row["modalities"])
         / 3600,
         superseded={b: len(ids) for b, ids in sorted(decided.superseded.items())},
     )
+
+
+def _names(r: ItemRow) -> dict[str, Any]:
+    """How a person recognises an item in the quarantine and duplicates files."""
+    return {"unique_id": r.unique_id, "source_uri": r.row.get("source_uri"),
+            "title": (r.row.get("metadata") or {}).get("title")}
 
 
 def build_batch_metadata(

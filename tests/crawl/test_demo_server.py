@@ -92,3 +92,12 @@ def test_odd_paths_are_404_not_errors(site):
         assert get(srv.url("a/" + "x" * 5000))[0] == 404
         assert get(srv.url("a/%00.html"))[0] == 404
         assert get(srv.url("a/page.html"))[0] == 200  # still serving
+
+
+def test_last_modified_is_sent_only_when_asked(site):
+    with serve(site) as srv:
+        assert "Last-Modified" not in get(srv.url("a/data.bin"))[2]
+    stamp = "Mon, 01 Jun 2026 12:00:00 GMT"
+    with serve(site, last_modified=stamp) as srv:
+        assert get(srv.url("a/data.bin"))[2]["Last-Modified"] == stamp
+        assert get(srv.url("a/data.bin"), {"Range": "bytes=1-2"})[2]["Last-Modified"] == stamp
