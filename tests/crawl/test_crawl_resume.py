@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,32 @@ def test_killed_download_resumes_with_a_range_request(tmp_path, signo):
     published = storage.path(record.item_dir) / f"{record.item_id}.mp4"
     assert sha256_file(published) == sha256_file(site.root / CLIP)
     assert not list(storage.path(".staging", "crawl", "items").iterdir()), "staging emptied by the publish"
+
+
+def test_two_crawls_meeting_one_item_take_turns(tmp_path):
+    """Two batches crawled at once, both naming the trickling clip: one downloads it, the other waits for the
+    item lock and finds it published (archived); the clip is fetched once."""
+    site = build_resume_site(tmp_path / "site")
+    storage = StorageResource(root=str(tmp_path / "store"))
+    batches = [BatchInfo(batch=f"demo-{n}", source="demo", manifest_sha256="0" * 64, origin="test",
+                         registered_at="2026-01-01T00:00:00+00:00", urls=1) for n in ("a", "b")]
+    results: dict[str, list] = {}
+    with serve(site.root, slow_paths={CLIP: TRICKLE}) as server:
+        entries = parse_manifest("\n".join(site.urls(server.base_url)))
+
+        def crawl(batch: BatchInfo) -> None:
+            results[batch.batch] = YtDlpResource(**SETTINGS).crawl_batch(storage, batch, entries)
+
+        threads = [threading.Thread(target=crawl, args=(b,)) for b in batches]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        served = server.served(CLIP)
+
+    [a], [b] = results["demo-a"], results["demo-b"]
+    outcomes = sorted([(a.status, a.reason, a.owner_batch), (b.status, b.reason, b.owner_batch)])
+    winner = a.batch if a.status == "ok" else b.batch
+    assert outcomes == [("ok", None, None), ("skipped", "archived", winner)]
+    assert [(r.status, r.sent) for r in served] == [(200, (site.root / CLIP).stat().st_size)]
+    assert a.item_dir == b.item_dir and len(list(storage.raw_source_dir("demo").iterdir())) == 1
