@@ -24,14 +24,14 @@ def ledger_problems(entries: list[ManifestEntry], records: list[CrawlRecord], ro
         r = got[0]
         if r.url != e.url:
             problems.append(f"line {e.line_no}: ledger URL {r.url!r} differs from manifest {e.url!r}")
-        if r.status == "ok":
-            if not r.item_dir or not (root / r.item_dir / ITEM_RECORD).is_file():
-                problems.append(f"line {e.line_no} ({e.url}): ok but {r.item_dir}/{ITEM_RECORD} is missing")
-        elif r.status in ("skipped", "failed"):
-            if r.reason not in REASONS:
-                problems.append(f"line {e.line_no} ({e.url}): {r.status} with unknown reason {r.reason!r}")
-        else:
+        if r.status not in ("ok", "skipped", "failed"):
             problems.append(f"line {e.line_no} ({e.url}): unknown status {r.status!r}")
+        elif r.status != "ok" and r.reason not in REASONS:
+            problems.append(f"line {e.line_no} ({e.url}): {r.status} with unknown reason {r.reason!r}")
+        elif r.status == "ok" or r.reason == "archived":  # an item the metadata ETL will read
+            if not r.item_dir or not (root / r.item_dir / ITEM_RECORD).is_file():
+                what = "ok" if r.status == "ok" else f"archived (by batch {r.owner_batch!r})"
+                problems.append(f"line {e.line_no} ({e.url}): {what} but {r.item_dir}/{ITEM_RECORD} is missing")
     problems += [f"line {n}: ledger record for a line the manifest does not have" for n in sorted(by_line)]
     return problems
 

@@ -21,8 +21,13 @@ def _use_project_instance() -> None:
 def _instance():
     import dagster as dg
 
+    from mm_assets.orphan_runs import fail_orphaned_runs
+
     _use_project_instance()
-    return dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.get()
+    for run_id in fail_orphaned_runs(instance):  # SIGKILLed earlier: nothing else ends them (orphan_runs.py)
+        print(f"mm: run {run_id} was left STARTED by a process that is gone; marked it failed", file=sys.stderr)
+    return instance
 
 
 def cmd_add_batch(args: argparse.Namespace) -> int:
@@ -46,17 +51,24 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def _run_then_refresh(config: Path, job: str, partition_key: str, refresh: str, instance) -> bool:
-    """Materialize `job` for one partition, then the unpartitioned `refresh` job; True when both succeed."""
+    """Materialize `job` for one partition, then the unpartitioned `refresh` job; True when both succeed.
+
+    Each run is tagged with this process (so a later `mm` can fail it if the process dies) and logs to the
+    console without interrupt tracebacks; an interrupt between the two runs stops before the second."""
     from mm_assets.definitions import build_definitions
+    from mm_assets.interrupts import cli_console_logger, raise_if_interrupted
+    from mm_assets.orphan_runs import owner_tags
 
     defs = build_definitions(config)
-    run = defs.resolve_job_def(job).execute_in_process(
-        partition_key=partition_key, instance=instance, raise_on_error=False, run_config=QUIET
-    )
-    if not run.success:
-        return False
-    return defs.resolve_job_def(refresh).execute_in_process(instance=instance, raise_on_error=False,
-                                                             run_config=QUIET).success
+
+    def execute(name: str, **kwargs) -> bool:
+        job_def = defs.resolve_job_def(name).with_logger_defs({"console": cli_console_logger})
+        return job_def.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET,
+                                          tags=owner_tags(), **kwargs).success
+
+    ok = execute(job, partition_key=partition_key)
+    raise_if_interrupted()
+    return ok and execute(refresh)
 
 
 def run_ingest(config: Path, batch: str, instance=None) -> bool:
@@ -226,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _after_interrupt(args: argparse.Namespace) -> str:
+    """What a user can do after Ctrl-C / SIGTERM: everything `mm` writes is published whole or not at all."""
+    if args.command == "ingest":
+        return (f"items published so far are kept; `mm ingest {args.batch}` continues the batch "
+                "(partial downloads resume where they stopped)")
+    return "nothing was half-written; run the same command again to continue"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.config = args.config.resolve()
@@ -233,12 +253,19 @@ def main(argv: list[str] | None = None) -> int:
         args.file = str(Path(args.file).resolve())
     from mm_assets.crawl.batch import BatchError
     from mm_assets.etl.catalog import CatalogError
+    from mm_assets.interrupts import Interrupted, raise_if_interrupted, watch_interrupts
 
     try:
-        return args.func(args)
+        with watch_interrupts():
+            code = args.func(args)
+            raise_if_interrupted()  # a signal Dagster handled ended its run as failed; say why, once
+            return code
     except (ConfigError, BatchError, CatalogError) as err:
         print(f"mm: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(f"mm: {stop}: {_after_interrupt(args)}", file=sys.stderr)
+        return stop.exit_code
 
 
 if __name__ == "__main__":

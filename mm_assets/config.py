@@ -63,6 +63,9 @@ class CrawlConfig(_Section):
     item_timeout_s: Annotated[float, Field(gt=0)] = 600.0
     socket_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     retries: Annotated[int, Field(ge=0, le=20)] = 2
+    # Partial downloads of unfinished items are kept for the next run to resume, within these bounds.
+    partial_max_age_hours: Annotated[float, Field(gt=0)] = 168.0
+    partial_max_gb: Annotated[float, Field(ge=0)] = 50.0
 
     @field_validator("audio_format")
     @classmethod

@@ -6,14 +6,13 @@ pipeline config with `YtDlpResource(**cfg.crawl.model_dump())`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import dagster as dg
 from pydantic import Field
 
 from mm_assets.config import CrawlConfig
 from mm_assets.crawl.batch import BatchInfo, ManifestEntry
 from mm_assets.crawl.pool import crawl_entries
+from mm_assets.crawl.progress import CrawlProgress
 from mm_assets.crawl.records import CrawlRecord
 from mm_assets.crawl.worker import CrawlTarget
 from resources.storage import StorageResource
@@ -36,6 +35,8 @@ class YtDlpResource(dg.ConfigurableResource):
     item_timeout_s: float = _DEFAULTS.item_timeout_s
     socket_timeout_s: float = _DEFAULTS.socket_timeout_s
     retries: int = _DEFAULTS.retries
+    partial_max_age_hours: float = _DEFAULTS.partial_max_age_hours
+    partial_max_gb: float = _DEFAULTS.partial_max_gb
 
     @property
     def crawl_config(self) -> CrawlConfig:
@@ -47,12 +48,13 @@ class YtDlpResource(dg.ConfigurableResource):
         storage: StorageResource,
         batch: BatchInfo,
         entries: list[ManifestEntry],
-        progress: Callable[[int, int, int], None] | None = None,
+        progress: CrawlProgress | None = None,
     ) -> list[CrawlRecord]:
         """Crawl `entries` into storage.item_dir(batch.source, id): one record per entry, ordered by line.
 
-        Items already published are not downloaded again (`ok` when this batch published them, else
-        `skipped`/`archived`). `progress(done, total, failures)` is called after each entry.
+        Items already published (by an earlier run of this batch or by another batch) are not downloaded
+        again: `skipped`/`archived`, with the publishing batch in `owner_batch`. A partial download that an
+        interrupted run left staged is resumed. `progress` hears each record and the loop's clock.
         """
         target = CrawlTarget(
             root=str(storage.root_path),

@@ -51,7 +51,8 @@ def ydl_params(cfg: CrawlConfig, outtmpl: str, *, logger: Any) -> dict[str, Any]
         "extractor_retries": cfg.retries,
         "ignoreerrors": False,  # raise, so each item's failure is classified (see errors.py)
         "noplaylist": True,
-        "overwrites": True,  # the staging folder is emptied before each item anyway
+        "overwrites": True,  # what an interrupted attempt finished is redone; only partial downloads are kept
+        "continuedl": True,  # ...and resumed with an HTTP Range request (staging.py keeps `*.part`)
         "quiet": True,
         "noprogress": True,
         "color": "no_color",

@@ -55,6 +55,11 @@ class CrawlRecord:
     owner_batch: str | None = None  # for `archived`: the batch whose crawl published the item
     elapsed_s: float = 0.0
 
+    def published_by(self, batch: str) -> bool:
+        """Whether this line's item belongs to `batch`: published now (ok), or by the batch's earlier run
+        (a rerun records it as archived, owner_batch = batch). Items of other batches do not."""
+        return self.status == "ok" or (self.reason == "archived" and self.owner_batch == batch)
+
 
 LEDGER_SCHEMA = pa.schema(
     [

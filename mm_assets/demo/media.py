@@ -307,6 +307,16 @@ def build_web_site(folder: str | Path, n_plain: int = 20) -> Site:
     return Site(root, tuple(pages), last_modified=LAST_MODIFIED)
 
 
+def build_resume_site(folder: str | Path, *, seconds: float = 4.0) -> Site:
+    """One page whose clip (~20 kB a second of video) is served trickling (`slow_paths`, with a Trickle the
+    caller picks), so a crawl can be interrupted mid-download and its rerun seen resuming the partial file."""
+    root = _fresh(Path(folder))
+    make_clip(root / "media/long.mp4", seconds=seconds, freq_hz=520)
+    _write(root, "subs/long.en.vtt", vtt(["A long clip, first line."]))
+    _video_page(root, "watch/long.html", "A long clip", "media/long.mp4", "subs/long.en.vtt")
+    return Site(root, (SitePage("watch/long.html", "ok", "long"),), slow_paths=("media/long.mp4",))
+
+
 def write_manifest(site: Site, base_url: str, path: str | Path, *, header: str | None = None) -> Path:
     """Write the site's URLs, one a line, in page order (a crawl batch manifest)."""
     path = Path(path)

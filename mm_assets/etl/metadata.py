@@ -183,9 +183,10 @@ def build_metadata(
     if cfg.schema_version != SCHEMA_VERSION:
         raise ValueError(f"schema_version {cfg.schema_version} in the config, but this code writes "
                          f"v{SCHEMA_VERSION}; set schema_version: {SCHEMA_VERSION} or use matching code")
-    not_ok = [r.line_no for r, _ in items if r.status != "ok"]
+    not_ok = [r.line_no for r, _ in items if not r.published_by(batch)]
     if not_ok:
-        raise ValueError(f"build_metadata takes ok ledger records only; lines {not_ok[:10]} are not ok")
+        raise ValueError(f"build_metadata takes ok ledger records only (or archived by this batch's earlier run); "
+                         f"lines {not_ok[:10]} are not")
     rows_by_line = (_build_row(rec, d, source, cfg) for rec, d in sorted(items, key=lambda x: x[0].line_no))
     built = {r.line_no: r for r in rows_by_line}
     # Dedup first, over every item with content: a copy of a quarantined item is still a copy.
@@ -274,7 +275,7 @@ def build_batch_metadata(
     StorageResource that holds the item folders and the batch's BatchInfo (key, source, registered_at)."""
     items: list[tuple[CrawlRecord, Path | None]] = []
     for rec in records:
-        if rec.status != "ok":
+        if not rec.published_by(info.batch):  # ok now, or archived by this batch's earlier run
             continue
         try:
             folder = storage.path(rec.item_dir) if rec.item_dir else None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,7 +16,9 @@ import soundfile as sf
 from mm_assets.config import CrawlConfig, parse_config
 from mm_assets.crawl.batch import load_batch, register_batch
 from mm_assets.crawl.probe import probe_media
+from mm_assets.crawl.progress import CrawlProgress
 from mm_assets.crawl.records import ITEM_RECORD, ItemRecord, read_ledger, write_ledger
+from mm_assets.crawl.staging import is_resumable
 from mm_assets.demo.media import LICENSE_URL, SHELL_TITLE
 from mm_assets.paths import sha256_file
 from resources.storage import StorageResource
@@ -44,9 +46,9 @@ def crawl(tmp_path_factory, demo_site, demo_server, bad_site, bad_server):
     info, _ = register_batch(storage, cfg, manifest)
     info, entries = load_batch(storage, info.batch)
     crawler = YtDlpResource(**SETTINGS)
-    progress: list[tuple[int, int, int]] = []
+    progress = CrawlProgress(info.batch, len(entries), (lines := []).append, every_n=1)
     d0, b0 = len(demo_server.requests), len(bad_server.requests)
-    first = crawler.crawl_batch(storage, info, entries, progress=lambda *a: progress.append(a))
+    first = crawler.crawl_batch(storage, info, entries, progress=progress)
     before = snapshot(storage.root_path)
     n_demo, n_bad = len(demo_server.requests), len(bad_server.requests)
     second = crawler.crawl_batch(storage, info, entries)
@@ -58,7 +60,7 @@ def crawl(tmp_path_factory, demo_site, demo_server, bad_site, bad_server):
     pages = {p.note: (p, by_url[demo_server.url(p.path) if p in demo_site.pages else bad_server.url(p.path)])
              for p in demo_site.pages + bad_site.pages}
     return SimpleNamespace(storage=storage, info=info, entries=entries, crawler=crawler, first=first,
-                           second=second, before=before, after=snapshot(storage.root_path), progress=progress,
+                           second=second, before=before, after=snapshot(storage.root_path), progress=lines,
                            first_requests=first_requests, rerun_requests=rerun_requests, pages=pages,
                            project=project)
 
@@ -82,9 +84,11 @@ def test_every_manifest_line_has_one_record(crawl):
     assert (invalid.status, invalid.reason) == ("failed", "invalid_url")
     assert (duplicate.status, duplicate.reason) == ("skipped", "duplicate_url")
     assert duplicate.message == "duplicate of line 2"
-    failures = sum(r.status == "failed" for r in crawl.first)
-    assert [p[0] for p in crawl.progress] == list(range(1, len(crawl.entries) + 1))
-    assert crawl.progress[-1] == (len(crawl.entries), len(crawl.entries), failures)
+    n, status = len(crawl.entries), Counter(r.status for r in crawl.first)
+    done = [int(line.split(": ", 1)[1].split("/")[0]) for line in crawl.progress]
+    assert set(range(1, n + 1)) <= set(done) and done == sorted(done)  # every item (every_n=1), and the clock
+    assert crawl.progress[-1].startswith(f"crawl {crawl.info.batch}: {n}/{n} items done ({status['ok']} ok, "
+                                         f"{status['skipped']} skipped, {status['failed']} failed), ")
     ledger = crawl.storage.crawl_dir(crawl.info.batch) / "items.parquet"
     write_ledger(ledger, crawl.first)
     assert read_ledger(ledger) == crawl.first
@@ -123,11 +127,20 @@ def test_ok_items_are_complete(crawl, note):
     assert all(n.startswith(rec.item_id + ".") for n in rec.sha256)
 
 
-def test_rerun_downloads_nothing_and_reproduces_the_ledger(crawl):
+def test_rerun_downloads_nothing_and_reports_archived(crawl):
     def key(records):
         return [{k: v for k, v in asdict(r).items() if k != "elapsed_s"} for r in records]
 
-    assert key(crawl.second) == key(crawl.first)
+    batch = crawl.info.batch
+    archived = [r for r in crawl.second if r.reason == "archived"]
+    assert {r.line_no for r in archived} == {r.line_no for r in crawl.first if r.status == "ok"}
+    assert {(r.status, r.owner_batch, r.message) for r in archived} == {
+        ("skipped", batch, f"published by batch {batch!r}")}
+    assert all(r.published_by(batch) for r in archived), "the metadata ETL still reads them"
+    as_first = [next(f for f in crawl.first if f.line_no == r.line_no) for r in archived]
+    assert key(replace(r, status="ok", reason=None, owner_batch=None, message=None) for r in archived) == \
+        key(replace(f, message=None) for f in as_first)
+    assert key(r for r in crawl.second if r.reason != "archived") == key(r for r in crawl.first if r.status != "ok")
     assert crawl.after == crawl.before, "published files were rewritten"
     def media(requests):
         return Counter(r.split(" ", 1)[1] for r in requests if r.endswith((".mp4", ".vtt")))
@@ -212,7 +225,9 @@ def test_trickling_server_times_out_while_others_succeed(crawl):
     assert after and all(r.status in {"ok", "skipped"} or r.reason != "timeout" for r in after)
     assert crawl.pages["bad-json-ld"][1].status == "ok"
     staging = crawl.storage.path(".staging", "crawl")
-    assert [p.name for p in staging.iterdir()] == ["locks"], "killed and stopped workers leave no staging"
+    assert sorted(p.name for p in staging.iterdir()) == ["items", "locks"]
+    # At ~128 B/s the timed-out clip never filled yt-dlp's first 1 kB read, so not even a partial is left to resume.
+    assert [p for p in (staging / "items").rglob("*") if p.is_file() and not is_resumable(p.name)] == []
 
 
 def test_another_batch_finds_the_items_archived(crawl, demo_server):

@@ -1,9 +1,10 @@
-"""A crawl killed mid-batch (SIGKILL, no cleanup of any kind) leaves no visible half-written item, and the
-rerun completes the batch without duplicating or re-downloading what was published."""
+"""A crawl killed mid-batch (SIGKILL, no cleanup of any kind) leaves no visible half-written item and no live
+worker, and the rerun completes the batch without duplicating or re-downloading what was published."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import signal
 import subprocess
@@ -16,7 +17,9 @@ import pytest
 
 from mm_assets.crawl.batch import BatchInfo, parse_manifest
 from mm_assets.crawl.records import ITEM_RECORD
+from mm_assets.crawl.staging import is_resumable
 from mm_assets.demo import Trickle, build_bench_site, serve
+from procs import alive, descendants
 from resources.storage import StorageResource
 from resources.ytdlp import YtDlpResource
 
@@ -39,13 +42,8 @@ def visible_items(raw: Path) -> list[Path]:
     return sorted(p for p in raw.iterdir() if not p.name.startswith(".")) if raw.is_dir() else []
 
 
-def alive(pid: int) -> bool:
-    """Running, not a zombie waiting for init to reap it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in {"Z", "X"}
+def staged_files(staging: Path) -> list[Path]:
+    return sorted(p for p in (staging / "items").rglob("*") if p.is_file())
 
 
 def test_kill_mid_batch_then_rerun(tmp_path):
@@ -66,6 +64,7 @@ def test_kill_mid_batch_then_rerun(tmp_path):
             assert child.poll() is None, child.stderr.read().decode()
             assert time.monotonic() < deadline, "no item was published within 60 s"
             time.sleep(0.02)
+        workers = descendants(child.pid)
         child.send_signal(signal.SIGKILL)
         child.wait(10)
         child.stderr.close()
@@ -74,21 +73,20 @@ def test_kill_mid_batch_then_rerun(tmp_path):
         published = visible_items(raw)
         assert 1 <= len(published) < 6, "killed mid-batch"
         assert all((p / ITEM_RECORD).is_file() for p in published), "no half-written item is visible"
-        staged = [p for p in storage.path(".staging", "crawl").iterdir() if p.name.startswith("w-")]
-        assert staged, "the killed workers' staging folders are left behind..."
-        for folder in staged:  # w-<pid>-<token>: the worker died with its parent
-            assert not alive(int(folder.name.split("-")[1]))
+        assert workers and not [pid for pid in workers if alive(pid)], "the workers died with the crawl"
+        staging = storage.path(".staging", "crawl")
         inodes = {p.name: (p / ITEM_RECORD).stat().st_ino for p in published}
 
         records = YtDlpResource(**SETTINGS).crawl_batch(storage, batch, parse_manifest(manifest))
 
-    assert [r.status for r in records] == ["ok"] * 6
+    archived = {r.item_id for r in records
+                if (r.status, r.reason, r.owner_batch) == ("skipped", "archived", "demo-kill")}
+    assert archived == set(inodes) and all(r.status == "ok" for r in records if r.item_id not in archived)
     items = visible_items(raw)
     assert sorted(p.name for p in items) == sorted(r.item_id for r in records), "no duplicates, none missing"
     assert all((p / ITEM_RECORD).is_file() for p in items)
     assert {p.name: (p / ITEM_RECORD).stat().st_ino for p in items if p.name in inodes} == inodes
-    leftovers = [p.name for p in storage.path(".staging", "crawl").iterdir()]
-    assert leftovers == ["locks"], "...and swept by the next crawl"
+    assert staged_files(staging) == [], "the rerun finished (or swept) what the killed crawl staged"
     assert not [p for p in raw.iterdir() if p.name.startswith(".")]
 
 
@@ -106,10 +104,10 @@ def test_a_worker_killed_mid_item_is_recorded_and_replaced(tmp_path, bad_site, b
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and "GET /media/slow.mp4" not in bad_server.requests[seen:]:
             time.sleep(0.02)
-        for folder in staging.glob("w-*"):
-            if folder.is_dir():  # w-<pid>-<token>: the one worker
-                killed.append(int(folder.name.split("-")[1]))
-                os.kill(killed[-1], signal.SIGKILL)
+        for worker in mp.active_children():
+            if worker.name == "mm-crawl-worker":  # the one worker
+                killed.append(worker.pid)
+                worker.kill()
 
     killer = threading.Thread(target=kill_when_downloading)
     killer.start()
@@ -120,4 +118,4 @@ def test_a_worker_killed_mid_item_is_recorded_and_replaced(tmp_path, bad_site, b
     assert killed and (crashed.status, crashed.reason) == ("failed", "worker_crashed")
     assert str(-signal.SIGKILL) in crashed.message and crashed.elapsed_s < 30
     assert ok.status == "ok", "a fresh worker took the next item"
-    assert [p.name for p in staging.iterdir()] == ["locks"]
+    assert not [p for p in staged_files(staging) if not is_resumable(p.name)], "at most a partial to resume"

@@ -47,6 +47,19 @@ def test_files_ranges_and_templates(site):
         assert "GET /a/missing.html" in srv.requests
 
 
+def test_responses_are_counted_per_path(site):
+    """What the resume tests read: each response's status, the Range asked, and the body bytes sent."""
+    with serve(site) as srv:
+        get(srv.url("a/data.bin"))
+        get(srv.url("a/data.bin"), {"Range": "bytes=60-"})
+        get(srv.url("a/data.bin"), {"Range": "bytes=200-"})
+        get(srv.url("a/missing.bin"))
+        assert [(r.status, r.range, r.sent) for r in srv.served("a/data.bin")] == [
+            (200, None, 100), (206, "bytes=60-", 40), (416, "bytes=200-", 0)]
+        assert srv.bytes_sent("/a/data.bin") == 140
+        assert [(r.method, r.status) for r in srv.served("a/missing.bin")] == [("GET", 404)]
+
+
 def test_nothing_outside_the_root_is_served(site):
     with serve(site) as srv:
         for path in (f"../{site.name}-secret.txt", f"a/%2e%2e/../{site.name}-secret.txt",
