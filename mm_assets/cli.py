@@ -56,7 +56,8 @@ def _run_then_refresh(config: Path, job: str, partition_key: str, refresh: str, 
     Each run is tagged with this process (so a later `mm` can fail it if the process dies) and logs to the
     console without interrupt tracebacks; an interrupt between the two runs stops before the second."""
     from mm_assets.definitions import build_definitions
-    from mm_assets.interrupts import cli_console_logger, raise_if_interrupted
+    from mm_assets.console_log import cli_console_logger
+    from mm_assets.interrupts import raise_if_interrupted
     from mm_assets.orphan_runs import owner_tags
 
     defs = build_definitions(config)

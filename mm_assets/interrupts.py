@@ -4,20 +4,16 @@ While a run executes, Dagster replaces the SIGINT/SIGTERM handlers with its own 
 DagsterExecutionInterruptedError inside the running step, whose cleanup then runs: the crawl kills its
 workers, nothing is half-published) and the run ends as failed. Which signal it was is lost there, so a
 wakeup fd records every signal number that arrives while `watch_interrupts` is active, whoever handles it;
-outside runs our own handler raises Interrupted. The CLI's console logger leaves out the tracebacks of
-interrupted steps and runs (the event log keeps them).
+outside runs our own handler raises Interrupted. No Dagster import here: `mm query` starts without it.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import dagster as dg
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 INTERRUPT_ERRORS = {"DagsterExecutionInterruptedError", "KeyboardInterrupt", "Interrupted"}
@@ -80,21 +76,3 @@ def raise_if_interrupted() -> None:
             received += [b for b in data if b in SIGNALS]
     if received:
         raise Interrupted(received[0])
-
-
-def _interrupt_error(record: logging.LogRecord) -> bool:
-    """Whether the record is a Dagster event about an error that an interrupt raised."""
-    event = (getattr(record, "dagster_meta", None) or {}).get("dagster_event")
-    error = getattr(getattr(event, "event_specific_data", None), "error", None)
-    while error is not None:
-        if error.cls_name in INTERRUPT_ERRORS:
-            return True
-        error = error.cause or error.context
-    return False
-
-
-@dg.logger(dg.colored_console_logger.config_schema, description="The console logger, without interrupt tracebacks.")
-def cli_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
-    log = dg.colored_console_logger.logger_fn(init_context)
-    log.addFilter(lambda record: not _interrupt_error(record))
-    return log
