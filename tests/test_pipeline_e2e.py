@@ -55,16 +55,21 @@ def _register(cfg_path, manifest, instance):
     return info.batch, storage
 
 
-def _ingest(cfg_path, batch, instance):
+def _ingest(cfg_path, batch, instance, *, failing: str | None = None):
+    """Run ingest_batch; every check passes but `failing` (a blocking check, which then fails the run)."""
     result = build_definitions(cfg_path).resolve_job_def("ingest_batch").execute_in_process(
-        partition_key=batch, instance=instance
+        partition_key=batch, instance=instance, raise_on_error=failing is None
     )
-    assert result.success
+    assert result.success == (failing is None)
     evaluations = result.get_asset_check_evaluations()
     # Random tokenizer weights (no weights can be had here) are a warning, by design; nothing else may fail.
     failed = [(e.asset_key.to_user_string(), e.check_name, e.metadata) for e in evaluations
-              if not e.passed and e.check_name != "tokenizer_weights_pretrained"]
+              if not e.passed and e.check_name not in ("tokenizer_weights_pretrained", failing)]
     assert not failed, failed
+    if failing:
+        (evaluation,) = [e for e in evaluations if e.check_name == failing]
+        assert not evaluation.passed
+        return evaluation
     return {e.check_name for e in evaluations}
 
 
@@ -77,7 +82,8 @@ def test_demo_batch_end_to_end_and_rerun(project, demo_site, demo_server, instan
     batch, storage = _register(project, manifest, instance)
     checks = _ingest(project, batch, instance)
     assert {"every_item_accounted_for", "metadata_schema", "metadata_unique_ids", "metadata_license_present",
-            "codes_valid", "shard_ids_in_range", "shard_documents_complete", "shard_token_distribution"} <= checks
+            "codes_valid", "shard_files_consistent", "shard_ids_in_range", "shard_documents_complete",
+            "shard_token_distribution"} <= checks
     assert run_ingest(project, batch, instance)  # second run: same partition, then the catalog
 
     ledger = {r.url: r for r in read_ledger(storage.crawl_dir(batch) / "items.parquet")}
@@ -100,6 +106,8 @@ def test_demo_batch_end_to_end_and_rerun(project, demo_site, demo_server, instan
         warnings.simplefilter("ignore")  # "Transformer Engine and Apex are not installed"
         from megatron.core.datasets.indexed_dataset import IndexedDataset
     megatron = IndexedDataset(str(shard / "tokens"))
+    assert json.loads((shard / "manifest.json").read_text())["documents"] == 4  # written last, what consumers check
+    assert not [p for p in storage.path(".staging", "shards").iterdir() if p.is_dir()]  # staging left nothing
     assert len(megatron) == 4 and all(megatron[i][-1] == VocabLayout.read(shard / "vocab.json").eod_id for i in range(4))
     for modality in ("audio", "video", "text"):
         assert read_identity(storage.path("tokens", batch, f"{modality}.parquet"))["weights"] in ("random", "pretrained")
@@ -124,11 +132,14 @@ def test_second_batch_with_the_same_urls_is_archived(project, demo_site, demo_se
     first, storage = _register(project, write_manifest(demo_site, demo_server.base_url, sources / "one.txt"), instance)
     _ingest(project, first, instance)
     second, _ = _register(project, write_manifest(demo_site, demo_server.base_url, sources / "two.txt"), instance)
-    _ingest(project, second, instance)
+    # Every item belongs to the first batch: the second's shard has no document, which may never reach training.
+    empty = _ingest(project, second, instance, failing="shard_files_consistent")
+    assert "0 documents, 0 sequences: an empty shard trains on nothing" in empty.metadata["problems"].value
     records = read_ledger(storage.crawl_dir(second) / "items.parquet")
     archived = [r for r in records if r.reason == "archived"]
     assert len(archived) == 6 and {r.owner_batch for r in archived} == {first}
-    assert run_ingest(project, second, instance)
+    assert not run_ingest(project, second, instance)
+    assert build_definitions(project).resolve_job_def("refresh_catalog").execute_in_process(instance=instance).success
     rows = dict(run_query(storage.catalog_path(), "SELECT batch, count(*) FROM media_metadata GROUP BY 1")[1])
     assert rows == {first: 4}  # the second batch's Parquet exists, typed, with no rows
     assert run_query(storage.catalog_path(), "SELECT count(DISTINCT batch) FROM crawl_items")[1] == [(2,)]
