@@ -9,6 +9,7 @@ meet the same item take turns: the second sees the first's item.json instead of 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import shutil
@@ -17,10 +18,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mm_assets.paths import lock_file, short_hash
+from mm_assets.paths import short_hash
 
 LOCK_STRIPES = 1024
 ORPHAN_AGE_S = 600.0  # a worker folder without its lock file, older than this, is left from a crash
+
+
+def _lock_file(path: Path, *, blocking: bool) -> int | None:
+    """An fd holding an exclusive flock on `path` (created if needed), or None when it is held elsewhere.
+
+    Retries when the file was unlinked between open and lock (a sweeper removed it), so the lock held is
+    always on the file that is at `path` now.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 class WorkerDirs:
@@ -31,7 +53,7 @@ class WorkerDirs:
         self.staging_root.mkdir(parents=True, exist_ok=True)
         token = f"w-{os.getpid()}-{secrets.token_hex(3)}"
         self.lock_path = self.staging_root / f"{token}.lock"
-        self._fd = lock_file(self.lock_path, blocking=True)
+        self._fd = _lock_file(self.lock_path, blocking=True)
         self.root = self.staging_root / token
         self.root.mkdir()
 
@@ -60,7 +82,7 @@ def sweep_stale(staging_root: Path) -> list[Path]:
     if not staging_root.is_dir():
         return removed
     for lock in sorted(staging_root.glob("w-*.lock")):
-        fd = lock_file(lock, blocking=False)
+        fd = _lock_file(lock, blocking=False)
         if fd is None:
             continue  # a live worker holds it
         try:
@@ -88,7 +110,7 @@ def item_lock(staging_root: Path, source: str, item_id: str) -> Iterator[None]:
     folder = Path(staging_root) / "locks"
     folder.mkdir(parents=True, exist_ok=True)
     stripe = int(short_hash(source, item_id, n=8), 16) % LOCK_STRIPES
-    fd = lock_file(folder / f"{stripe:04d}.lock", blocking=True)
+    fd = _lock_file(folder / f"{stripe:04d}.lock", blocking=True)
     try:
         yield
     finally:

@@ -303,13 +303,13 @@ def read_index(prefix: str | Path) -> ShardIndex:
     return ShardIndex(lengths, pointers, documents)
 
 
-def index_problems(prefix: str | Path) -> list[str]:
+def index_problems(prefix: str | Path, *, allow_empty: bool = False) -> list[str]:
     """Why `prefix`.bin/.idx are not one consistent int32 shard (empty when they are).
 
     Megatron trusts the index: a changed pointer reads misaligned tokens and a short .bin fails deep inside
     numpy. So the pointers must be the cumulative lengths × 4 bytes, the document index must run from 0 to
     the sequence count without going back, the .bin must hold exactly the index's tokens, and there must be
-    at least one document.
+    at least one document (unless `allow_empty`: the shard of a batch with nothing in it, never trained on).
     """
     prefix = Path(prefix)
     try:
@@ -318,7 +318,7 @@ def index_problems(prefix: str | Path) -> list[str]:
         return [str(err)]
     idx, problems = idx_path(prefix), []
     n = len(index.lengths)
-    if index.documents < 1 or n == 0:
+    if (index.documents < 1 or n == 0) and not allow_empty:
         problems.append(f"{idx}: {index.documents} documents, {n} sequences: an empty shard trains on nothing")
     if n and int(index.lengths.min()) <= 0:
         problems.append(f"{idx}: {int((index.lengths <= 0).sum())} sequences have a length <= 0")

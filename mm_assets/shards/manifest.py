@@ -81,12 +81,12 @@ def manifest_problems(prefix: str | Path) -> list[str]:
             if (m := digest_mismatch(prefix.parent / name, d, recorded_by=RECORDED_BY))]
 
 
-def shard_problems(prefix: str | Path, *, manifest_required: bool = True) -> list[str]:
+def shard_problems(prefix: str | Path, *, manifest_required: bool = True, allow_empty: bool = False) -> list[str]:
     """Everything wrong with the shard at `prefix` that reading it would not say clearly: the index against
     itself and its .bin (indexed.index_problems), then the files against manifest.json. Without
     `manifest_required` a shard that has no manifest is checked for consistency only."""
     prefix = Path(prefix)
-    problems = index_problems(prefix)
+    problems = index_problems(prefix, allow_empty=allow_empty)
     if has_manifest(prefix):
         problems += manifest_problems(prefix)
     elif manifest_required:

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from checks.shards import shard_files_consistent
+from mm_assets.etl.metadata import METADATA_FILE
 from mm_assets.partitions import crawl_batches
 from mm_assets.paths import LockBusyError, exclusive, sha256_file
 from mm_assets.shards import VocabLayout, write_shard
@@ -33,6 +36,13 @@ def publish(folder: Path, documents) -> Path:
     LAYOUT.write(folder / VOCAB_FILE)
     shard_manifest(folder, files, names=(VOCAB_FILE,)).write(folder)
     return folder / SHARD_PREFIX
+
+
+def write_metadata_rows(root: Path, batch: str, rows: int) -> None:
+    """The batch's media_metadata.parquet with `rows` rows (only unique_id: the check counts rows)."""
+    path = StorageResource(root=str(root)).metadata_dir(batch) / METADATA_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"unique_id": [f"demo_{i}" for i in range(rows)]}, schema=pa.schema([("unique_id", pa.string())])), path)
 
 
 def docs(n: int = 5):
@@ -113,6 +123,7 @@ def _check(tmp_path: Path, batch: str) -> dg.AssetCheckEvaluation:
 def test_the_blocking_check_fails_on_each_kind_of_damage(tmp_path, damage):
     folder = tmp_path / "data" / "shards" / "b1"
     prefix = publish(folder, [] if damage == "no documents" else docs())
+    write_metadata_rows(tmp_path / "data", "b1", 0 if damage == "none" else 5)
     if damage == "pointer":
         flip_pointer(prefix)
     elif damage == "truncated":
@@ -122,6 +133,16 @@ def test_the_blocking_check_fails_on_each_kind_of_damage(tmp_path, damage):
     assert evaluation.passed == (damage == "none"), problems
     expected = {"none": "none", "no documents": "0 documents", "pointer": "pointers differ", "truncated": "truncated"}
     assert expected[damage] in problems
+
+
+def test_an_empty_batch_may_have_an_empty_shard_that_no_consumer_accepts(tmp_path):
+    """Every item a duplicate or failed: no metadata row, an empty shard, the check passes; the blend and the
+    trainer still refuse the shard (shard_problems without allow_empty)."""
+    prefix = publish(tmp_path / "data" / "shards" / "b1", [])
+    write_metadata_rows(tmp_path / "data", "b1", 0)
+    evaluation = _check(tmp_path, "b1")
+    assert evaluation.passed and evaluation.metadata["metadata_rows"].value == 0
+    assert any("0 documents" in p for p in shard_problems(prefix))
 
 
 _KILLED_WRITER = textwrap.dedent("""
