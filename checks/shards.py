@@ -1,5 +1,6 @@
-"""Checks on `token_shards` (reference §B.9 "silent data bugs"): ids in range, documents complete,
-special-token ratio and document lengths within the configured bounds."""
+"""Checks on `token_shards` (reference §B.9 "silent data bugs"): files as the manifest recorded them and an
+index consistent with its .bin, ids in range, documents complete, special-token ratio and document lengths
+within the configured bounds."""
 
 from pathlib import Path
 from typing import Any
@@ -8,8 +9,10 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from mm_assets.config import ShardsConfig
+from mm_assets.etl.metadata import METADATA_FILE
 from mm_assets.shards import ShardStats, VocabLayout, shard_stats
 from mm_assets.shards.assets import DOCUMENTS_FILE, SHARD_PREFIX, VOCAB_FILE, token_shards
+from mm_assets.shards.manifest import shard_problems
 from mm_assets.tokens.assets import MODALITIES, token_file
 from mm_assets.tokens.store import read_tokens
 from resources.config import PipelineConfigResource
@@ -50,6 +53,23 @@ def _result(problems: list[str], meta: dict[str, Any]) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=not problems, metadata={**meta, "problems": "\n".join(problems) or "none"})
 
 
+def metadata_rows(storage: StorageResource, batch: str) -> int | None:
+    path = storage.metadata_dir(batch) / METADATA_FILE
+    return pq.ParquetFile(path).metadata.num_rows if path.is_file() else None
+
+
+@dg.asset_check(asset=token_shards, blocking=True,
+                description="Index consistent (pointers, document index, .bin size, documents > 0); files match manifest.json.")
+def shard_files_consistent(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
+    """A batch whose metadata has no row (every item a duplicate or failed) may have an empty shard: the blend
+    and the trainer refuse it. Any other batch must yield documents."""
+    batch = context.partition_key
+    prefix = storage.path("shards", batch) / SHARD_PREFIX
+    rows = metadata_rows(storage, batch)
+    return _result(shard_problems(prefix, allow_empty=rows == 0),
+                   {"prefix": dg.MetadataValue.path(str(prefix)), "metadata_rows": -1 if rows is None else rows})
+
+
 @dg.asset_check(asset=token_shards, blocking=True, description="Every id inside its modality's range; markers balanced; EOD last.")
 def shard_ids_in_range(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
     stats = _stats(storage.path("shards", context.partition_key))
@@ -81,4 +101,4 @@ def shard_token_distribution(context: dg.AssetCheckExecutionContext, pipeline: P
     return _result(distribution_problems(stats, pipeline.load().shards), meta)
 
 
-SHARD_CHECKS = [shard_ids_in_range, shard_documents_complete, shard_token_distribution]
+SHARD_CHECKS = [shard_files_consistent, shard_ids_in_range, shard_documents_complete, shard_token_distribution]

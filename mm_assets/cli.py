@@ -128,7 +128,12 @@ def _load_experiment(args: argparse.Namespace):
 
 
 def cmd_train_run(args: argparse.Namespace) -> int:
-    _load_experiment(args)  # a bad experiment file fails here, before anything is registered
+    from mm_assets.definitions import build_resources
+    from mm_assets.train.blend_assets import launch_preflight
+
+    # The whole launch validation (the blend's shards and vocabulary, world size, batches, heads, layers, …)
+    # fails here, before a partition is registered or a file written.
+    launch_preflight(_load_experiment(args), build_resources(args.config)["storage"])
     return 0 if run_experiment(args.config, args.experiment) else 1
 
 

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mm_assets.project import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError, type_hint  # noqa: F401 (re-exported)
 from mm_assets.tokens.config import TokenizersConfig
-from mm_assets.train.config import TrainingConfig
+from mm_assets.train.config import ENV_NAME, TrainingConfig
+from resources.job_env import credential_like
 
 SOURCE_NAME = re.compile(r"^[a-z][a-z0-9]{0,31}$")
 
@@ -166,6 +167,10 @@ class ComputeConfig(_Section):
     slurm_conf: str | None = None  # SLURM_CONF for the Slurm commands (e.g. the local dev cluster's)
     poll_interval_s: Annotated[float, Field(gt=0)] = 5.0
     log_tail_lines: Annotated[int, Field(ge=1, le=10000)] = 50
+    # The only variables a job takes from the Dagster process's environment (resources/job_env.py).
+    job_env: list[str] = Field(default_factory=lambda: ["HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR"])
+    # Credentials for jobs: an AWS shared-credentials file; jobs get its path (AWS_SHARED_CREDENTIALS_FILE).
+    credentials_file: str | None = None
 
     @field_validator("backend")
     @classmethod
@@ -173,6 +178,17 @@ class ComputeConfig(_Section):
         if backend not in ("local", "slurm"):
             raise ValueError(f"backend {backend!r}: use local (a subprocess) or slurm (sbatch)")
         return backend
+
+    @field_validator("job_env")
+    @classmethod
+    def _job_env(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name ({ENV_NAME.pattern})")
+            if credential_like(name):
+                raise ValueError(f"{name} looks like a credential: jobs never copy secrets from the Dagster "
+                                 "process's environment; point compute.credentials_file at a credentials file")
+        return names
 
 
 class PipelineConfig(_Section):
@@ -204,6 +220,16 @@ class PipelineConfig(_Section):
     @property
     def manifest_dir(self) -> Path:
         return self.resolve(self.sources.manifest_dir)
+
+    @property
+    def credentials_file(self) -> Path | None:
+        """compute.credentials_file resolved; ConfigError naming the key when the file is missing."""
+        if self.compute.credentials_file is None:
+            return None
+        path = self.resolve(self.compute.credentials_file)
+        if not path.is_file():
+            raise ConfigError(f"compute.credentials_file: {path} does not exist (an AWS shared-credentials file)")
+        return path
 
     @property
     def storage_root(self) -> Path:

@@ -6,6 +6,7 @@ its root. Files appear whole or not at all (temp file + fsync + rename).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -22,6 +23,10 @@ MAX_COMPONENT = 96
 
 class UnsafePathError(ValueError):
     """A path built from outside input would leave its root."""
+
+
+class LockBusyError(RuntimeError):
+    """Another live process holds the lock: it is writing the same thing now."""
 
 
 def sanitize_component(raw: str, *, max_len: int = MAX_COMPONENT) -> str:
@@ -106,3 +111,42 @@ def publish_dir(staged: Path, target: Path) -> None:
     else:
         os.replace(staged, target)
     fsync_path(target.parent)
+
+
+def lock_file(path: Path, *, blocking: bool) -> int | None:
+    """An fd holding an exclusive flock on `path` (created if needed), or None when it is held elsewhere.
+
+    Retries when the file was unlinked between open and lock (a sweeper removed it), so the lock held is
+    always on the file that is at `path` now. The lock dies with its process: a killed holder frees it.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+@contextmanager
+def exclusive(path: Path, *, what: str, unlink: bool = False) -> Iterator[None]:
+    """Hold the flock on `path` for the block; LockBusyError naming `what` when a live process holds it.
+    `unlink` removes the lock file on the way out (a waiter that opened it retries on the new file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = lock_file(path, blocking=False)
+    if fd is None:
+        raise LockBusyError(f"{what} is being written by another process (it holds {path}); "
+                            "wait for it to finish, then retry")
+    try:
+        yield
+    finally:
+        if unlink:
+            path.unlink(missing_ok=True)
+        os.close(fd)

@@ -2,7 +2,8 @@
 
 The embedded default needs no cluster: the same rendered program and arguments that Slurm would start run
 here, their output goes to the run's log file (what the training_log asset parses) and into the Dagster log,
-and a terminated Dagster run terminates the process group.
+and a terminated Dagster run terminates the process group. The process gets the environment it is given
+(resources/job_env.py) plus the Pipes bootstrap, nothing inherited from the Dagster process.
 """
 
 import os
@@ -19,7 +20,8 @@ from mm_assets.train.slurm_state import LogFollower, tail_lines
 
 
 class LocalPipesClient(dg.PipesClient, TreatAsResourceParam):
-    """Runs `command` with the Pipes bootstrap in its environment; stdout+stderr appended to `log_path`."""
+    """Runs `command` with `env` + the Pipes bootstrap as its whole environment; stdout+stderr appended to
+    `log_path`."""
 
     def __init__(self, *, poll_interval_s: float = 1.0, log_tail_lines: int = 50, terminate_timeout_s: float = 30.0):
         self.poll_interval_s = poll_interval_s
@@ -31,7 +33,7 @@ class LocalPipesClient(dg.PipesClient, TreatAsResourceParam):
         return False
 
     def run(self, *, context: dg.AssetExecutionContext, command: list[str], log_path: Path,
-            env: dict[str, str] | None = None, extras: dict[str, Any] | None = None) -> dg.PipesClientCompletedInvocation:
+            env: dict[str, str], extras: dict[str, Any] | None = None) -> dg.PipesClientCompletedInvocation:
         log_path = Path(log_path)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         folder = log_path.parent
@@ -41,7 +43,7 @@ class LocalPipesClient(dg.PipesClient, TreatAsResourceParam):
             message_reader=dg.PipesFileMessageReader(str(folder / "pipes-messages.jsonl")),
             extras=extras,
         ) as session:
-            full_env = {**os.environ, **(env or {}), **session.get_bootstrap_env_vars()}
+            full_env = {**env, **session.get_bootstrap_env_vars()}
             context.log.info(f"starting {command[:4]}... (log: {log_path})")
             with open(log_path, "ab") as out:
                 proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=full_env,

@@ -2,8 +2,9 @@
 reported through `dagster_pipes` (DESIGN.md §6).
 
 The Pipes context and messages travel through files in `shared_dir`, which the submitting host and the compute
-nodes must both see (a shared filesystem); the bootstrap environment variables reach the job through
-`sbatch --export=ALL`. The job is followed with squeue while queued, then scontrol (finished jobs stay for
+nodes must both see (a shared filesystem). The job's environment is exactly what the caller passes
+(resources/job_env.py), SLURM_CONF and the Pipes bootstrap: sbatch runs with only those variables and
+`--export=<their names>`, so nothing else of the Dagster process reaches the job or Slurm's state directory. The job is followed with squeue while queued, then scontrol (finished jobs stay for
 MinJobAge) or `sacct -c` / `sacct` for its final state; its output file is streamed into the run's log. A
 terminated Dagster run cancels the job; any final state but COMPLETED raises `dg.Failure` with the state,
 exit code and log tail. Parsing lives in mm_assets/train/slurm_state.py.
@@ -59,7 +60,7 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
             the job's log.
         poll_interval_s: seconds between state checks and log reads.
         log_tail_lines: lines of the job's log quoted in a failure.
-        env: extra environment for the job (on top of this process's, which `--export=ALL` passes on).
+        env: the job's environment (resources/job_env.py builds one); nothing else of this process is passed.
         slurm_conf: SLURM_CONF for the Slurm commands (a local cluster's config); None: Slurm's default.
         sbatch, squeue, scontrol, scancel, sacct: the commands, as names on PATH or paths.
         cancel_timeout_s: how long to wait for a cancelled job to leave the queue.
@@ -107,7 +108,8 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
     # --- Slurm commands -----------------------------------------------------------------------------------
 
     def _command_env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        """squeue, scontrol, scancel, sacct: PATH and SLURM_CONF are all they need."""
+        env = {"PATH": os.environ.get("PATH", os.defpath)}
         if self.slurm_conf:
             env["SLURM_CONF"] = self.slurm_conf
         return env
@@ -177,10 +179,9 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
             extras=extras,
         ) as session:
             job_env = {
-                **os.environ,
-                **self._command_env(),
                 **self.env,
                 **(env or {}),
+                **({"SLURM_CONF": self.slurm_conf} if self.slurm_conf else {}),
                 **session.get_bootstrap_env_vars(),
             }
             job_id: str | None = None
@@ -224,7 +225,9 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
     ) -> str:
         # Options on the command line override the script's #SBATCH lines: only the name (and the log
         # location when the script chose none) are set here.
-        args = ["--parsable", "--export=ALL", f"--job-name={job_name}"]
+        # Exactly these variables (their values come from sbatch's own environment, which is job_env), plus
+        # the SLURM_* ones Slurm always sets. Never ALL: that would hand over the Dagster process's secrets.
+        args = ["--parsable", f"--export={','.join(sorted(job_env))}", f"--job-name={job_name}"]
         if default_output is not None:
             args.append(f"--output={default_output}")
         proc = self._slurm("sbatch", *args, str(script_path), env=job_env)

@@ -78,7 +78,8 @@ def test_demo_batch_end_to_end_and_rerun(project, demo_site, demo_server, instan
     batch, storage = _register(project, manifest, instance)
     checks = _ingest(project, batch, instance)
     assert {"every_item_accounted_for", "metadata_schema", "metadata_unique_ids", "metadata_license_present",
-            "codes_valid", "shard_ids_in_range", "shard_documents_complete", "shard_token_distribution"} <= checks
+            "codes_valid", "shard_files_consistent", "shard_ids_in_range", "shard_documents_complete",
+            "shard_token_distribution"} <= checks
     assert run_ingest(project, batch, instance)  # second run: same partition, then the catalog
 
     ledger = {r.url: r for r in read_ledger(storage.crawl_dir(batch) / "items.parquet")}
@@ -103,6 +104,8 @@ def test_demo_batch_end_to_end_and_rerun(project, demo_site, demo_server, instan
         warnings.simplefilter("ignore")  # "Transformer Engine and Apex are not installed"
         from megatron.core.datasets.indexed_dataset import IndexedDataset
     megatron = IndexedDataset(str(shard / "tokens"))
+    assert json.loads((shard / "manifest.json").read_text())["documents"] == 4  # written last, what consumers check
+    assert not [p for p in storage.path(".staging", "shards").iterdir() if p.is_dir()]  # staging left nothing
     assert len(megatron) == 4 and all(megatron[i][-1] == VocabLayout.read(shard / "vocab.json").eod_id for i in range(4))
     for modality in ("audio", "video", "text"):
         assert read_identity(storage.path("tokens", batch, f"{modality}.parquet"))["weights"] in ("random", "pretrained")

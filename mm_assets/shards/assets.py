@@ -1,13 +1,14 @@
 """The `token_shards` asset: a batch's tokens assembled into documents, written as one Megatron shard.
 
 `shards/<batch>/` holds tokens.bin/.idx (int32, one sequence per document ending with EOD), vocab.json (the
-versioned vocabulary layout) and documents.parquet (which item each document is). The folder is built aside
-and published with one rename, so readers see a whole shard or the previous one.
+versioned vocabulary layout), documents.parquet (which item each document is) and, written last,
+manifest.json (sha256 and size of each file: what every consumer checks). The folder is built aside, under a
+per-batch lock, and published with one rename, so readers see a whole shard or the previous one.
 """
 
-import os
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -16,10 +17,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mm_assets.config import PipelineConfig
+from mm_assets.digests import FileDigest, file_digest
 from mm_assets.etl.metadata import METADATA_FILE
 from mm_assets.partitions import crawl_batches
-from mm_assets.paths import publish_dir
+from mm_assets.paths import LockBusyError, exclusive, publish_dir
 from mm_assets.shards import AssemblyConfig, Codebook, DocumentAssembler, VocabLayout, shard_stats, write_shard
+from mm_assets.shards.indexed import ShardFiles
+from mm_assets.shards.manifest import MANIFEST_FILE, ShardManifest
 from mm_assets.tokens.assets import MODALITIES, TOKEN_ASSETS, token_file
 from mm_assets.tokens.store import read_identity, read_tokens
 from resources.config import PipelineConfigResource
@@ -73,32 +77,68 @@ def batch_documents(storage: StorageResource, batch: str, order: list[str]) -> t
     return kept, items, skipped
 
 
+def staging_root(storage: StorageResource) -> Path:
+    """`<root>/.staging/shards/`: beside the shards on the same filesystem, so publishing is one rename."""
+    return storage.path(".staging", "shards")
+
+
+def fresh_staging(storage: StorageResource, batch: str) -> Path:
+    """The batch's staging folder, emptied, after removing what killed runs left (call it holding the lock).
+
+    One stable name per batch: a killed write leaves at most one folder, and the next run removes it. Also
+    swept: folders of the older PID-named layout (`shards/.staging-<batch>-<pid>`) and the shard a killed
+    publish was replacing (`shards/.<batch>.old-<pid>`).
+    """
+    shards = storage.path("shards")
+    for pattern in (f".staging-{batch}-", f".{batch}.old-"):
+        for stale in shards.glob(f"{pattern}*") if shards.is_dir() else ():
+            if stale.name[len(pattern):].isdigit():
+                shutil.rmtree(stale, ignore_errors=True)
+    staging = staging_root(storage) / batch
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def shard_manifest(folder: Path, files: ShardFiles, names: tuple[str, ...] = (VOCAB_FILE, DOCUMENTS_FILE)) -> ShardManifest:
+    """Digests of the shard's files; the .bin/.idx hashes are the writer's, taken as the bytes went out."""
+    digests = {name: file_digest(folder / name) for name in names}
+    for path, sha in ((files.bin_path, files.bin_sha256), (files.idx_path, files.idx_sha256)):
+        digests[path.name] = FileDigest(sha, path.stat().st_size) if sha else file_digest(path)
+    return ShardManifest(files.documents, files.tokens, digests)
+
+
 def build_shard(cfg: PipelineConfig, storage: StorageResource, batch: str) -> dict:
     """Assemble and publish the batch's shard; returns Dagster metadata."""
     layout = vocab_layout(cfg, text_vocab_size(cfg, storage, batch))
     assembler = DocumentAssembler(layout, AssemblyConfig(order=tuple(cfg.shards.order), flatten=cfg.shards.flatten))
     uids, items, skipped = batch_documents(storage, batch, cfg.shards.order)
     target = storage.path("shards", batch)
-    staging = storage.path("shards", f".staging-{batch}-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        docs = [assembler.assemble(item) for item in items]
-        files = write_shard(staging / SHARD_PREFIX, docs, eod_id=layout.eod_id, copy=False)
-        vocab_sha = layout.write(staging / VOCAB_FILE)
-        table = pa.table({"document": pa.array(range(len(uids)), pa.int64()), "unique_id": pa.array(uids, pa.string()),
-                          "tokens": pa.array([len(d) for d in docs], pa.int64())})
-        pq.write_table(table, staging / DOCUMENTS_FILE)
-        publish_dir(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with exclusive(staging_root(storage) / f"{batch}.lock", what=f"shard {batch}"):
+        staging = fresh_staging(storage, batch)
+        try:
+            docs = [assembler.assemble(item) for item in items]
+            files = write_shard(staging / SHARD_PREFIX, docs, eod_id=layout.eod_id, copy=False)
+            vocab_sha = layout.write(staging / VOCAB_FILE)
+            table = pa.table({"document": pa.array(range(len(uids)), pa.int64()),
+                              "unique_id": pa.array(uids, pa.string()),
+                              "tokens": pa.array([len(d) for d in docs], pa.int64())})
+            pq.write_table(table, staging / DOCUMENTS_FILE)
+            manifest = shard_manifest(staging, files)
+            manifest.write(staging)  # last: the shard is complete once it is there
+            publish_dir(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     stats = shard_stats(target / SHARD_PREFIX, layout)
     return {
         "documents": files.documents,
         "tokens": files.tokens,
         "skipped_items": sum(skipped.values()),
         "bin_sha256": files.bin_sha256,
+        "bin_bytes": manifest.files[f"{SHARD_PREFIX}.bin"].bytes,
         "idx_sha256": files.idx_sha256,
+        "idx_bytes": manifest.files[f"{SHARD_PREFIX}.idx"].bytes,
+        "manifest": dg.MetadataValue.path(str(target / MANIFEST_FILE)),
         "vocab_size": layout.vocab_size,
         "vocab_sha256": vocab_sha,
         "special_token_ratio": round(stats.special_token_ratio, 6),
@@ -115,7 +155,7 @@ def token_shards(context: dg.AssetExecutionContext, pipeline: PipelineConfigReso
                  storage: StorageResource) -> dg.MaterializeResult:
     try:
         metadata = build_shard(pipeline.load(), storage, context.partition_key)
-    except ShardInputError as err:
+    except (ShardInputError, LockBusyError) as err:
         raise dg.Failure(str(err)) from None
     context.log.info(f"shard {context.partition_key}: {metadata['documents']} documents, {metadata['tokens']} tokens")
     return dg.MaterializeResult(metadata=metadata)

@@ -1,11 +1,14 @@
 """The training assets of one experiment: `checkpoint` (a Megatron launch run locally or on Slurm through
-Dagster Pipes) and `training_log` (Megatron's text log as the reference's JSONL)."""
+Dagster Pipes) and `training_log` (Megatron's text log as the reference's JSONL).
+
+`checkpoint` checks its inputs before it submits anything (the blend's shards against blend.json, the
+checkpoint it resumes from against its recorded sha256s: verified_checkpoints.py) and, after the job, records
+the sha256s of the new checkpoints, never publishing one whose loss was not finite.
+"""
 
 import json
 import math
-import os
 import subprocess
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,19 +18,31 @@ import dagster as dg
 
 from mm_assets.partitions import experiments
 from mm_assets.paths import atomic_write_text, sha256_file
-from mm_assets.project import PROJECT_ROOT
+from mm_assets.project import PROJECT_ROOT, ConfigError
 from mm_assets.shards import VocabLayout
 from mm_assets.train.blend_assets import BLEND_FILE, experiment_for, shard_resolver, training_blend
-from mm_assets.train.config import ExperimentConfig, LaunchConfigError, ShardVocab
+from mm_assets.train.blend_shards import launch_shard_problems
+from mm_assets.train.config import ExperimentConfig, ShardVocab
+from mm_assets.train.log_records import TrainingRecord
 from mm_assets.train.megatron_log import parse_log, write_jsonl
 from mm_assets.train.sbatch import LaunchFiles, render_launch
+from mm_assets.train.verified_checkpoints import (
+    CheckpointHashes,
+    CheckpointMismatchError,
+    Resume,
+    Settled,
+    iteration_dir,
+    non_finite,
+    prepare_resume,
+    settle_after_job,
+)
 from resources.compute import LocalPipesClient
 from resources.config import PipelineConfigResource
+from resources.job_env import job_environment
 from resources.slurm import SlurmPipesClient
 from resources.storage import StorageResource
 
 RUN_FILE = "run.json"  # what the checkpoint asset ran: backend, job id, log, git commit, times
-TRACKER_FILE = "latest_checkpointed_iteration.txt"  # Megatron's tracker of the latest complete checkpoint
 LOG_JSONL = "training_log.jsonl"
 
 
@@ -49,31 +64,24 @@ def render_experiment(exp: ExperimentConfig, storage: StorageResource) -> Launch
     return render_launch(exp, vocab=vocab, shard_prefix=shard_resolver(storage))
 
 
-def checkpoint_files(folder: Path) -> dict[str, str]:
-    """sha256 of every file of one checkpoint iteration, by path relative to the folder."""
-    return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+def _job_env(cfg, exp: ExperimentConfig) -> dict[str, str]:
+    """The allow-listed environment (resources/job_env.py); the local backend also sets cluster.env, which the
+    sbatch script exports itself on Slurm."""
+    values = dict(exp.training.cluster.env) if cfg.compute.backend == "local" else {}
+    return job_environment(cfg.compute.job_env, values, credentials_file=cfg.credentials_file)
 
 
-def latest_checkpoint(checkpoint_dir: Path) -> tuple[int, Path] | None:
-    tracker = checkpoint_dir / TRACKER_FILE
-    if not tracker.is_file():
-        return None
-    iteration = int(tracker.read_text().strip())
-    return iteration, checkpoint_dir / f"iter_{iteration:07d}"
-
-
-def _job_env() -> dict[str, str]:
-    """The job finds this project's Python first on PATH (a `python` entrypoint means this interpreter)."""
-    return {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONPATH": str(PROJECT_ROOT)}
-
-
-def _launch(context, cfg, exp: ExperimentConfig, files: LaunchFiles, run: dict[str, Any]):
-    """Run the rendered launch on the configured backend; returns the Pipes invocation."""
+def _launch(context, cfg, exp: ExperimentConfig, files: LaunchFiles, env: dict[str, str], run: dict[str, Any]):
+    """Run the rendered launch on the configured backend; returns the Pipes invocation. run["log"] names the
+    job's log even when the job fails."""
     if cfg.compute.backend == "slurm":
         client = SlurmPipesClient(shared_dir=str(exp.run_dir / "pipes"), slurm_conf=cfg.compute.slurm_conf,
                                   poll_interval_s=cfg.compute.poll_interval_s, log_tail_lines=cfg.compute.log_tail_lines)
-        invocation = client.run(context=context, script=files.sbatch, job_name=exp.job_name, env=_job_env())
+        try:
+            invocation = client.run(context=context, script=files.sbatch, job_name=exp.job_name, env=env)
+        except dg.Failure as err:
+            run["log"] = getattr((err.metadata or {}).get("slurm_log"), "value", None)
+            raise
         meta = {k: getattr(v, "value", v) for k, v in invocation.metadata.items()}  # MetadataValue -> plain
         run["slurm_job_id"], run["log"] = str(meta.get("slurm_job_id")), str(meta.get("slurm_log"))
         return invocation
@@ -81,8 +89,44 @@ def _launch(context, cfg, exp: ExperimentConfig, files: LaunchFiles, run: dict[s
     run["log"] = str(log)
     client = LocalPipesClient(poll_interval_s=min(cfg.compute.poll_interval_s, 2.0),
                               log_tail_lines=cfg.compute.log_tail_lines)
-    return client.run(context=context, command=[*files.program, *files.argv], log_path=log,
-                      env={**exp.training.cluster.env, **_job_env()})
+    return client.run(context=context, command=[*files.program, *files.argv], log_path=log, env=env)
+
+
+def _logged_training(exp: ExperimentConfig, log: str | None) -> list[TrainingRecord]:
+    if not log or not Path(log).is_file():
+        return []
+    with open(log, encoding="utf-8", errors="replace") as f:
+        return parse_log(f, seq_length=exp.training.model.seq_length).training
+
+
+def _before_launch(context, exp: ExperimentConfig, hashes: CheckpointHashes) -> Resume:
+    """The handoffs training relies on, checked before anything is submitted: the blend's shards as
+    training_blend verified them, and the checkpoint to resume from as its run recorded it."""
+    blend = json.loads((exp.run_dir / BLEND_FILE).read_text())
+    if "shards" not in blend:
+        raise dg.Failure(f"{exp.run_dir / BLEND_FILE} records no shard sha256s: rematerialize training_blend")
+    problems = launch_shard_problems(blend["shards"])
+    if problems:
+        raise dg.Failure(f"experiment {exp.id}: refusing to launch: the blend's shards changed after "
+                         "training_blend verified them:\n" + "\n".join(f"  - {p}" for p in problems))
+    try:
+        resume = prepare_resume(exp.checkpoint_dir, hashes, fallback=exp.training.resume.on_mismatch == "previous_verified")
+    except CheckpointMismatchError as err:
+        raise dg.Failure(f"experiment {exp.id}: {err}") from None
+    for note in resume.notes:
+        context.log.warning(f"checkpoint {exp.id}: {note}")
+    return resume
+
+
+def _after_job(context, exp: ExperimentConfig, hashes: CheckpointHashes, since: int | None,
+               records: list[TrainingRecord]) -> Settled:
+    """Record the new checkpoints' sha256s; never leave one whose loss was not finite published or tracked."""
+    settled = settle_after_job(exp.checkpoint_dir, hashes, records, since=since)
+    if settled.recorded:
+        context.log.info(f"checkpoint {exp.id}: recorded the sha256s of iterations {settled.recorded}")
+    if settled.rejected:
+        context.log.error(f"checkpoint {exp.id}: {settled.describe()}")
+    return settled
 
 
 @dg.asset(partitions_def=experiments, deps=[training_blend], group_name="train", kinds={"megatron", "slurm"},
@@ -92,27 +136,39 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
     cfg, exp, _ = experiment_for(context, pipeline)
     try:
         files = render_experiment(exp, storage)
-    except LaunchConfigError as err:
+        env = _job_env(cfg, exp)  # a missing credentials file fails here, before anything is written
+    except ConfigError as err:
         raise dg.Failure(str(err)) from None
     for warning in files.warnings:
         context.log.warning(f"launch {exp.id}: {warning}")
+    hashes = CheckpointHashes.load(exp.run_dir)
+    resume = _before_launch(context, exp, hashes)
     written = files.write(exp.run_dir / "launch")
     for folder in files.dirs_to_create:
         Path(folder).mkdir(parents=True, exist_ok=True)
-    resumed = latest_checkpoint(exp.checkpoint_dir)
     run = {"experiment": exp.id, "backend": cfg.compute.backend, "git_commit": git_commit(),
            "config_path": str(exp.path), "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "resumed_from_iteration": resumed[0] if resumed else None, "sbatch": str(written["sbatch"])}
+           "resumed_from_iteration": resume.iteration, "sbatch": str(written["sbatch"]), "log": None}
+    if resume.fell_back_from is not None:
+        run["fell_back_from_iteration"] = resume.fell_back_from
     started = time.monotonic()
-    invocation = _launch(context, cfg, exp, files, run)
+    try:
+        invocation = _launch(context, cfg, exp, files, env, run)
+    finally:  # a failed or cancelled job's checkpoints are settled too: the next run resumes from them
+        records = _logged_training(exp, run["log"])
+        settled = _after_job(context, exp, hashes, resume.iteration, records)
     run["wall_s"] = round(time.monotonic() - started, 2)
-    latest = latest_checkpoint(exp.checkpoint_dir)
-    if latest is None:
+    if settled.rejected:
+        raise dg.Failure(f"experiment {exp.id}: {settled.describe()} (log: {run['log']})")
+    if records and non_finite(records[-1]):
+        raise dg.Failure(f"experiment {exp.id}: the run logged a non-finite loss at iteration {records[-1].iteration}, "
+                         f"its last; {settled.describe()} (log: {run['log']})")
+    if settled.latest is None:
         raise dg.Failure(f"the run of {exp.id} finished without a checkpoint in {exp.checkpoint_dir} "
                          f"(log: {run['log']})")
-    iteration, folder = latest
-    hashes = checkpoint_files(folder)
-    run.update(iteration=iteration, checkpoint=str(folder), sha256=hashes,
+    iteration, folder = settled.latest, iteration_dir(exp.checkpoint_dir, settled.latest)
+    sha256 = {name: entry["sha256"] for name, entry in hashes.entries[iteration]["files"].items()}
+    run.update(iteration=iteration, checkpoint=str(folder), sha256=sha256,
                finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     atomic_write_text(exp.run_dir / RUN_FILE, json.dumps(run, indent=2, sort_keys=True))
     reported = {k: v.value for k, v in (invocation.get_materialize_result().metadata or {}).items()} \
@@ -120,10 +176,11 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(folder)),
         "iteration": iteration,
-        "sha256": dg.MetadataValue.json(hashes),
+        "sha256": dg.MetadataValue.json(sha256),
         "backend": cfg.compute.backend,
         "slurm_job_id": run.get("slurm_job_id") or "none",
-        "resumed_from_iteration": run["resumed_from_iteration"] if resumed else -1,
+        "resumed_from_iteration": resume.iteration if resume.iteration is not None else -1,
+        "fell_back_from_iteration": resume.fell_back_from if resume.fell_back_from is not None else -1,
         "git_commit": run["git_commit"],
         "wall_s": run["wall_s"],
         "log": dg.MetadataValue.path(run["log"]),

@@ -1,6 +1,12 @@
-"""The `training_blend` asset: an experiment's blend resolved to shard prefixes with one shared vocabulary."""
+"""The `training_blend` asset: an experiment's blend resolved to shard prefixes with one shared vocabulary.
+
+Before it writes anything it runs the whole launch validation (`launch_preflight`, also what `mm train run`
+calls before registering a partition), then compares each shard with what token_shards recorded
+(blend_shards.py) and hands the verified digests to the launch in blend.json.
+"""
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -8,12 +14,15 @@ import dagster as dg
 
 from mm_assets.config import PipelineConfig
 from mm_assets.partitions import experiments
-from mm_assets.paths import atomic_write_text, sha256_file
+from mm_assets.paths import atomic_write_text
 from mm_assets.shards import VocabLayout
 from mm_assets.shards.assets import SHARD_PREFIX, VOCAB_FILE, token_shards
 from mm_assets.train.blend import Blend, missing_shard_files, resolve_blend
-from mm_assets.train.config import ExperimentConfig, LaunchConfigError
+from mm_assets.train.blend_shards import verify_blend_shard
+from mm_assets.train.config import ExperimentConfig, LaunchConfigError, ShardVocab
 from mm_assets.train.experiments import load_experiment_file
+from mm_assets.train.sbatch import LaunchFiles, render_launch
+from mm_assets.train.validate import validate_launch
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
 
@@ -39,14 +48,52 @@ def blend_layout(blend: Blend) -> tuple[VocabLayout, list[str]]:
     return next(iter(layouts.values())), problems
 
 
-def resolve_experiment_blend(exp: ExperimentConfig, storage: StorageResource) -> dict[str, Any]:
-    """Everything training needs to know about its data, as written to <run dir>/blend.json."""
-    blend = resolve_blend(exp.training.data.blend, base_dir=exp.base_dir, shard_prefix=shard_resolver(storage))
-    missing = missing_shard_files([i.prefix for i in blend.items])
-    if missing:
-        raise LaunchConfigError([f"missing {m}: materialize token_shards for that batch" for m in missing],
-                                source=f"experiment {exp.id} blend")
-    layout, problems = blend_layout(blend)
+def launch_preflight(exp: ExperimentConfig, storage: StorageResource) -> tuple[Blend, VocabLayout, LaunchFiles]:
+    """Everything checkable before any side effect, as one LaunchConfigError listing every problem: the blend's
+    shards exist and share one vocabulary, and the launch validates (world size, batch divisibility, heads,
+    layers, vocabulary, …, see validate.py) and renders. Writes nothing."""
+    problems: list[str] = []
+    blend = layout = files = None
+    try:
+        blend = resolve_blend(exp.training.data.blend, base_dir=exp.base_dir, shard_prefix=shard_resolver(storage))
+    except LaunchConfigError as err:
+        problems += err.problems
+    if blend is not None:
+        missing = missing_shard_files([i.prefix for i in blend.items])
+        problems += [f"missing {m}: materialize token_shards for that batch" for m in missing]
+        try:
+            layout, layout_problems = blend_layout(blend)
+            problems += layout_problems
+        except LaunchConfigError as err:  # no shard has a vocab.json
+            problems += err.problems
+    try:
+        if layout is not None:
+            files = render_launch(exp, vocab=ShardVocab.from_layout(layout), shard_prefix=shard_resolver(storage))
+        else:
+            validate_launch(exp.training)  # no vocabulary yet: every other rule still applies
+    except LaunchConfigError as err:
+        problems += err.problems
+    except ValueError as err:  # a layout without <pad>
+        problems.append(str(err))
+    if problems or files is None:
+        unique = list(dict.fromkeys(problems)) or ["the blend has no shard to read the vocabulary from"]
+        raise LaunchConfigError(unique, source=f"experiment {exp.id}" + (f" ({exp.path})" if exp.path else ""))
+    return blend, layout, files
+
+
+def resolve_experiment_blend(exp: ExperimentConfig, storage: StorageResource,
+                             materialized: Callable[[str], Mapping[str, Any] | None] = lambda batch: None) -> dict[str, Any]:
+    """Everything training needs to know about its data, as written to <run dir>/blend.json: after the
+    preflight, each shard's .bin/.idx verified against what token_shards recorded (`materialized`: batch →
+    its latest token_shards materialization metadata)."""
+    blend, layout, _ = launch_preflight(exp, storage)
+    shards, problems = {}, []
+    for entry, item in zip(exp.training.data.blend, blend.items):
+        batch = entry.shard_batch
+        digests, found = verify_blend_shard(item.prefix, materialized=materialized(batch) if batch else None,
+                                            manifest_required=batch is not None)
+        shards[item.prefix] = digests
+        problems += [f"{item.key}: {p}" for p in found]
     if problems:
         raise LaunchConfigError(problems, source=f"experiment {exp.id} blend")
     return {
@@ -54,11 +101,22 @@ def resolve_experiment_blend(exp: ExperimentConfig, storage: StorageResource) ->
         "data_path": blend.data_path,
         "weight_sum": blend.weight_sum,
         "shares": blend.metadata(),
-        "idx_sha256": {i.prefix: sha256_file(Path(f"{i.prefix}.idx")) for i in blend.items},
+        "shards": shards,
         "vocab_sha256": layout.sha256,
         "vocab_size": layout.vocab_size,
         "vocab_file": str(Path(blend.items[0].prefix).parent / VOCAB_FILE),
     }
+
+
+def latest_shard_metadata(instance: dg.DagsterInstance) -> Callable[[str], Mapping[str, Any] | None]:
+    """batch → the metadata of its latest token_shards materialization (None when there is none)."""
+    def lookup(batch: str) -> Mapping[str, Any] | None:
+        found = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=token_shards.key, asset_partitions=[batch]), limit=1).records
+        if not found or found[0].asset_materialization is None:
+            return None
+        return {k: v.value for k, v in found[0].asset_materialization.metadata.items()}
+    return lookup
 
 
 def experiment_for(context, pipeline: PipelineConfigResource) -> tuple[PipelineConfig, ExperimentConfig, str]:
@@ -76,7 +134,7 @@ def training_blend(context: dg.AssetExecutionContext, pipeline: PipelineConfigRe
                    storage: StorageResource) -> dg.MaterializeResult:
     _, exp, _ = experiment_for(context, pipeline)
     try:
-        blend = resolve_experiment_blend(exp, storage)
+        blend = resolve_experiment_blend(exp, storage, latest_shard_metadata(context.instance))
     except LaunchConfigError as err:
         raise dg.Failure(str(err)) from None
     out = exp.run_dir / BLEND_FILE
@@ -87,20 +145,37 @@ def training_blend(context: dg.AssetExecutionContext, pipeline: PipelineConfigRe
         "shards": len(blend["shares"]),
         "vocab_size": blend["vocab_size"],
         "vocab_sha256": blend["vocab_sha256"],
+        "shard_digests": dg.MetadataValue.json(blend["shards"]),
         "path": dg.MetadataValue.path(str(out)),
     })
 
 
-@dg.asset_check(asset=training_blend, blocking=True, description="Weights positive, every prefix's .bin/.idx exists, one vocabulary.")
+def size_problems(shards: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Each recorded .bin/.idx still has its recorded size (cheap: the asset has just hashed them)."""
+    problems = []
+    for prefix, digests in shards.items():
+        for kind, recorded in digests.items():
+            path = Path(f"{prefix}.{kind}")
+            size = path.stat().st_size if path.is_file() else None
+            if size != recorded.get("bytes"):
+                problems.append(f"{path}: {'missing' if size is None else f'{size} bytes'}, "
+                                f"blend.json recorded {recorded.get('bytes')}")
+    return problems
+
+
+@dg.asset_check(asset=training_blend, blocking=True,
+                description="Weights positive, every prefix's .bin/.idx exists with its recorded size, one vocabulary.")
 def blend_complete(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
                    storage: StorageResource) -> dg.AssetCheckResult:
     _, exp, _ = experiment_for(context, pipeline)
     blend = json.loads((exp.run_dir / BLEND_FILE).read_text())
     prefixes = list(blend["shares"])
     missing = missing_shard_files(prefixes)
+    sizes = size_problems(blend.get("shards", {}))
     share_sum = sum(blend["shares"].values())
     return dg.AssetCheckResult(
-        passed=not missing and abs(share_sum - 1.0) < 1e-9 and blend["weight_sum"] > 0,
+        passed=not missing and not sizes and set(blend.get("shards", {})) == set(prefixes)
+        and abs(share_sum - 1.0) < 1e-9 and blend["weight_sum"] > 0,
         metadata={"prefixes": len(prefixes), "missing": "\n".join(map(str, missing)) or "none",
-                  "share_sum": share_sum},
+                  "size_mismatches": "\n".join(sizes) or "none", "share_sum": share_sum},
     )

@@ -1,7 +1,8 @@
 """Typed models of the `training:` part of configs/pipeline.yaml, and experiment files that override it.
 
 Seven sections (model, parallelism, optimizer, schedule, precision, data, cluster) hold everything the Megatron
-launch is rendered from. Each model forbids unknown keys and checks single values; rules that tie several
+launch is rendered from; `resume` says what a launch does when its checkpoint no longer matches its recorded
+sha256 (verified_checkpoints.py). Each model forbids unknown keys and checks single values; rules that tie several
 values together (world size, batch divisibility, recompute, schedules) live in `validate.py`, which reports
 all problems at once. An experiment file (`configs/experiments/<id>.yaml`) holds only overrides of these
 sections; they are deep-merged onto the base and the effective diff becomes the experiment record's

@@ -207,3 +207,14 @@ class DataConfig(_Section):
     @classmethod
     def _cache(cls, path: str | None) -> str | None:
         return None if path is None else _no_control(path, "data_cache_path")
+
+
+# -- resume -----------------------------------------------------------------------------------------------
+
+
+class ResumeConfig(_Section):
+    """What a launch does when the checkpoint it would resume from no longer matches its recorded sha256."""
+
+    # refuse: fail before submitting, naming each file. previous_verified: resume from the newest earlier
+    # checkpoint that still matches (the newer folders are moved to <checkpoints>/rejected/).
+    on_mismatch: Literal["refuse", "previous_verified"] = "refuse"

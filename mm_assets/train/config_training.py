@@ -19,6 +19,7 @@ from mm_assets.train.config_sections import (
     OptimizerConfig,
     ParallelismConfig,
     PrecisionConfig,
+    ResumeConfig,
     ScheduleConfig,
     _Section,
 )
@@ -43,6 +44,7 @@ class TrainingConfig(_Section):
     precision: PrecisionConfig = PrecisionConfig()
     data: DataConfig
     cluster: ClusterConfig = ClusterConfig()
+    resume: ResumeConfig = ResumeConfig()
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,13 @@
 """`experiment_records`: the reference's experiment table (§B.7), one row per trained experiment, as Parquet
-(queryable with `mm query`) and Markdown."""
+(queryable with `mm query`) and Markdown.
+
+A result is listed only from an attempt whose training assets materialized with every blocking check passed
+(outcome.py reads that from the Dagster instance). A failed attempt is listed as `failed` with the check or
+step that failed, and no result columns: the files of a failed run are never reported as its result.
+"""
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +18,9 @@ import pyarrow.parquet as pq
 from mm_assets.partitions import experiments
 from mm_assets.paths import atomic_path, atomic_write_text
 from mm_assets.project import ConfigError, PROJECT_ROOT
-from mm_assets.train.assets import LOG_JSONL, RUN_FILE, checkpoint, load_jsonl, training_log
+from mm_assets.train.assets import LOG_JSONL, RUN_FILE, TRAIN_CHECKS, checkpoint, load_jsonl, training_log
+from mm_assets.train.blend_assets import blend_complete
+from mm_assets.train.outcome import FAILED, OK, Outcome, experiment_outcome
 from mm_assets.train.experiments import load_experiment_file
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
@@ -20,10 +28,13 @@ from resources.storage import StorageResource
 RECORDS_SCHEMA = pa.schema([
     ("experiment_id", pa.string()), ("date", pa.string()), ("git_commit", pa.string()),
     ("config_path", pa.string()), ("key_changes", pa.list_(pa.string())), ("result_summary", pa.string()),
-    ("notes", pa.string()), ("final_loss", pa.float64()), ("iterations", pa.int64()),
-    ("consumed_tokens", pa.int64()), ("checkpoint", pa.string()),
+    ("notes", pa.string()), ("status", pa.string()), ("failed_at", pa.string()), ("final_loss", pa.float64()),
+    ("iterations", pa.int64()), ("consumed_tokens", pa.int64()), ("checkpoint", pa.string()),
+    ("dagster_run_id", pa.string()),
 ])
 COLUMNS = ["Experiment ID", "Date", "Git Commit", "Config Path", "Key Changes", "Result Summary", "Notes"]
+# The blocking checks that decide whether an attempt's result may be listed.
+BLOCKING_CHECKS = [spec.key for c in (blend_complete, *TRAIN_CHECKS) for spec in c.check_specs if spec.blocking]
 
 
 def _relative(path: str | None) -> str:
@@ -42,26 +53,36 @@ def result_summary(records: list[dict[str, Any]], run: dict[str, Any]) -> str:
             + (f" ({tokens:,} tokens)" if tokens else "") + f"; checkpoint iter {run.get('iteration')}")
 
 
-def experiment_row(exp, notes: str) -> dict[str, Any] | None:
-    """One table row from the experiment's run.json and JSONL log; None when it has not been trained."""
-    run_path, log_path = exp.run_dir / RUN_FILE, exp.run_dir / LOG_JSONL
-    if not run_path.is_file() or not log_path.is_file():
-        return None
-    run, records = json.loads(run_path.read_text()), load_jsonl(log_path)
-    losses = [r["loss"] for r in records if r["loss"] is not None]
-    return {
+def experiment_row(exp, notes: str, outcome: Outcome) -> dict[str, Any]:
+    """One table row: the result from run.json and the JSONL log when the attempt is `ok`, else its status."""
+    row = {
         "experiment_id": exp.id,
-        "date": (run.get("finished_at") or run.get("started_at") or "")[:10],
-        "git_commit": run.get("git_commit", "unknown"),
+        "date": datetime.fromtimestamp(outcome.started_at, timezone.utc).date().isoformat() if outcome.started_at else "",
+        "git_commit": "unknown",
         "config_path": _relative(str(exp.path)),
         "key_changes": list(exp.key_changes),
-        "result_summary": result_summary(records, run),
+        "result_summary": f"{outcome.status}: {outcome.failed}" if outcome.failed else outcome.status,
         "notes": notes,
-        "final_loss": losses[-1] if losses else None,
-        "iterations": records[-1]["iteration"] if records else None,
-        "consumed_tokens": records[-1].get("consumed_tokens") if records else None,
-        "checkpoint": run.get("checkpoint"),
+        "status": outcome.status,
+        "failed_at": outcome.failed,
+        "final_loss": None, "iterations": None, "consumed_tokens": None, "checkpoint": None,
+        "dagster_run_id": outcome.run_id,
     }
+    run_path, log_path = exp.run_dir / RUN_FILE, exp.run_dir / LOG_JSONL
+    if outcome.status != OK or not run_path.is_file() or not log_path.is_file():
+        return row
+    run, records = json.loads(run_path.read_text()), load_jsonl(log_path)
+    losses = [r["loss"] for r in records if r["loss"] is not None]
+    row.update(
+        date=(run.get("finished_at") or run.get("started_at") or row["date"])[:10],
+        git_commit=run.get("git_commit", "unknown"),
+        result_summary=result_summary(records, run),
+        final_loss=losses[-1] if losses else None,
+        iterations=records[-1]["iteration"] if records else None,
+        consumed_tokens=records[-1].get("consumed_tokens") if records else None,
+        checkpoint=run.get("checkpoint"),
+    )
+    return row
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
@@ -90,8 +111,10 @@ def experiment_records(context: dg.AssetExecutionContext, pipeline: PipelineConf
         except ConfigError as err:
             context.log.warning(f"experiment {exp_id} skipped: {err}")
             continue
-        if (row := experiment_row(exp, notes)) is not None:
-            rows.append(row)
+        outcome = experiment_outcome(context.instance, exp_id, final_asset=training_log.key,
+                                     blocking_checks=BLOCKING_CHECKS)
+        if outcome is not None:
+            rows.append(experiment_row(exp, notes, outcome))
     folder = storage.path("records")
     parquet = folder / "experiment_records.parquet"
     with atomic_path(parquet) as tmp:
@@ -99,6 +122,7 @@ def experiment_records(context: dg.AssetExecutionContext, pipeline: PipelineConf
     atomic_write_text(folder / "experiment_records.md", to_markdown(rows))
     return dg.MaterializeResult(metadata={
         "experiments": len(rows),
+        "failed": sum(r["status"] == FAILED for r in rows),
         "path": dg.MetadataValue.path(str(parquet)),
         "table": dg.MetadataValue.md(to_markdown(rows)),
     })

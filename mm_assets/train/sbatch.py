@@ -125,6 +125,9 @@ def render_sbatch(exp: ExperimentConfig, megatron_groups: Sequence[Sequence[str]
         _Raw('--nodes="$SLURM_NNODES"'),
         ["--ntasks-per-node=1"],
         ["--kill-on-bad-exit=1"],  # one failed node ends the step instead of leaving the others hanging
+        # The step gets this script's environment (the job's allow-listed one + the exports above). Without it,
+        # srun reads the job's SLURM_EXPORT_ENV (sbatch --export=<names>) and drops MASTER_ADDR and the rest.
+        ["--export=ALL"],
     ]
     if c.cpus_per_task is not None:
         # Slurm 22.05+ does not pass sbatch's --cpus-per-task on to srun: say it again.

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from dagster_pipes import encode_param
 
-from mm_assets.paths import sha256_file
+from mm_assets.paths import exclusive, sha256_file
 from mm_assets.shards import VocabLayout, write_shard
 from mm_assets.train import cpu_pretrain
 from mm_assets.train.config import ShardVocab, load_experiment, read_training_base
@@ -31,6 +31,8 @@ HERE = Path(__file__).parent
 REPO = HERE.parents[1]
 EXPERIMENTS = REPO / "configs" / "experiments"
 PERIOD = 16  # the pattern the model has to learn: 0, 1, ..., 15, 0, 1, ...
+# A save killed while staging (this version's stable name, an earlier version's random one) or mid-publish.
+KILLED_SAVE_LEFTOVERS = (".iter_0000100.staging", ".iter_0000100.k3x9q1", ".iter_0000050.old-4242")
 
 
 def pattern_shard(folder: Path, layout: VocabLayout, phase: int) -> Path:
@@ -119,6 +121,8 @@ def second_stage(work, launch, first_run, shards):
     shutil.copytree(ckpt, replay_dir, ignore=shutil.ignore_patterns("data-cache"))
     shutil.rmtree(replay_dir / f"iter_{iters:07d}")
     (replay_dir / "latest_checkpointed_iteration.txt").write_text(str(save_every))
+    for leftover in KILLED_SAVE_LEFTOVERS:  # what saves killed mid-way leave behind
+        (replay_dir / leftover / "mp_rank_00").mkdir(parents=True)
     replay = start(launch, with_values(launch.argv, save=str(replay_dir), load=str(replay_dir)))
 
     extend_dir = work / "extend"
@@ -140,6 +144,7 @@ def second_stage(work, launch, first_run, shards):
     return {
         "replay": parse_log(replay_out, seq_length=seq),
         "replay_out": replay_out,
+        "replay_dir": replay_dir,
         "extend": parse_log(extend_out, seq_length=seq),
         "extend_dir": extend_dir,
         "pipes": pipes,
@@ -236,6 +241,18 @@ def test_resume_replays_the_run_exactly(launch, first_run, second_stage):
         expected = (b.loss + before[r.iteration - 1].loss) / 2 if every == 1 and n == 1 else b.loss
         assert r.loss == pytest.approx(expected, rel=1e-6, abs=1e-6)
     assert [v.loss for v in replay.validation] == [v.loss for v in first.validation if v.iteration > save_every]
+    assert not [p.name for p in second_stage["replay_dir"].iterdir() if p.name.startswith(".")]
+    for leftover in KILLED_SAVE_LEFTOVERS:
+        assert f"NOTICE: removed {second_stage['replay_dir'] / leftover}, left by a save" in second_stage["replay_out"]
+
+
+def test_a_second_trainer_on_the_same_checkpoint_folder_is_refused(launch, tmp_path):
+    save = tmp_path / "ckpt"
+    with exclusive(save / ".trainer.lock", what="held by the test"):
+        proc = start(launch, with_values(launch.argv, save=str(save), load=str(save)))
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out[-2000:]
+    assert f"checkpoint folder {save} is being written by another process" in err
 
 
 def test_a_longer_run_resumes_on_a_new_blend_under_pipes(launch, first_run, second_stage):

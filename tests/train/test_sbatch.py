@@ -106,6 +106,7 @@ def test_10b_script_runs_torchrun_on_every_node(launch_10b, tmp_path):
         "--nodes=2",
         "--ntasks-per-node=1",
         "--kill-on-bad-exit=1",
+        "--export=ALL",
         "--cpus-per-task=96",
         "torchrun",
         "--nnodes=2",
@@ -123,7 +124,7 @@ def test_10b_script_runs_torchrun_on_every_node(launch_10b, tmp_path):
 
 def test_cpu_script_runs_the_configured_entrypoint(launch_tiny, tmp_path):
     argv, env = run_script(launch_tiny.sbatch, tmp_path)
-    expected_head = ["--nodes=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "--cpus-per-task=2"]
+    expected_head = ["--nodes=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "--export=ALL", "--cpus-per-task=2"]
     assert argv == [*expected_head, "python", "-m", "mm_assets.train.cpu_pretrain", *launch_tiny.argv]
     assert env["OMP_NUM_THREADS"] == "1"
     assert launch_tiny.program == ["python", "-m", "mm_assets.train.cpu_pretrain"]
@@ -175,6 +176,7 @@ def test_body_values_are_quoted_and_cannot_change_the_script(base, tmp_path):
         "--nodes=2",
         "--ntasks-per-node=1",
         "--kill-on-bad-exit=1",
+        "--export=ALL",
         f"--container-image=img;{bad}",
         f"--container-mounts=/a:/b,{bad}",
         "/usr/bin/env",
@@ -211,7 +213,7 @@ def test_entrypoint_arguments_with_newlines_stay_one_word(base, tmp_path):
     bash_n(launch.sbatch, tmp_path)
     argv, _ = run_script(launch.sbatch, tmp_path)
     assert not marker.exists()
-    assert argv[3:] == [*program, *launch.argv]
+    assert argv[4:] == [*program, *launch.argv]
     assert "LAUNCHER" not in launch.sbatch
 
 

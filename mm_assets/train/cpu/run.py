@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import tempfile
@@ -15,7 +16,8 @@ import numpy as np
 
 from mm_assets.train.cpu import TrainerError
 from mm_assets.train.cpu.args import build_parser, check_args, schedule_of
-from mm_assets.train.cpu.checkpoint import checkpoint_sha256
+from mm_assets.shards.manifest import MANIFEST_FILE, has_manifest, shard_problems
+from mm_assets.train.cpu.checkpoint import checkpoint_sha256, sweep_staging, writer_lock
 from mm_assets.train.cpu.data import build_datasets, missing_prefixes, padded_vocab_size, parse_data_path, resolve_vocab
 from mm_assets.train.cpu.model import install_cpu_shims
 from mm_assets.train.cpu.trainer import Trainer, now
@@ -71,6 +73,11 @@ def run(argv: Sequence[str], pipes=None) -> int:
     missing = missing_prefixes(prefixes)
     if missing:
         raise TrainerError("--data-path: no shard at " + ", ".join(f"{m} (.bin/.idx)" for m in missing))
+    damaged = [p for prefix in prefixes for p in shard_problems(prefix, manifest_required=False)]
+    if damaged:
+        raise TrainerError("--data-path: refusing shards that do not match their index or manifest: " + "; ".join(damaged))
+    notices += [f"no {MANIFEST_FILE} beside {p}: checked against its index only, not against recorded sha256s"
+                for p in prefixes if not has_manifest(p)]
     vocab = resolve_vocab(args, prefixes)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world != 1:
@@ -84,6 +91,17 @@ def run(argv: Sequence[str], pipes=None) -> int:
     for notice in notices:
         emit(f"NOTICE: {notice}", False)
 
+    stack = contextlib.ExitStack()
+    if args.save:
+        stack.enter_context(writer_lock(args.save))
+        for stale in sweep_staging(args.save):
+            emit(f"NOTICE: removed {stale}, left by a save that did not finish", False)
+    with stack:
+        return _train(args, sched, vocab, prefixes, weights, emit, pipes, wall0)
+
+
+def _train(args, sched, vocab, prefixes, weights, emit, pipes, wall0: float) -> int:
+    """Datasets, model, resume, the loop, the final evaluation, and the report to Dagster Pipes."""
     import torch
     import torch.distributed as dist
 

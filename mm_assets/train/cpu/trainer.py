@@ -57,6 +57,7 @@ class RunResult:
     last_validation_loss: float | None = None
     resumed_from: int | None = None
     checkpoint: Path | None = None
+    nonfinite_at: int | None = None  # the latest iteration whose loss was NaN or infinite
 
 
 def now() -> datetime:
@@ -172,9 +173,15 @@ class Trainer:
         }
 
     def save(self) -> None:
+        """Save and track the iteration, unless its loss was not finite: such weights are never published."""
         if not self.args.save:
             return
         it = self.progress.iteration
+        if self.result.nonfinite_at == it:
+            latest = read_tracker(self.args.save)
+            self.emit(f"WARNING: not saving checkpoint at iteration {it:8d}: its loss is not finite; the latest "
+                      f"checkpoint stays {'iteration %d' % latest if latest is not None else 'none'}", True)
+            return
         self.emit(mlog.format_saving_checkpoint(now(), it, self.args.save), True)
         self.result.checkpoint = save_checkpoint(self.args.save, it, self.state_dict())
         self.emit(mlog.format_saved_checkpoint(now(), it, self.args.save), False)
@@ -236,6 +243,8 @@ class Trainer:
             p.iteration += 1
             p.consumed_train_samples += self.gbs
             p.flops_so_far += self.flops
+            if not math.isfinite(loss):
+                self.result.nonfinite_at = p.iteration
             if skipped:
                 interval.skipped += 1
                 interval.nan += int(not math.isfinite(loss))
