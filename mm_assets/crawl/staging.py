@@ -14,7 +14,6 @@ alone; of the rest it keeps resumable partials within an age and a size bound (o
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import time
@@ -23,32 +22,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mm_assets.paths import short_hash
+from mm_assets.paths import lock_file, short_hash
 
 LOCK_STRIPES = 1024
 ITEMS = "items"
 LOCKS = "locks"
-
-
-def _lock_file(path: Path, *, blocking: bool) -> int | None:
-    """An fd holding an exclusive flock on `path` (created if needed), or None when it is held elsewhere.
-
-    Retries when the file was unlinked between open and lock (a sweeper removed it), so the lock held is
-    always on the file that is at `path` now.
-    """
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        try:
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                return fd
-        except FileNotFoundError:
-            pass
-        os.close(fd)
 
 
 def item_key(source: str, item_id: str) -> str:
@@ -65,7 +43,7 @@ def _stripe_path(staging_root: Path, key: str) -> Path:
 @contextmanager
 def item_lock(staging_root: Path, source: str, item_id: str) -> Iterator[None]:
     """Exclusive, cross-process, released when the holder exits or dies (flock)."""
-    fd = _lock_file(_stripe_path(staging_root, item_key(source, item_id)), blocking=True)
+    fd = lock_file(_stripe_path(staging_root, item_key(source, item_id)), blocking=True)
     try:
         yield
     finally:
@@ -156,7 +134,7 @@ def _unless_locked(staging_root: Path, key: str) -> Iterator[bool]:
     except ValueError:
         yield False  # not a folder this module made
         return
-    fd = _lock_file(_stripe_path(staging_root, key), blocking=False)
+    fd = lock_file(_stripe_path(staging_root, key), blocking=False)
     try:
         yield fd is not None
     finally:
@@ -172,7 +150,7 @@ def _sweep_worker_folders(staging_root: Path) -> list[Path]:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     for lock in sorted(staging_root.glob("w-*.lock")):
-        fd = _lock_file(lock, blocking=False)
+        fd = lock_file(lock, blocking=False)
         if fd is None:
             continue  # a live worker of an older version holds it
         try:
