@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from mm_assets.paths import fsync_path, sha256_file  # noqa: E402
+from mm_assets.storage.paths import fsync_path, sha256_file  # noqa: E402
 from mm_assets.shards.indexed import ShardWriter, bin_path, idx_path  # noqa: E402
 
 

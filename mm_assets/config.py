@@ -42,6 +42,8 @@ class SourcesConfig(_Section):
 
 class StorageConfig(_Section):
     root: str = "data"
+    # Local folder for staging, caches and downloads; None: <root>/.staging (a publish is then one rename).
+    scratch: str | None = None
 
     @field_validator("root")
     @classmethod
@@ -232,10 +234,14 @@ class PipelineConfig(_Section):
         return path
 
     @property
-    def storage_root(self) -> Path:
-        if self.storage.root.startswith("s3://"):
-            raise ConfigError(f"storage.root {self.storage.root!r}: S3 storage is not wired into the crawl yet")
-        return self.resolve(self.storage.root)
+    def storage_root(self) -> str:
+        """storage.root: an absolute local folder, or the s3:// URL as written."""
+        root = self.storage.root
+        return root if root.startswith("s3://") else str(self.resolve(root))
+
+    @property
+    def storage_scratch(self) -> str | None:
+        return None if self.storage.scratch is None else str(self.resolve(self.storage.scratch))
 
 
 def _format_errors(err: ValidationError) -> str:

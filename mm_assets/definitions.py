@@ -31,7 +31,7 @@ def build_resources(config_path: str | Path) -> dict[str, dg.ConfigurableResourc
     cfg = load_config(config_path)
     return {
         "pipeline": PipelineConfigResource(path=str(Path(config_path).resolve())),
-        "storage": StorageResource(root=str(cfg.storage_root)),
+        "storage": StorageResource(root=cfg.storage_root, scratch=cfg.storage_scratch),
         "crawler": YtDlpResource(**cfg.crawl.model_dump()),
     }
 

@@ -30,7 +30,7 @@ import dagster as dg
 from dagster._core.definitions.resource_annotation import TreatAsResourceParam
 from dagster_pipes import PipesExtras
 
-from mm_assets.paths import atomic_write_text
+from mm_assets.storage.paths import atomic_write_text
 from resources.signals import deferred_interrupts
 from mm_assets.train.slurm_state import (
     SACCT_FIELDS,

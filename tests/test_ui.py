@@ -68,5 +68,5 @@ def test_ui_shows_assets_and_checks(webserver):
     assert shown["checkpoint"] == ("train", True, {"checkpoint_complete": True})
     assert shown["training_log"] == ("train", True, {"loss_finite": True, "loss_decreased": False})
     assert shown["experiment_records"] == ("records", False, {"one_row_per_experiment": False})
-    assert shown["token_shards"] == ("shards", True, {"shard_ids_in_range": True, "shard_documents_complete": True,
-                                                      "shard_token_distribution": True})
+    assert shown["token_shards"] == ("shards", True, {"shard_files_consistent": True, "shard_ids_in_range": True,
+                                                      "shard_documents_complete": True, "shard_token_distribution": True})

@@ -16,10 +16,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mm_assets.paths import atomic_path
-
 Status = Literal["ok", "skipped", "failed"]
-ITEM_RECORD = "item.json"
 
 # Error classes a failed or skipped record may carry; tests and alerts match on these strings.
 REASONS = {
@@ -81,11 +78,10 @@ assert [f.name for f in fields(CrawlRecord)] == LEDGER_SCHEMA.names
 
 
 def write_ledger(path: Path, records: list[CrawlRecord]) -> None:
-    """Write the ledger Parquet atomically, ordered by manifest line."""
+    """Write the ledger Parquet, ordered by manifest line (to a staging path: the store publishes it)."""
     rows = [asdict(r) for r in sorted(records, key=lambda r: r.line_no)]
-    table = pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA), path)
 
 
 def read_ledger(path: Path) -> list[CrawlRecord]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mm_assets.paths import atomic_write_text
+from mm_assets.storage.paths import atomic_write_text
 
 MANIFEST_FORMAT = "mm-pretrain.vocab-layout"
 MANIFEST_VERSION = 1

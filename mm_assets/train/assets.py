@@ -17,14 +17,16 @@ from typing import Any
 import dagster as dg
 
 from mm_assets.partitions import experiments
-from mm_assets.paths import atomic_write_text, sha256_file
 from mm_assets.project import PROJECT_ROOT, ConfigError
 from mm_assets.shards import VocabLayout
-from mm_assets.train.blend_assets import BLEND_FILE, experiment_for, shard_resolver, training_blend
+from mm_assets.storage.paths import sha256_file
+from mm_assets.storage.store import Storage
+from mm_assets.train.blend_assets import experiment_for, local_prefix, read_blend, shard_resolver, training_blend
 from mm_assets.train.blend_shards import launch_shard_problems
 from mm_assets.train.config import ExperimentConfig, ShardVocab
 from mm_assets.train.log_records import TrainingRecord
-from mm_assets.train.megatron_log import parse_log, write_jsonl
+from mm_assets.train.megatron_log import jsonl_lines, parse_log
+from mm_assets.train.run_folders import RunFolders
 from mm_assets.train.sbatch import LaunchFiles, render_launch
 from mm_assets.train.verified_checkpoints import (
     CheckpointHashes,
@@ -42,9 +44,6 @@ from resources.job_env import job_environment
 from resources.slurm import SlurmPipesClient
 from resources.storage import StorageResource
 
-RUN_FILE = "run.json"  # what the checkpoint asset ran: backend, job id, log, git commit, times
-LOG_JSONL = "training_log.jsonl"
-
 
 def git_commit() -> str:
     """The project's commit (with -dirty when the tree has changes), or 'unknown' outside a checkout."""
@@ -58,10 +57,10 @@ def git_commit() -> str:
         return "unknown"
 
 
-def render_experiment(exp: ExperimentConfig, storage: StorageResource) -> LaunchFiles:
-    blend = json.loads((exp.run_dir / BLEND_FILE).read_text())
-    vocab = ShardVocab.from_layout(VocabLayout.read(Path(blend["vocab_file"])))
-    return render_launch(exp, vocab=vocab, shard_prefix=shard_resolver(storage))
+def render_experiment(exp: ExperimentConfig, storage: Storage) -> LaunchFiles:
+    blend = read_blend(storage, exp.id)
+    vocab = ShardVocab.from_layout(VocabLayout.read(local_prefix(storage, blend["vocab_file"])))
+    return render_launch(exp, RunFolders.of(exp, storage), vocab=vocab, shard_prefix=shard_resolver(storage))
 
 
 def _job_env(cfg, exp: ExperimentConfig) -> dict[str, str]:
@@ -71,11 +70,12 @@ def _job_env(cfg, exp: ExperimentConfig) -> dict[str, str]:
     return job_environment(cfg.compute.job_env, values, credentials_file=cfg.credentials_file)
 
 
-def _launch(context, cfg, exp: ExperimentConfig, files: LaunchFiles, env: dict[str, str], run: dict[str, Any]):
+def _launch(context, cfg, storage: Storage, files: LaunchFiles, env: dict[str, str], run: dict[str, Any]):
     """Run the rendered launch on the configured backend; returns the Pipes invocation. run["log"] names the
     job's log even when the job fails."""
+    exp = files.experiment
     if cfg.compute.backend == "slurm":
-        client = SlurmPipesClient(shared_dir=str(exp.run_dir / "pipes"), slurm_conf=cfg.compute.slurm_conf,
+        client = SlurmPipesClient(shared_dir=str(files.run.pipes), slurm_conf=cfg.compute.slurm_conf,
                                   poll_interval_s=cfg.compute.poll_interval_s, log_tail_lines=cfg.compute.log_tail_lines)
         try:
             invocation = client.run(context=context, script=files.sbatch, job_name=exp.job_name, env=env)
@@ -85,7 +85,7 @@ def _launch(context, cfg, exp: ExperimentConfig, files: LaunchFiles, env: dict[s
         meta = {k: getattr(v, "value", v) for k, v in invocation.metadata.items()}  # MetadataValue -> plain
         run["slurm_job_id"], run["log"] = str(meta.get("slurm_job_id")), str(meta.get("slurm_log"))
         return invocation
-    log = exp.log_dir / f"{exp.id}-local-{run['started_at'].replace(':', '')}.log"
+    log = storage.store.local_path(storage.layout.local_job_log(exp.id, run["started_at"]))
     run["log"] = str(log)
     client = LocalPipesClient(poll_interval_s=min(cfg.compute.poll_interval_s, 2.0),
                               log_tail_lines=cfg.compute.log_tail_lines)
@@ -99,18 +99,20 @@ def _logged_training(exp: ExperimentConfig, log: str | None) -> list[TrainingRec
         return parse_log(f, seq_length=exp.training.model.seq_length).training
 
 
-def _before_launch(context, exp: ExperimentConfig, hashes: CheckpointHashes) -> Resume:
+def _before_launch(context, storage: Storage, files: LaunchFiles, hashes: CheckpointHashes) -> Resume:
     """The handoffs training relies on, checked before anything is submitted: the blend's shards as
     training_blend verified them, and the checkpoint to resume from as its run recorded it."""
-    blend = json.loads((exp.run_dir / BLEND_FILE).read_text())
+    exp = files.experiment
+    blend = read_blend(storage, exp.id)
     if "shards" not in blend:
-        raise dg.Failure(f"{exp.run_dir / BLEND_FILE} records no shard sha256s: rematerialize training_blend")
-    problems = launch_shard_problems(blend["shards"])
+        raise dg.Failure(f"experiment {exp.id}: its blend.json records no shard sha256s: rematerialize training_blend")
+    problems = launch_shard_problems(blend["shards"], lambda prefix: local_prefix(storage, prefix))
     if problems:
         raise dg.Failure(f"experiment {exp.id}: refusing to launch: the blend's shards changed after "
                          "training_blend verified them:\n" + "\n".join(f"  - {p}" for p in problems))
     try:
-        resume = prepare_resume(exp.checkpoint_dir, hashes, fallback=exp.training.resume.on_mismatch == "previous_verified")
+        resume = prepare_resume(files.run.checkpoints, hashes,
+                                fallback=exp.training.resume.on_mismatch == "previous_verified")
     except CheckpointMismatchError as err:
         raise dg.Failure(f"experiment {exp.id}: {err}") from None
     for note in resume.notes:
@@ -118,10 +120,11 @@ def _before_launch(context, exp: ExperimentConfig, hashes: CheckpointHashes) -> 
     return resume
 
 
-def _after_job(context, exp: ExperimentConfig, hashes: CheckpointHashes, since: int | None,
+def _after_job(context, files: LaunchFiles, hashes: CheckpointHashes, since: int | None,
                records: list[TrainingRecord]) -> Settled:
     """Record the new checkpoints' sha256s; never leave one whose loss was not finite published or tracked."""
-    settled = settle_after_job(exp.checkpoint_dir, hashes, records, since=since)
+    exp = files.experiment
+    settled = settle_after_job(files.run.checkpoints, hashes, records, since=since)
     if settled.recorded:
         context.log.info(f"checkpoint {exp.id}: recorded the sha256s of iterations {settled.recorded}")
     if settled.rejected:
@@ -141,22 +144,26 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
         raise dg.Failure(str(err)) from None
     for warning in files.warnings:
         context.log.warning(f"launch {exp.id}: {warning}")
-    hashes = CheckpointHashes.load(exp.run_dir)
-    resume = _before_launch(context, exp, hashes)
-    written = files.write(exp.run_dir / "launch")
-    for folder in files.dirs_to_create:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-    run = {"experiment": exp.id, "backend": cfg.compute.backend, "git_commit": git_commit(),
-           "config_path": str(exp.path), "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "resumed_from_iteration": resume.iteration, "sbatch": str(written["sbatch"]), "log": None}
-    if resume.fell_back_from is not None:
-        run["fell_back_from_iteration"] = resume.fell_back_from
-    started = time.monotonic()
-    try:
-        invocation = _launch(context, cfg, exp, files, env, run)
-    finally:  # a failed or cancelled job's checkpoints are settled too: the next run resumes from them
-        records = _logged_training(exp, run["log"])
-        settled = _after_job(context, exp, hashes, resume.iteration, records)
+    layout, store = storage.layout, storage.store
+    with store.working_dir(layout.run_dir(exp.id)):  # the job updates its checkpoints in place
+        hashes = CheckpointHashes.load(store.local_path(layout.checkpoint_hashes(exp.id)))
+        resume = _before_launch(context, storage, files, hashes)
+        with store.publish(layout.run_launch(exp.id)) as staged:
+            files.write(staged)
+        for folder in files.run.to_create:
+            folder.mkdir(parents=True, exist_ok=True)
+        run = {"experiment": exp.id, "backend": cfg.compute.backend, "git_commit": git_commit(),
+               "config_path": str(exp.path), "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "resumed_from_iteration": resume.iteration, "sbatch": store.url(layout.launch_file(exp.id, "sbatch")),
+               "log": None}
+        if resume.fell_back_from is not None:
+            run["fell_back_from_iteration"] = resume.fell_back_from
+        started = time.monotonic()
+        try:
+            invocation = _launch(context, cfg, storage, files, env, run)
+        finally:  # a failed or cancelled job's checkpoints are settled too: the next run resumes from them
+            records = _logged_training(exp, run["log"])
+            settled = _after_job(context, files, hashes, resume.iteration, records)
     run["wall_s"] = round(time.monotonic() - started, 2)
     if settled.rejected:
         raise dg.Failure(f"experiment {exp.id}: {settled.describe()} (log: {run['log']})")
@@ -164,13 +171,13 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
         raise dg.Failure(f"experiment {exp.id}: the run logged a non-finite loss at iteration {records[-1].iteration}, "
                          f"its last; {settled.describe()} (log: {run['log']})")
     if settled.latest is None:
-        raise dg.Failure(f"the run of {exp.id} finished without a checkpoint in {exp.checkpoint_dir} "
+        raise dg.Failure(f"the run of {exp.id} finished without a checkpoint in {files.run.checkpoints} "
                          f"(log: {run['log']})")
-    iteration, folder = settled.latest, iteration_dir(exp.checkpoint_dir, settled.latest)
+    iteration, folder = settled.latest, iteration_dir(files.run.checkpoints, settled.latest)
     sha256 = {name: entry["sha256"] for name, entry in hashes.entries[iteration]["files"].items()}
     run.update(iteration=iteration, checkpoint=str(folder), sha256=sha256,
                finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    atomic_write_text(exp.run_dir / RUN_FILE, json.dumps(run, indent=2, sort_keys=True))
+    store.write_text(layout.run_record(exp.id), json.dumps(run, indent=2, sort_keys=True))
     reported = {k: v.value for k, v in (invocation.get_materialize_result().metadata or {}).items()} \
         if invocation.get_results() else {}
     return dg.MaterializeResult(metadata={
@@ -188,23 +195,25 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
     })
 
 
-def read_run(exp: ExperimentConfig) -> dict[str, Any]:
-    path = exp.run_dir / RUN_FILE
-    if not path.is_file():
-        raise dg.Failure(f"experiment {exp.id} has no {path}: materialize checkpoint first")
-    return json.loads(path.read_text())
+def read_run(storage: Storage, exp: ExperimentConfig) -> dict[str, Any]:
+    """The run's run.json, as the checkpoint asset wrote it."""
+    key = storage.layout.run_record(exp.id)
+    if not storage.store.exists(key):
+        raise dg.Failure(f"experiment {exp.id} has no {storage.store.url(key)}: materialize checkpoint first")
+    return json.loads(storage.store.read_text(key))
 
 
 @dg.asset(partitions_def=experiments, deps=[checkpoint], group_name="train", kinds={"json"},
           description="The run's Megatron log lines as the reference's JSON Lines (§B.4).")
-def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource) -> dg.MaterializeResult:
+def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
+                 storage: StorageResource) -> dg.MaterializeResult:
     _, exp, _ = experiment_for(context, pipeline)
-    run = read_run(exp)
+    run = read_run(storage, exp)
     log = Path(run["log"])
     with open(log, encoding="utf-8", errors="replace") as f:
         parsed = parse_log(f, seq_length=exp.training.model.seq_length)
-    out = exp.run_dir / LOG_JSONL
-    write_jsonl(out, parsed.training)
+    out = storage.layout.training_log(exp.id)
+    storage.store.write_text(out, "".join(jsonl_lines(parsed.training)))
     losses = [r.loss for r in parsed.training if r.loss is not None]
     return dg.MaterializeResult(metadata={
         "records": len(parsed.training),
@@ -214,19 +223,22 @@ def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigReso
         "last_loss": losses[-1] if losses else float("nan"),
         "last_iteration": parsed.training[-1].iteration if parsed.training else 0,
         "nan_iterations": sum(r.nan_iterations for r in parsed.training),
-        "path": dg.MetadataValue.path(str(out)),
+        "path": dg.MetadataValue.path(storage.store.url(out)),
         "source_log": dg.MetadataValue.path(str(log)),
     })
 
 
-def load_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def load_jsonl(storage: Storage, experiment: str) -> list[dict[str, Any]]:
+    """The run's training_log.jsonl records."""
+    text = storage.store.read_text(storage.layout.training_log(experiment))
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 @dg.asset_check(asset=checkpoint, blocking=True, description="The run finished with a checkpoint whose files match their sha256.")
-def checkpoint_complete(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource) -> dg.AssetCheckResult:
+def checkpoint_complete(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
+                        storage: StorageResource) -> dg.AssetCheckResult:
     _, exp, _ = experiment_for(context, pipeline)
-    run = read_run(exp)
+    run = read_run(storage, exp)
     folder = Path(run["checkpoint"])
     bad = [name for name, sha in run["sha256"].items() if not (folder / name).is_file() or sha256_file(folder / name) != sha]
     return dg.AssetCheckResult(passed=bool(run["sha256"]) and not bad,
@@ -234,18 +246,20 @@ def checkpoint_complete(context: dg.AssetCheckExecutionContext, pipeline: Pipeli
 
 
 @dg.asset_check(asset=training_log, blocking=True, description="Every logged loss is finite and the log has records.")
-def loss_finite(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource) -> dg.AssetCheckResult:
+def loss_finite(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
+                storage: StorageResource) -> dg.AssetCheckResult:
     _, exp, _ = experiment_for(context, pipeline)
-    records = load_jsonl(exp.run_dir / LOG_JSONL)
+    records = load_jsonl(storage, exp.id)
     bad = [r["iteration"] for r in records if r["loss"] is None or not math.isfinite(r["loss"])]
     return dg.AssetCheckResult(passed=bool(records) and not bad,
                                metadata={"records": len(records), "non_finite_at": str(bad[:20]) or "none"})
 
 
 @dg.asset_check(asset=training_log, description="The loss fell over the run (first vs last logged interval).")
-def loss_decreased(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource) -> dg.AssetCheckResult:
+def loss_decreased(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
+                   storage: StorageResource) -> dg.AssetCheckResult:
     _, exp, _ = experiment_for(context, pipeline)
-    losses = [r["loss"] for r in load_jsonl(exp.run_dir / LOG_JSONL) if r["loss"] is not None]
+    losses = [r["loss"] for r in load_jsonl(storage, exp.id) if r["loss"] is not None]
     passed = len(losses) >= 2 and losses[-1] < losses[0]
     return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN,
                                metadata={"first_loss": losses[0] if losses else -1.0, "last_loss": losses[-1] if losses else -1.0})

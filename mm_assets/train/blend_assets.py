@@ -14,31 +14,46 @@ import dagster as dg
 
 from mm_assets.config import PipelineConfig
 from mm_assets.partitions import experiments
-from mm_assets.paths import atomic_write_text
 from mm_assets.shards import VocabLayout
-from mm_assets.shards.assets import SHARD_PREFIX, VOCAB_FILE, token_shards
+from mm_assets.shards.assets import token_shards
+from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.storage.paths import UnsafePathError
+from mm_assets.storage.store import Storage
 from mm_assets.train.blend import Blend, missing_shard_files, resolve_blend
 from mm_assets.train.blend_shards import verify_blend_shard
 from mm_assets.train.config import ExperimentConfig, LaunchConfigError, ShardVocab
 from mm_assets.train.experiments import load_experiment_file
+from mm_assets.train.run_folders import RunFolders
 from mm_assets.train.sbatch import LaunchFiles, render_launch
 from mm_assets.train.validate import validate_launch
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
 
-BLEND_FILE = "blend.json"
+
+def shard_resolver(storage: Storage) -> Callable[[str], str]:
+    """Blend `shard_batch` keys -> the token_shards prefix of that crawl batch, as Megatron reads it."""
+    return lambda batch: storage.store.url(storage.layout.shard_prefix(batch))
 
 
-def shard_resolver(storage: StorageResource):
-    """Blend `shard_batch` keys -> the token_shards prefix of that crawl batch."""
-    return lambda batch: storage.path("shards", batch, SHARD_PREFIX)
+def local_prefix(storage: Storage, prefix: str) -> Path:
+    """Where to read a blend prefix here: the store's local copy of one of its shards, else the path itself."""
+    try:
+        key = storage.store.key_of(prefix)
+    except UnsafePathError:
+        return Path(prefix)
+    return storage.store.local_path(key)
 
 
-def blend_layout(blend: Blend) -> tuple[VocabLayout, list[str]]:
+def _vocab_beside(prefix: Path) -> Path:
+    return prefix.parent / ArtifactLayout.SHARD_VOCAB
+
+
+def blend_layout(blend: Blend, local: Callable[[str], Path] = Path) -> tuple[VocabLayout, list[str]]:
     """The vocabulary layout every blended shard shares, and the problems when they do not."""
-    layouts = {item.prefix: VocabLayout.read(Path(item.prefix).parent / VOCAB_FILE) for item in blend.items
-               if (Path(item.prefix).parent / VOCAB_FILE).is_file()}
-    problems = [f"{p}: no {VOCAB_FILE} beside the shard" for p in (i.prefix for i in blend.items) if p not in layouts]
+    layouts = {item.prefix: VocabLayout.read(_vocab_beside(local(item.prefix))) for item in blend.items
+               if _vocab_beside(local(item.prefix)).is_file()}
+    problems = [f"{p}: no {ArtifactLayout.SHARD_VOCAB} beside the shard"
+                for p in (i.prefix for i in blend.items) if p not in layouts]
     if len({layout.sha256 for layout in layouts.values()}) > 1:
         problems.append("the shards use different vocabulary layouts: " +
                         ", ".join(f"{p} ({layout.sha256[:12]})" for p, layout in layouts.items()) +
@@ -48,27 +63,29 @@ def blend_layout(blend: Blend) -> tuple[VocabLayout, list[str]]:
     return next(iter(layouts.values())), problems
 
 
-def launch_preflight(exp: ExperimentConfig, storage: StorageResource) -> tuple[Blend, VocabLayout, LaunchFiles]:
+def launch_preflight(exp: ExperimentConfig, storage: Storage) -> tuple[Blend, VocabLayout, LaunchFiles]:
     """Everything checkable before any side effect, as one LaunchConfigError listing every problem: the blend's
     shards exist and share one vocabulary, and the launch validates (world size, batch divisibility, heads,
     layers, vocabulary, …, see validate.py) and renders. Writes nothing."""
     problems: list[str] = []
     blend = layout = files = None
+    local = lambda prefix: local_prefix(storage, prefix)  # noqa: E731
     try:
         blend = resolve_blend(exp.training.data.blend, base_dir=exp.base_dir, shard_prefix=shard_resolver(storage))
     except LaunchConfigError as err:
         problems += err.problems
     if blend is not None:
-        missing = missing_shard_files([i.prefix for i in blend.items])
+        missing = missing_shard_files([local(i.prefix) for i in blend.items])
         problems += [f"missing {m}: materialize token_shards for that batch" for m in missing]
         try:
-            layout, layout_problems = blend_layout(blend)
+            layout, layout_problems = blend_layout(blend, local)
             problems += layout_problems
         except LaunchConfigError as err:  # no shard has a vocab.json
             problems += err.problems
     try:
         if layout is not None:
-            files = render_launch(exp, vocab=ShardVocab.from_layout(layout), shard_prefix=shard_resolver(storage))
+            files = render_launch(exp, RunFolders.of(exp, storage), vocab=ShardVocab.from_layout(layout),
+                                  shard_prefix=shard_resolver(storage))
         else:
             validate_launch(exp.training)  # no vocabulary yet: every other rule still applies
     except LaunchConfigError as err:
@@ -81,16 +98,17 @@ def launch_preflight(exp: ExperimentConfig, storage: StorageResource) -> tuple[B
     return blend, layout, files
 
 
-def resolve_experiment_blend(exp: ExperimentConfig, storage: StorageResource,
+def resolve_experiment_blend(exp: ExperimentConfig, storage: Storage,
                              materialized: Callable[[str], Mapping[str, Any] | None] = lambda batch: None) -> dict[str, Any]:
-    """Everything training needs to know about its data, as written to <run dir>/blend.json: after the
+    """Everything training needs to know about its data, as written to the run's blend.json: after the
     preflight, each shard's .bin/.idx verified against what token_shards recorded (`materialized`: batch →
     its latest token_shards materialization metadata)."""
     blend, layout, _ = launch_preflight(exp, storage)
     shards, problems = {}, []
     for entry, item in zip(exp.training.data.blend, blend.items):
         batch = entry.shard_batch
-        digests, found = verify_blend_shard(item.prefix, materialized=materialized(batch) if batch else None,
+        digests, found = verify_blend_shard(local_prefix(storage, item.prefix),
+                                            materialized=materialized(batch) if batch else None,
                                             manifest_required=batch is not None)
         shards[item.prefix] = digests
         problems += [f"{item.key}: {p}" for p in found]
@@ -104,7 +122,7 @@ def resolve_experiment_blend(exp: ExperimentConfig, storage: StorageResource,
         "shards": shards,
         "vocab_sha256": layout.sha256,
         "vocab_size": layout.vocab_size,
-        "vocab_file": str(Path(blend.items[0].prefix).parent / VOCAB_FILE),
+        "vocab_file": str(_vocab_beside(Path(blend.items[0].prefix))),
     }
 
 
@@ -137,8 +155,8 @@ def training_blend(context: dg.AssetExecutionContext, pipeline: PipelineConfigRe
         blend = resolve_experiment_blend(exp, storage, latest_shard_metadata(context.instance))
     except LaunchConfigError as err:
         raise dg.Failure(str(err)) from None
-    out = exp.run_dir / BLEND_FILE
-    atomic_write_text(out, json.dumps(blend, indent=2, sort_keys=True))
+    out = storage.layout.run_blend(exp.id)
+    storage.store.write_text(out, json.dumps(blend, indent=2, sort_keys=True))
     return dg.MaterializeResult(metadata={
         "data_path": " ".join(blend["data_path"]),
         "weight_sum": blend["weight_sum"],
@@ -146,16 +164,24 @@ def training_blend(context: dg.AssetExecutionContext, pipeline: PipelineConfigRe
         "vocab_size": blend["vocab_size"],
         "vocab_sha256": blend["vocab_sha256"],
         "shard_digests": dg.MetadataValue.json(blend["shards"]),
-        "path": dg.MetadataValue.path(str(out)),
+        "path": dg.MetadataValue.path(storage.store.url(out)),
     })
 
 
-def size_problems(shards: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def read_blend(storage: Storage, experiment: str) -> dict[str, Any]:
+    """The run's blend.json, as training_blend wrote it."""
+    key = storage.layout.run_blend(experiment)
+    if not storage.store.exists(key):
+        raise dg.Failure(f"experiment {experiment} has no {storage.store.url(key)}: materialize training_blend first")
+    return json.loads(storage.store.read_text(key))
+
+
+def size_problems(shards: Mapping[str, Mapping[str, Any]], local: Callable[[str], Path]) -> list[str]:
     """Each recorded .bin/.idx still has its recorded size (cheap: the asset has just hashed them)."""
     problems = []
     for prefix, digests in shards.items():
         for kind, recorded in digests.items():
-            path = Path(f"{prefix}.{kind}")
+            path = Path(f"{local(prefix)}.{kind}")
             size = path.stat().st_size if path.is_file() else None
             if size != recorded.get("bytes"):
                 problems.append(f"{path}: {'missing' if size is None else f'{size} bytes'}, "
@@ -168,10 +194,11 @@ def size_problems(shards: Mapping[str, Mapping[str, Any]]) -> list[str]:
 def blend_complete(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
                    storage: StorageResource) -> dg.AssetCheckResult:
     _, exp, _ = experiment_for(context, pipeline)
-    blend = json.loads((exp.run_dir / BLEND_FILE).read_text())
+    blend = read_blend(storage, exp.id)
     prefixes = list(blend["shares"])
-    missing = missing_shard_files(prefixes)
-    sizes = size_problems(blend.get("shards", {}))
+    local = lambda prefix: local_prefix(storage, prefix)  # noqa: E731
+    missing = missing_shard_files([local(p) for p in prefixes])
+    sizes = size_problems(blend.get("shards", {}), local)
     share_sum = sum(blend["shares"].values())
     return dg.AssetCheckResult(
         passed=not missing and not sizes and set(blend.get("shards", {})) == set(prefixes)

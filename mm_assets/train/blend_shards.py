@@ -9,13 +9,14 @@ made elsewhere without a manifest is at least consistent, and is pinned from the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.digests import FileDigest, digest_mismatch, file_digest
 from mm_assets.shards.indexed import bin_path, idx_path, index_problems
-from mm_assets.shards.manifest import MANIFEST_FILE, ShardManifest, has_manifest, manifest_problems
+from mm_assets.shards.manifest import ShardManifest, has_manifest, manifest_problems
 
 RECORDED_BY_BLEND = "training_blend (blend.json)"
 SUFFIXES = {"bin": bin_path, "idx": idx_path}
@@ -28,7 +29,7 @@ def _materialized_problems(prefix: Path, manifest: ShardManifest, materialized: 
         recorded = materialized.get(f"{kind}_sha256")
         in_manifest = manifest.files.get(path_of(prefix).name)
         if recorded and in_manifest and recorded != in_manifest.sha256:
-            problems.append(f"{prefix.parent / MANIFEST_FILE}: {path_of(prefix).name} sha256 {in_manifest.sha256}, "
+            problems.append(f"{prefix.parent / ArtifactLayout.SHARD_MANIFEST}: {path_of(prefix).name} sha256 {in_manifest.sha256}, "
                             f"but the latest token_shards materialization recorded {recorded}: the shard was "
                             "rewritten outside Dagster; rematerialize token_shards")
     return problems
@@ -53,7 +54,7 @@ def verify_blend_shard(prefix: str | Path, *, materialized: Mapping[str, Any] | 
         problems += manifest_problems(prefix)
         digests = {kind: recorded[path_of(prefix)].as_dict() for kind, path_of in SUFFIXES.items()}
     elif manifest_required:
-        problems.append(f"{prefix.parent / MANIFEST_FILE} is missing: the shard is incomplete (its manifest is "
+        problems.append(f"{prefix.parent / ArtifactLayout.SHARD_MANIFEST} is missing: the shard is incomplete (its manifest is "
                         "written last); rematerialize token_shards for it")
         digests = {}
     else:  # a prefix made elsewhere: pinned from here on
@@ -61,11 +62,12 @@ def verify_blend_shard(prefix: str | Path, *, materialized: Mapping[str, Any] | 
     return digests, problems
 
 
-def launch_shard_problems(shards: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Before training reads them: every prefix's .bin/.idx against the digests blend.json recorded."""
+def launch_shard_problems(shards: Mapping[str, Mapping[str, Any]], local: Callable[[str], Path]) -> list[str]:
+    """Before training reads them: every prefix's .bin/.idx (read where `local` says) against the digests
+    blend.json recorded."""
     problems = []
     for prefix, digests in shards.items():
-        consistency = index_problems(Path(prefix))
+        consistency = index_problems(local(prefix))
         problems += consistency
         for kind, path_of in SUFFIXES.items():
             try:
@@ -73,7 +75,7 @@ def launch_shard_problems(shards: Mapping[str, Mapping[str, Any]]) -> list[str]:
             except ValueError as err:
                 problems.append(f"{err}: rematerialize training_blend")
                 continue
-            mismatch = digest_mismatch(path_of(Path(prefix)), expected, recorded_by=RECORDED_BY_BLEND)
+            mismatch = digest_mismatch(path_of(local(prefix)), expected, recorded_by=RECORDED_BY_BLEND)
             if mismatch and mismatch not in consistency:
                 problems.append(mismatch)
     return problems

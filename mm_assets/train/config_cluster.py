@@ -32,8 +32,6 @@ class ClusterConfig(_Section):
     time_limit: str = "01:00:00"  # HH:MM:SS or D-HH:MM:SS
     job_name: str | None = None  # None: the experiment id
     exclusive: bool = True
-    # Runs live under <output_dir>/<experiment id>/ (checkpoints, logs, data cache, tensorboard).
-    output_dir: str = "data/train"
     megatron_path: str = "/opt/Megatron-LM"  # the user's Megatron-LM checkout (holds pretrain_gpt.py)
     torchrun: list[str] = Field(default_factory=lambda: ["torchrun"], min_length=1)
     # None: <megatron_path>/pretrain_gpt.py through torchrun. Otherwise the program and its fixed arguments
@@ -71,16 +69,6 @@ class ClusterConfig(_Section):
     def _time(cls, value: str) -> str:
         time_limit_minutes(value)
         return value
-
-    @field_validator("output_dir")
-    @classmethod
-    def _output_dir(cls, path: str) -> str:
-        if not SBATCH_PATH.match(path):
-            raise ValueError(
-                f"output_dir {path!r}: only [A-Za-z0-9._/+:@,=-] allowed (it is part of the #SBATCH --output path, "
-                "which sbatch reads without a shell; '%' would be a filename pattern)"
-            )
-        return path
 
     @field_validator("megatron_path", "container_image")
     @classmethod

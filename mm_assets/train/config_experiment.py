@@ -89,32 +89,8 @@ class ExperimentConfig:
         return p if p.is_absolute() else self.base_dir / p
 
     @property
-    def run_dir(self) -> Path:
-        """<cluster.output_dir>/<experiment id>: checkpoints, logs, data cache and tensorboard of this run."""
-        return self.resolve(self.training.cluster.output_dir) / self.id
-
-    @property
     def job_name(self) -> str:
         return self.training.cluster.job_name or self.id
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        """--save and --load both: a resubmitted job resumes from the latest checkpoint."""
-        return self.run_dir / "checkpoints"
-
-    @property
-    def log_dir(self) -> Path:
-        return self.run_dir / "logs"
-
-    @property
-    def tensorboard_dir(self) -> Path:
-        return self.run_dir / "tensorboard"
-
-    @property
-    def data_cache_dir(self) -> Path:
-        """Megatron's dataset index cache: data.data_cache_path, else inside the run folder."""
-        path = self.training.data.data_cache_path
-        return self.resolve(path) if path is not None else self.run_dir / "data-cache"
 
 
 def check_experiment_id(experiment_id: str) -> str:

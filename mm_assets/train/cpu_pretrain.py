@@ -29,13 +29,11 @@ import sys
 from collections.abc import Sequence
 
 # The parts live in mm_assets.train.cpu; re-exported here, where callers and tests have always found them.
-from mm_assets.train.cpu import VOCAB_FILE, TrainerError  # noqa: F401
+from mm_assets.train.cpu import TrainerError  # noqa: F401
 from mm_assets.train.cpu.args import PROG, Schedule, build_parser, check_args, schedule_of  # noqa: F401
 from mm_assets.train.cpu.checkpoint import (  # noqa: F401
-    CHECKPOINT_FILE,
     CHECKPOINT_VERSION,
     MODEL_SHAPE_ARGS,
-    TRACKER_FILE,
     checkpoint_dir,
     checkpoint_sha256,
     load_checkpoint,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timezone, tzinfo
 from pathlib import Path
 
-from mm_assets.paths import atomic_write_text
+from mm_assets.storage.paths import atomic_write_text
 from mm_assets.train.log_parse import parse_line
 from mm_assets.train.log_records import (
     CheckpointSaved,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from mm_assets.train.blend import Blend
 from mm_assets.train.config import ExperimentConfig, LaunchConfigError
+from mm_assets.train.run_folders import RunFolders
 from mm_assets.train.validate import LaunchPlan
 
 # Every flag this module may emit, each checked against Megatron-LM's own parser
@@ -46,7 +47,7 @@ def _num(value: int | float) -> str:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else repr(float(value))
 
 
-def megatron_arg_groups(exp: ExperimentConfig, plan: LaunchPlan, blend: Blend) -> list[tuple[str, ...]]:
+def megatron_arg_groups(exp: ExperimentConfig, plan: LaunchPlan, blend: Blend, run: RunFolders) -> list[tuple[str, ...]]:
     """The arguments as (flag, values...) groups, in a stable order (one group per line in the sbatch script)."""
     cfg = exp.training
     m, par, opt, s = cfg.model, cfg.parallelism, cfg.optimizer, cfg.schedule
@@ -136,11 +137,11 @@ def megatron_arg_groups(exp: ExperimentConfig, plan: LaunchPlan, blend: Blend) -
     add(("--vocab-size", _num(plan.vocab.vocab_size)))
     add(("--null-tokenizer-eod-id", _num(plan.vocab.eod_id)))
     add(("--null-tokenizer-pad-id", _num(plan.vocab.pad_id)))
-    add(("--data-cache-path", str(exp.data_cache_dir)))
+    add(("--data-cache-path", str(run.data_cache)))
 
     # Checkpoints: one folder for --save and --load, so a resubmitted job resumes.
-    add(("--save", str(exp.checkpoint_dir)))
-    add(("--load", str(exp.checkpoint_dir)))
+    add(("--save", str(run.checkpoints)))
+    add(("--load", str(run.checkpoints)))
     add(("--save-interval", _num(s.save_interval)))
     if s.exit_duration_in_mins is not None:
         add(("--exit-duration-in-mins", _num(s.exit_duration_in_mins)))
@@ -151,7 +152,7 @@ def megatron_arg_groups(exp: ExperimentConfig, plan: LaunchPlan, blend: Blend) -
     add(("--eval-interval", _num(s.eval_interval)))
     add(("--eval-iters", _num(s.eval_iters)))
     if s.tensorboard:
-        add(("--tensorboard-dir", str(exp.tensorboard_dir)))
+        add(("--tensorboard-dir", str(run.tensorboard)))
 
     add(("--distributed-backend", "nccl" if c.gpus_per_node else "gloo"))
 
@@ -159,11 +160,6 @@ def megatron_arg_groups(exp: ExperimentConfig, plan: LaunchPlan, blend: Blend) -
     if unknown:  # a programming error, not a config one: the renderer left the verified set
         raise AssertionError(f"flags not verified against Megatron-LM: {unknown}")
     return g
-
-
-def megatron_args(exp: ExperimentConfig, plan: LaunchPlan, blend: Blend) -> list[str]:
-    """The flat argv for pretrain_gpt.py."""
-    return [item for group in megatron_arg_groups(exp, plan, blend) for item in group]
 
 
 def args_text(argv: list[str]) -> str:

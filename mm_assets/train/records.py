@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mm_assets.partitions import experiments
-from mm_assets.paths import atomic_path, atomic_write_text
-from mm_assets.project import ConfigError, PROJECT_ROOT
-from mm_assets.train.assets import LOG_JSONL, RUN_FILE, TRAIN_CHECKS, checkpoint, load_jsonl, training_log
+from mm_assets.project import PROJECT_ROOT, ConfigError
+from mm_assets.storage.store import Storage
+from mm_assets.train.assets import TRAIN_CHECKS, checkpoint, load_jsonl, training_log
 from mm_assets.train.blend_assets import blend_complete
 from mm_assets.train.outcome import FAILED, OK, Outcome, experiment_outcome
 from mm_assets.train.experiments import load_experiment_file
@@ -53,7 +53,7 @@ def result_summary(records: list[dict[str, Any]], run: dict[str, Any]) -> str:
             + (f" ({tokens:,} tokens)" if tokens else "") + f"; checkpoint iter {run.get('iteration')}")
 
 
-def experiment_row(exp, notes: str, outcome: Outcome) -> dict[str, Any]:
+def experiment_row(storage: Storage, exp, notes: str, outcome: Outcome) -> dict[str, Any]:
     """One table row: the result from run.json and the JSONL log when the attempt is `ok`, else its status."""
     row = {
         "experiment_id": exp.id,
@@ -68,10 +68,10 @@ def experiment_row(exp, notes: str, outcome: Outcome) -> dict[str, Any]:
         "final_loss": None, "iterations": None, "consumed_tokens": None, "checkpoint": None,
         "dagster_run_id": outcome.run_id,
     }
-    run_path, log_path = exp.run_dir / RUN_FILE, exp.run_dir / LOG_JSONL
-    if outcome.status != OK or not run_path.is_file() or not log_path.is_file():
+    run_key, log_key = storage.layout.run_record(exp.id), storage.layout.training_log(exp.id)
+    if outcome.status != OK or not storage.store.exists(run_key) or not storage.store.exists(log_key):
         return row
-    run, records = json.loads(run_path.read_text()), load_jsonl(log_path)
+    run, records = json.loads(storage.store.read_text(run_key)), load_jsonl(storage, exp.id)
     losses = [r["loss"] for r in records if r["loss"] is not None]
     row.update(
         date=(run.get("finished_at") or run.get("started_at") or row["date"])[:10],
@@ -114,21 +114,21 @@ def experiment_records(context: dg.AssetExecutionContext, pipeline: PipelineConf
         outcome = experiment_outcome(context.instance, exp_id, final_asset=training_log.key,
                                      blocking_checks=BLOCKING_CHECKS)
         if outcome is not None:
-            rows.append(experiment_row(exp, notes, outcome))
-    folder = storage.path("records")
-    parquet = folder / "experiment_records.parquet"
-    with atomic_path(parquet) as tmp:
-        pq.write_table(pa.Table.from_pylist(rows, schema=RECORDS_SCHEMA), tmp)
-    atomic_write_text(folder / "experiment_records.md", to_markdown(rows))
+            rows.append(experiment_row(storage, exp, notes, outcome))
+    table = storage.layout.records_table()
+    with storage.store.publish(table, wait=True) as staged:
+        pq.write_table(pa.Table.from_pylist(rows, schema=RECORDS_SCHEMA), staged)
+    storage.store.write_text(storage.layout.records_markdown(), to_markdown(rows))
     return dg.MaterializeResult(metadata={
         "experiments": len(rows),
         "failed": sum(r["status"] == FAILED for r in rows),
-        "path": dg.MetadataValue.path(str(parquet)),
+        "path": dg.MetadataValue.path(storage.store.url(table)),
         "table": dg.MetadataValue.md(to_markdown(rows)),
     })
 
 
 @dg.asset_check(asset=experiment_records, description="One row per experiment id, no id twice.")
 def one_row_per_experiment(storage: StorageResource) -> dg.AssetCheckResult:
-    ids = pq.read_table(storage.path("records", "experiment_records.parquet"), columns=["experiment_id"]).column(0).to_pylist()
+    table = storage.store.local_path(storage.layout.records_table())
+    ids = pq.read_table(table, columns=["experiment_id"]).column(0).to_pylist()
     return dg.AssetCheckResult(passed=len(ids) == len(set(ids)), metadata={"rows": len(ids)})

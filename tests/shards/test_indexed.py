@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from mm_assets.paths import sha256_file
+from mm_assets.storage.paths import sha256_file
 from mm_assets.shards.documents import DocumentAssembler
 from mm_assets.shards.megatron import build_gpt_dataset, open_indexed_dataset
 from mm_assets.shards.indexed import (

@@ -18,7 +18,7 @@ import soundfile as sf  # noqa: E402
 import soxr  # noqa: E402
 import torch  # noqa: E402
 
-from mm_assets.paths import sha256_file  # noqa: E402
+from mm_assets.storage.paths import sha256_file  # noqa: E402
 from mm_assets.tokens.audio import (  # noqa: E402
     AudioReadError,
     AudioTokenizer,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mm_assets.train.config import ShardVocab, load_experiment, read_training_base
-from mm_assets.train.sbatch import render_launch
+from trainproject import render
 
 REPO = Path(__file__).resolve().parents[2]
 START = REPO / "scripts" / "slurm" / "start.sh"
@@ -81,4 +81,4 @@ def base() -> dict:
 
 @pytest.fixture(scope="module")
 def launch_10b(base):
-    return render_launch(load_experiment("exp-10b-lr-1", base, experiments_dir=EXPERIMENTS), vocab=VOCAB)
+    return render(load_experiment("exp-10b-lr-1", base, experiments_dir=EXPERIMENTS), vocab=VOCAB)

@@ -19,13 +19,14 @@ import numpy as np
 import pytest
 from dagster_pipes import encode_param
 
-from mm_assets.paths import exclusive, sha256_file
+from mm_assets.storage.paths import exclusive, sha256_file
 from mm_assets.shards import VocabLayout, write_shard
 from mm_assets.train import cpu_pretrain
 from mm_assets.train.config import ShardVocab, load_experiment, read_training_base
 from mm_assets.train.megatron_args import MEGATRON_FLAGS
 from mm_assets.train.megatron_log import parse_log
-from mm_assets.train.sbatch import render_launch
+from resources.storage import StorageResource
+from trainproject import render
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
@@ -64,7 +65,8 @@ def launch(work, layout, shards):
     """exp-tiny-cpu rendered exactly as the Slurm launch renders it, with its run folder under `work`."""
     base = read_training_base(HERE / "golden" / "base_training.yaml")
     exp = load_experiment("exp-tiny-cpu", base, experiments_dir=EXPERIMENTS, base_dir=work)
-    return render_launch(exp, vocab=ShardVocab.from_layout(layout), shard_prefix=lambda batch: str(shards[0]))
+    return render(exp, StorageResource(root=str(work)), vocab=ShardVocab.from_layout(layout),
+                  shard_prefix=lambda batch: str(shards[0]))
 
 
 def value(argv: list[str], flag: str) -> str:

@@ -18,6 +18,9 @@ from mm_assets.train.config import (
     time_limit_minutes,
     tokens_to_samples,
 )
+from mm_assets.train.run_folders import RunFolders
+from mm_assets.train.sbatch import program_argv
+from resources.storage import StorageResource
 from mm_assets.train.validate import LaunchConfigError, validate_launch
 
 HERE = Path(__file__).parent
@@ -175,10 +178,12 @@ def test_unknown_section_and_bad_ids(base, tmp_path):
 def test_relative_paths_resolve_against_the_project_of_the_experiments_folder(base, tmp_path):
     folder = tmp_path / "proj" / "configs" / "experiments"
     folder.mkdir(parents=True)
-    (folder / "e1.yaml").write_text("cluster: {output_dir: runs}\n")
+    (folder / "e1.yaml").write_text("cluster: {megatron_path: src/Megatron-LM}\ndata: {data_cache_path: cache}\n")
     exp = load_experiment("e1", base, experiments_dir=folder)
-    assert exp.run_dir == tmp_path / "proj" / "runs" / "e1"
-    assert exp.checkpoint_dir == exp.run_dir / "checkpoints"
+    assert program_argv(exp) == [str(tmp_path / "proj" / "src" / "Megatron-LM" / "pretrain_gpt.py")]
+    run = RunFolders.of(exp, StorageResource(root=str(tmp_path / "proj" / "data")))
+    assert run.data_cache == tmp_path / "proj" / "cache"
+    assert run.checkpoints == tmp_path / "proj" / "data" / "runs" / "e1" / "checkpoints"
 
 
 def test_time_limits_and_token_rounding():

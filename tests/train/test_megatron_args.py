@@ -13,7 +13,8 @@ import pytest
 from mm_assets.train.blend import blend_data_path, check_blend_files, missing_shard_files, resolve_blend
 from mm_assets.train.config import BlendEntry, LaunchConfigError, ShardVocab, experiment_from_overrides, load_experiment
 from mm_assets.train.megatron_args import MEGATRON_FLAGS, REFERENCE_DEFECT_FLAGS, args_text, megatron_arg_groups
-from mm_assets.train.sbatch import render_launch
+from mm_assets.train.run_folders import RunFolders
+from trainproject import CLUSTER, render
 
 HERE = Path(__file__).parent
 GOLDEN = HERE / "golden"
@@ -64,7 +65,7 @@ def test_10b_arguments_are_the_reference_run_corrected(launch_10b):
 
 
 def test_only_verified_flags_and_each_once(base, launch_10b):
-    tiny = render_launch(
+    tiny = render(
         load_experiment("exp-tiny-cpu", base, experiments_dir=EXPERIMENTS),
         vocab=VOCAB,
         shard_prefix=lambda b: f"/shards/{b}/shard",
@@ -87,7 +88,7 @@ def test_only_verified_flags_and_each_once(base, launch_10b):
 )
 def test_iteration_and_sample_settings_are_never_mixed(base, schedule, unit):
     exp = experiment_from_overrides("t", base, {"schedule": schedule})
-    argv = render_launch(exp, vocab=VOCAB).argv
+    argv = render(exp, vocab=VOCAB).argv
     other = "samples" if unit == "iters" else "iters"
     assert {f"--train-{unit}", f"--lr-warmup-{unit}", f"--lr-decay-{unit}"} <= set(argv)
     schedule_flags = [a for a in argv if a.startswith(("--train-", "--lr-warmup-", "--lr-decay-")) and a != "--lr-decay-style"]
@@ -97,7 +98,7 @@ def test_iteration_and_sample_settings_are_never_mixed(base, schedule, unit):
 
 def test_sequence_parallel_is_not_emitted_at_tp1(base):
     exp = experiment_from_overrides("t", base, {"parallelism": {"tensor_model_parallel_size": 1}, "cluster": {"nodes": 8}})
-    launch = render_launch(exp, vocab=VOCAB)
+    launch = render(exp, vocab=VOCAB)
     assert "--sequence-parallel" not in launch.argv
     assert any("sequence_parallel" in w for w in launch.warnings)
 
@@ -113,10 +114,10 @@ def test_optional_flags(base):
             "precision": {"recompute": {"granularity": "selective", "method": None, "num_layers": None}},
         },
     )
-    f = flag_values(render_launch(exp, vocab=VOCAB).argv)
+    f = flag_values(render(exp, vocab=VOCAB).argv)
     assert "--group-query-attention" in f and f["--num-query-groups"] == ["8"]
     assert f["--num-layers-per-virtual-pipeline-stage"] == ["1"]
-    assert f["--tensorboard-dir"] == [str(exp.tensorboard_dir)]
+    assert f["--tensorboard-dir"] == [str(RunFolders.of(exp, CLUSTER).tensorboard)]
     assert f["--recompute-granularity"] == ["selective"] and "--recompute-method" not in f
     assert "--rotary-base" not in f and "--swiglu" not in f
 
@@ -124,7 +125,7 @@ def test_optional_flags(base):
 def test_vocabulary_from_shards_is_required(base):
     exp = load_experiment("exp-10b-lr-1", base, experiments_dir=EXPERIMENTS)
     with pytest.raises(LaunchConfigError, match="no shard vocabulary was given"):
-        render_launch(exp)
+        render(exp)
 
 
 # -- the blend ---------------------------------------------------------------------------------------------
@@ -161,7 +162,7 @@ def test_weights_not_summing_to_one_are_reported(base):
     exp = experiment_from_overrides(
         "t", base, {"data": {"blend": [{"prefix": "/a", "weight": 2}, {"prefix": "/b", "weight": 1}]}}
     )
-    launch = render_launch(exp, vocab=VOCAB)
+    launch = render(exp, vocab=VOCAB)
     assert any("weights sum to 3; Megatron normalises them to data.blend.0=0.666667" in w for w in launch.warnings)
     assert launch.blend.metadata() == {"/a": 2 / 3, "/b": 1 / 3}
 
@@ -189,6 +190,6 @@ def test_arguments_never_hold_a_newline():
 
 def test_groups_start_with_a_flag(launch_10b, base):
     exp = load_experiment("exp-10b-lr-1", base, experiments_dir=EXPERIMENTS)
-    groups = megatron_arg_groups(exp, launch_10b.plan, launch_10b.blend)
+    groups = megatron_arg_groups(exp, launch_10b.plan, launch_10b.blend, launch_10b.run)
     assert all(g[0].startswith("--") and not any(v.startswith("--") for v in g[1:]) for g in groups)
     assert [w for g in groups for w in g] == launch_10b.argv

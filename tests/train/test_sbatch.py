@@ -18,7 +18,9 @@ import pytest
 
 from mm_assets.config import ConfigError
 from mm_assets.train.config import LaunchConfigError, ShardVocab, experiment_from_overrides, load_experiment
-from mm_assets.train.sbatch import check_sbatch_value, render_launch
+from mm_assets.train.sbatch import check_sbatch_value
+from resources.storage import StorageResource
+from trainproject import render
 
 HERE = Path(__file__).parent
 GOLDEN = HERE / "golden"
@@ -34,7 +36,7 @@ SLURM_ENV = {"SLURM_JOB_NODELIST": "node-[a-b]", "SLURM_NNODES": "2", "SLURM_JOB
 @pytest.fixture(scope="module")
 def launch_tiny(base):
     exp = load_experiment("exp-tiny-cpu", base, experiments_dir=EXPERIMENTS)
-    return render_launch(exp, vocab=VOCAB, shard_prefix=lambda b: f"/shards/{b}/shard")
+    return render(exp, vocab=VOCAB, shard_prefix=lambda b: f"/shards/{b}/shard")
 
 
 def bash_n(script: str, tmp_path: Path) -> None:
@@ -135,7 +137,7 @@ def test_launch_files_are_written(launch_10b, tmp_path):
     assert paths["args"].read_text() == launch_10b.args_text
     assert paths["sbatch"].read_text() == launch_10b.sbatch
     assert os.access(paths["sbatch"], os.X_OK)
-    assert launch_10b.experiment.log_dir in launch_10b.dirs_to_create
+    assert launch_10b.run.logs in launch_10b.run.to_create
 
 
 # -- hostile values -----------------------------------------------------------------------------------------
@@ -167,7 +169,7 @@ def test_body_values_are_quoted_and_cannot_change_the_script(base, tmp_path):
             },
         },
     )
-    launch = render_launch(exp, vocab=VOCAB)
+    launch = render(exp, vocab=VOCAB)
     bash_n(launch.sbatch, tmp_path)
     assert array_words(launch.sbatch, "MEGATRON_ARGS") == launch.argv
     argv, env = run_script(launch.sbatch, tmp_path)
@@ -209,7 +211,7 @@ def test_entrypoint_arguments_with_newlines_stay_one_word(base, tmp_path):
             "precision": {"recompute": {"granularity": "none", "method": None, "num_layers": None}},
         },
     )
-    launch = render_launch(exp, vocab=VOCAB)
+    launch = render(exp, vocab=VOCAB)
     bash_n(launch.sbatch, tmp_path)
     argv, _ = run_script(launch.sbatch, tmp_path)
     assert not marker.exists()
@@ -231,11 +233,6 @@ def test_entrypoint_arguments_with_newlines_stay_one_word(base, tmp_path):
         ("qos", "q'x"),
         ("time_limit", "01:00:00\n#SBATCH --uid=0"),
         ("time_limit", "01:00:00 --uid=0"),
-        ("output_dir", "/tmp/a b"),
-        ("output_dir", "/tmp/$(id)"),
-        ("output_dir", "/tmp/%x"),
-        ("output_dir", "/tmp/a\nb"),
-        ("output_dir", "/tmp/'q'"),
     ],
 )
 def test_hostile_sbatch_values_are_rejected_with_their_key(base, key, value):
@@ -244,13 +241,12 @@ def test_hostile_sbatch_values_are_rejected_with_their_key(base, key, value):
     assert f"training.cluster.{key}" in str(err.value)
 
 
-def test_an_output_dir_that_resolves_to_an_unsafe_path_is_rejected(base, tmp_path):
-    exp = experiment_from_overrides(
-        "t", base, {"cluster": {"output_dir": "runs"}}, base_dir=tmp_path / "my project $(id)"
-    )
+@pytest.mark.parametrize("root", ["/tmp/a b", "/tmp/$(id)", "/tmp/%x", "/tmp/a\nb", "/tmp/'q'", "my project $(id)"])
+def test_a_run_folder_that_cannot_go_on_an_sbatch_line_is_rejected(base, tmp_path, root):
+    exp = experiment_from_overrides("t", base, {})
     with pytest.raises(LaunchConfigError) as err:
-        render_launch(exp, vocab=VOCAB)
-    assert "cluster.output_dir resolves to" in str(err.value)
+        render(exp, StorageResource(root=str(tmp_path / root)), vocab=VOCAB)
+    assert "cannot go on an #SBATCH line" in str(err.value) and "storage.root" in str(err.value)
 
 
 def test_check_sbatch_value():
@@ -267,7 +263,7 @@ def test_launch_errors_are_collected_across_modules(base):
         {"cluster": {"nodes": 3}, "data": {"blend": [{"shard_batch": "web-1", "weight": 1}]}},
     )
     with pytest.raises(LaunchConfigError) as err:
-        render_launch(exp, vocab=VOCAB)
+        render(exp, vocab=VOCAB)
     problems = err.value.problems
     assert any(p.startswith("world size") for p in problems)
     assert any("data.blend.0.shard_batch=web-1: no shard resolver" in p for p in problems)

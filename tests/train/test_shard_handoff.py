@@ -12,7 +12,7 @@ import pytest
 
 from mm_assets.definitions import build_definitions
 from mm_assets.partitions import crawl_batches, experiments
-from mm_assets.paths import sha256_file
+from mm_assets.storage.paths import sha256_file
 from mm_assets.shards.assets import token_shards
 from mm_assets.shards.indexed import bin_path, idx_path
 from trainproject import PATTERN_BATCH, write_experiment, write_project
@@ -43,7 +43,7 @@ def prefix_of(project: Path) -> Path:
 
 
 def run_dir(project: Path) -> Path:
-    return project.parents[1] / "data" / "train" / EXPERIMENT
+    return project.parents[1] / "data" / "runs" / EXPERIMENT
 
 
 def train(project: Path, instance, job: str = "train_experiment"):

@@ -10,11 +10,16 @@ import yaml
 
 from mm_assets.config import DEFAULT_CONFIG
 from mm_assets.shards import VocabLayout, write_shard
-from mm_assets.shards.assets import SHARD_PREFIX, VOCAB_FILE, shard_manifest
-from mm_assets.train.config import deep_merge
+from mm_assets.shards.assets import shard_manifest
+from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.train.config import ExperimentConfig, deep_merge
+from mm_assets.train.run_folders import RunFolders
+from mm_assets.train.sbatch import LaunchFiles, render_launch
+from resources.storage import StorageResource
 
 
 PATTERN_BATCH = "ci-pattern"
+CLUSTER = StorageResource(root="/lustre/mm-pretrain")  # the golden files' storage root: runs/<id>/ under it
 TINY_EXPERIMENT = """
 notes: CI run on the CPU trainer.
 model: {num_layers: 2, hidden_size: 64, num_attention_heads: 4, ffn_hidden_size: 176, seq_length: 64,
@@ -43,10 +48,10 @@ def publish_pattern_shard(folder: Path) -> Path:
     layout = VocabLayout.build(48, [])
     pattern = np.arange(2, 34, dtype=np.int32)
     docs = [np.concatenate([np.roll(pattern, i % 7), [layout.eod_id]]).astype(np.int32) for i in range(200)]
-    files = write_shard(folder / SHARD_PREFIX, docs, eod_id=layout.eod_id)
-    layout.write(folder / VOCAB_FILE)
-    shard_manifest(folder, files, names=(VOCAB_FILE,)).write(folder)
-    return folder / SHARD_PREFIX
+    files = write_shard(folder / ArtifactLayout.SHARD_PREFIX, docs, eod_id=layout.eod_id)
+    layout.write(folder / ArtifactLayout.SHARD_VOCAB)
+    shard_manifest(folder, files, names=(ArtifactLayout.SHARD_VOCAB,)).write(folder)
+    return folder / ArtifactLayout.SHARD_PREFIX
 
 
 def write_project(root: Path, *, compute: dict | None = None) -> Path:
@@ -68,3 +73,8 @@ def write_experiment(config: Path, experiment: str, text: str = TINY_EXPERIMENT,
     """root/experiments/<experiment>.yaml: `text` (YAML) deep-merged with `overrides` (section → mapping)."""
     data = deep_merge(yaml.safe_load(text), overrides)
     (config.parents[1] / "experiments" / f"{experiment}.yaml").write_text(yaml.safe_dump(data))
+
+
+def render(exp: ExperimentConfig, storage: StorageResource = CLUSTER, **kwargs) -> LaunchFiles:
+    """render_launch with the run folder `storage` gives the experiment (by default, the golden files')."""
+    return render_launch(exp, RunFolders.of(exp, storage), **kwargs)

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mm_assets.train.cpu import VOCAB_FILE, TrainerError
+from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.train.cpu import TrainerError
 from mm_assets.train.cpu.args import Schedule
 
 BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")  # of a GPTDataset sample, without attention_mask
@@ -60,7 +61,7 @@ def resolve_vocab(args: argparse.Namespace, prefixes: Sequence[str]) -> Vocab:
 
     layouts = {}
     for prefix in prefixes:
-        path = Path(prefix).parent / VOCAB_FILE
+        path = Path(prefix).parent / ArtifactLayout.SHARD_VOCAB
         if path.is_file():
             try:
                 layouts[prefix] = VocabLayout.read(path)
@@ -75,7 +76,7 @@ def resolve_vocab(args: argparse.Namespace, prefixes: Sequence[str]) -> Vocab:
     if layout is not None:
         given = {"--vocab-size": (size, layout.vocab_size), "--null-tokenizer-eod-id": (eod, layout.eod_id),
                  "--null-tokenizer-pad-id": (pad, layout.pad_id)}
-        wrong = [f"{flag} {mine} but {VOCAB_FILE} says {theirs}" for flag, (mine, theirs) in given.items()
+        wrong = [f"{flag} {mine} but {ArtifactLayout.SHARD_VOCAB} says {theirs}" for flag, (mine, theirs) in given.items()
                  if mine is not None and theirs is not None and mine != theirs]
         if wrong:
             raise TrainerError("; ".join(wrong))
@@ -83,7 +84,7 @@ def resolve_vocab(args: argparse.Namespace, prefixes: Sequence[str]) -> Vocab:
         eod = layout.eod_id if eod is None else eod
         pad = layout.pad_id if pad is None else pad
     if size is None:
-        raise TrainerError(f"no vocabulary size: pass --vocab-size or put {VOCAB_FILE} beside the shards")
+        raise TrainerError(f"no vocabulary size: pass --vocab-size or put {ArtifactLayout.SHARD_VOCAB} beside the shards")
     eod = size - 1 if eod is None else eod  # Megatron's NullTokenizer defaults
     pad = -1 if pad is None else pad
     if not 0 <= eod < size or pad >= size:

@@ -10,13 +10,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.train import megatron_log as mlog
 from mm_assets.train.cpu import TrainerError
 from mm_assets.train.cpu.args import Schedule
 from mm_assets.train.cpu.checkpoint import (
     CHECKPOINT_VERSION,
     MODEL_SHAPE_ARGS,
-    TRACKER_FILE,
     checkpoint_dir,
     load_checkpoint,
     read_tracker,
@@ -193,7 +193,7 @@ class Trainer:
             return
         iteration = read_tracker(root)
         if iteration is None:
-            self.emit(f"WARNING: could not find the metadata file {Path(root) / TRACKER_FILE}", False)
+            self.emit(f"WARNING: could not find the metadata file {Path(root) / ArtifactLayout.CHECKPOINT_TRACKER}", False)
             self.emit("    will not load any checkpoints and will start from random", False)
             return
         self.emit(f" loading checkpoint from {root} at iteration {iteration}", False)

@@ -135,12 +135,13 @@ def lock_file(path: Path, *, blocking: bool) -> int | None:
 
 
 @contextmanager
-def exclusive(path: Path, *, what: str, unlink: bool = False) -> Iterator[None]:
-    """Hold the flock on `path` for the block; LockBusyError naming `what` when a live process holds it.
-    `unlink` removes the lock file on the way out (a waiter that opened it retries on the new file)."""
+def exclusive(path: Path, *, what: str, unlink: bool = False, wait: bool = False) -> Iterator[None]:
+    """Hold the flock on `path` for the block; LockBusyError naming `what` when a live process holds it (or,
+    with `wait`, wait for it). `unlink` removes the lock file on the way out (a waiter that opened it retries
+    on the new file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = lock_file(path, blocking=False)
+    fd = lock_file(path, blocking=wait)
     if fd is None:
         raise LockBusyError(f"{what} is being written by another process (it holds {path}); "
                             "wait for it to finish, then retry")
