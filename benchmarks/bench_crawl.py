@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mm_assets.config import CrawlConfig
+from mm_assets.config.pipeline import CrawlConfig
 from mm_assets.crawl.batch import BatchInfo, parse_manifest
 from mm_assets.crawl.options import cli_args
 from mm_assets.crawl.pool import crawl_batch

@@ -18,7 +18,7 @@ from checks.metadata_schema import (
     row_failures,
     struct_field,
 )
-from mm_assets.config import LicensePolicy, MetadataConfig
+from mm_assets.config.pipeline import LicensePolicy, MetadataConfig
 from mm_assets.etl.assets import media_metadata
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource

@@ -7,7 +7,7 @@ from typing import Any
 import dagster as dg
 import pyarrow.parquet as pq
 
-from mm_assets.config import ShardsConfig
+from mm_assets.config.pipeline import ShardsConfig
 from mm_assets.shards import ShardStats, VocabLayout, shard_stats
 from mm_assets.shards.assets import token_shards
 from mm_assets.shards.manifest import shard_problems

@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from mm_assets.config import PipelineConfig
+from mm_assets.config.pipeline import PipelineConfig
 from mm_assets.tokens.assets import TOKEN_ASSETS
 from mm_assets.tokens.store import read_identity, read_tokens
 from resources.config import PipelineConfigResource

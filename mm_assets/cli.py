@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mm_assets.config import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError, load_config
+from mm_assets.config.base import ConfigError, DEFAULT_CONFIG, PROJECT_ROOT
+from mm_assets.config.pipeline import load_config
 
 
 def _use_project_instance() -> None:
@@ -121,9 +122,9 @@ def run_experiment(config: Path, experiment: str, instance=None) -> bool:
 
 
 def _load_experiment(args: argparse.Namespace):
-    from mm_assets.train.experiments import load_experiment_file
+    from mm_assets.train.launch.experiment import load_experiment
 
-    return load_experiment_file(load_config(args.config), args.config, args.experiment)[0]
+    return load_experiment(load_config(args.config), args.experiment)
 
 
 def cmd_train_run(args: argparse.Namespace) -> int:
@@ -157,7 +158,7 @@ def cmd_train_render(args: argparse.Namespace) -> int:
     """Print (or write) the Megatron arguments and sbatch script, without shards: vocab from_shards stays open."""
     from mm_assets.definitions import build_resources
     from mm_assets.train.blend_assets import shard_resolver
-    from mm_assets.train.config import ShardVocab
+    from mm_assets.train.launch.config import ShardVocab
     from mm_assets.train.run_folders import RunFolders
     from mm_assets.train.sbatch import render_launch
 

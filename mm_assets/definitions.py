@@ -11,7 +11,8 @@ from checks.crawl import every_item_accounted_for
 from checks.metadata import METADATA_CHECKS
 from checks.shards import SHARD_CHECKS
 from checks.tokens import TOKEN_CHECKS
-from mm_assets.config import DEFAULT_CONFIG, load_config
+from mm_assets.config.base import DEFAULT_CONFIG
+from mm_assets.config.pipeline import load_config
 from mm_assets.crawl.assets import raw_media
 from mm_assets.crawl.sensors import batch_manifest_sensor
 from mm_assets.etl.assets import media_metadata, metadata_catalog

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
-from mm_assets.config import CrawlConfig
+from mm_assets.config.pipeline import CrawlConfig
 
 _DEFAULTS = CrawlConfig()
 

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from mm_assets.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
+from mm_assets.config.base import ConfigError, DEFAULT_CONFIG
+from mm_assets.config.pipeline import load_config, parse_config
 
 
 def test_shipped_config_loads():

@@ -10,11 +10,12 @@ from mm_assets.interrupts import Interrupted, raise_if_interrupted, watch_interr
 
 
 def test_sigterm_raises_interrupted_with_exit_code_143():
+    before = signal.getsignal(signal.SIGTERM)  # SIG_DFL, or what an earlier in-process Dagster run left
     with pytest.raises(Interrupted) as caught, watch_interrupts():
         os.kill(os.getpid(), signal.SIGTERM)
     assert (str(caught.value), caught.value.exit_code) == ("interrupted by SIGTERM", 143)
     assert isinstance(caught.value, KeyboardInterrupt)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the previous handler is back"
+    assert signal.getsignal(signal.SIGTERM) is before, "the previous handler is back"
 
 
 def test_a_signal_handled_elsewhere_is_still_reported():

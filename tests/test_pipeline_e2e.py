@@ -13,7 +13,7 @@ import yaml
 
 from checks.metadata import METADATA_CHECKS, check_metadata_file
 from mm_assets.cli import run_ingest
-from mm_assets.config import load_config
+from mm_assets.config.pipeline import load_config
 from mm_assets.crawl.batch import register_batch
 from mm_assets.crawl.records import read_ledger
 from mm_assets.crawl.sensors import batch_manifest_sensor

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from mm_assets.config import PipelineConfig
+from mm_assets.config.pipeline import PipelineConfig
 from mm_assets.storage.paths import sanitize_component
 from mm_assets.storage.store import Storage
 

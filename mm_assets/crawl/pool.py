@@ -19,7 +19,7 @@ from collections import deque
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from mm_assets.config import CrawlConfig
+from mm_assets.config.pipeline import CrawlConfig
 from mm_assets.crawl.batch import BatchInfo, ManifestEntry
 from mm_assets.crawl.progress import CrawlProgress
 from mm_assets.crawl.records import CrawlRecord

@@ -24,7 +24,7 @@ from yt_dlp.extractor import gen_extractor_classes
 from yt_dlp.postprocessor import FFmpegExtractAudioPP, FFmpegPostProcessor, PostProcessor
 from yt_dlp.utils import DownloadError
 
-from mm_assets.config import CrawlConfig
+from mm_assets.config.pipeline import CrawlConfig
 from mm_assets.crawl.errors import MediaProblem, classify, clean_message
 from mm_assets.crawl.ids import derive_item_id
 from mm_assets.crawl.options import ydl_params

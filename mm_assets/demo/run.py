@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from mm_assets.config import PipelineConfig, load_config
+from mm_assets.config.pipeline import PipelineConfig, load_config
 from mm_assets.crawl.batch import register_batch
 from mm_assets.demo.media import build_demo_site, write_manifest
 from mm_assets.demo.server import LoopbackServer, serve
@@ -72,9 +72,9 @@ RECORDS_SQL = "SELECT experiment_id, date, git_commit, result_summary FROM exper
 def train_demo(cfg: PipelineConfig, config_path: Path, batch: str, instance: dg.DagsterInstance) -> bool | None:
     """Train exp-tiny-cpu (a tiny GPT built with megatron-core, on the CPU) on the demo shard."""
     from mm_assets.cli import run_experiment
-    from mm_assets.train.experiments import experiment_path
+    from mm_assets.train.launch.experiment import experiment_file
 
-    if batch != DEMO_BATCH or cfg.training is None or not experiment_path(cfg, DEMO_EXPERIMENT).is_file():
+    if batch != DEMO_BATCH or cfg.training is None or not experiment_file(cfg, DEMO_EXPERIMENT).is_file():
         print(f"\ntraining skipped: {DEMO_EXPERIMENT} trains on batch {DEMO_BATCH} "
               f"(this run crawled {batch}; see configs/experiments/)")
         return None

@@ -23,7 +23,7 @@ from typing import Any
 import soundfile as sf
 
 from checks.metadata_schema import MODALITIES, NO_LICENSE, SCHEMA_VERSION
-from mm_assets.config import LicensePolicy, PipelineConfig
+from mm_assets.config.pipeline import LicensePolicy, PipelineConfig
 from mm_assets.crawl.records import CrawlRecord
 from mm_assets.etl.precedence import date_is_last_modified, page_origin, pick
 from mm_assets.etl.subtitles import Subtitle, choose_text, normalize_language, read_subtitle

@@ -10,7 +10,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from checks.metadata import check_quarantine
-from mm_assets.config import PipelineConfig
+from mm_assets.config.pipeline import PipelineConfig
 from mm_assets.crawl.records import read_ledger
 from mm_assets.storage.store import Storage
 

@@ -15,7 +15,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mm_assets.config import PipelineConfig
+from mm_assets.config.pipeline import PipelineConfig
 from mm_assets.digests import FileDigest, file_digest
 from mm_assets.partitions import crawl_batches
 from mm_assets.shards import AssemblyConfig, Codebook, DocumentAssembler, VocabLayout, shard_stats, write_shard

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from mm_assets.project import ConfigError
+from mm_assets.config.base import ConfigError
 from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.storage.paths import (
     UnsafePathError,

@@ -16,7 +16,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from mm_assets.config import PipelineConfig
+from mm_assets.config.pipeline import PipelineConfig
 from mm_assets.etl.assets import media_metadata
 from mm_assets.etl.subtitles import vtt_text
 from mm_assets.partitions import crawl_batches

@@ -17,13 +17,14 @@ from typing import Any
 import dagster as dg
 
 from mm_assets.partitions import experiments
-from mm_assets.project import PROJECT_ROOT, ConfigError
+from mm_assets.config.base import ConfigError, PROJECT_ROOT
 from mm_assets.shards import VocabLayout
 from mm_assets.storage.paths import sha256_file
 from mm_assets.storage.store import Storage
 from mm_assets.train.blend_assets import experiment_for, local_prefix, read_blend, shard_resolver, training_blend
 from mm_assets.train.blend_shards import launch_shard_problems
-from mm_assets.train.config import ExperimentConfig, ShardVocab
+from mm_assets.train.launch.config import ShardVocab
+from mm_assets.train.launch.experiment import ExperimentConfig
 from mm_assets.train.log_records import TrainingRecord
 from mm_assets.train.megatron_log import jsonl_lines, parse_log
 from mm_assets.train.run_folders import RunFolders
@@ -136,7 +137,7 @@ def _after_job(context, files: LaunchFiles, hashes: CheckpointHashes, since: int
           description="A training run from the experiment's rendered Megatron launch; the latest checkpoint + sha256.")
 def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
                storage: StorageResource) -> dg.MaterializeResult:
-    cfg, exp, _ = experiment_for(context, pipeline)
+    cfg, exp = experiment_for(context, pipeline)
     try:
         files = render_experiment(exp, storage)
         env = _job_env(cfg, exp)  # a missing credentials file fails here, before anything is written
@@ -207,7 +208,7 @@ def read_run(storage: Storage, exp: ExperimentConfig) -> dict[str, Any]:
           description="The run's Megatron log lines as the reference's JSON Lines (§B.4).")
 def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
                  storage: StorageResource) -> dg.MaterializeResult:
-    _, exp, _ = experiment_for(context, pipeline)
+    _, exp = experiment_for(context, pipeline)
     run = read_run(storage, exp)
     log = Path(run["log"])
     with open(log, encoding="utf-8", errors="replace") as f:
@@ -237,7 +238,7 @@ def load_jsonl(storage: Storage, experiment: str) -> list[dict[str, Any]]:
 @dg.asset_check(asset=checkpoint, blocking=True, description="The run finished with a checkpoint whose files match their sha256.")
 def checkpoint_complete(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
                         storage: StorageResource) -> dg.AssetCheckResult:
-    _, exp, _ = experiment_for(context, pipeline)
+    _, exp = experiment_for(context, pipeline)
     run = read_run(storage, exp)
     folder = Path(run["checkpoint"])
     bad = [name for name, sha in run["sha256"].items() if not (folder / name).is_file() or sha256_file(folder / name) != sha]
@@ -248,7 +249,7 @@ def checkpoint_complete(context: dg.AssetCheckExecutionContext, pipeline: Pipeli
 @dg.asset_check(asset=training_log, blocking=True, description="Every logged loss is finite and the log has records.")
 def loss_finite(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
                 storage: StorageResource) -> dg.AssetCheckResult:
-    _, exp, _ = experiment_for(context, pipeline)
+    _, exp = experiment_for(context, pipeline)
     records = load_jsonl(storage, exp.id)
     bad = [r["iteration"] for r in records if r["loss"] is None or not math.isfinite(r["loss"])]
     return dg.AssetCheckResult(passed=bool(records) and not bad,
@@ -258,7 +259,7 @@ def loss_finite(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfig
 @dg.asset_check(asset=training_log, description="The loss fell over the run (first vs last logged interval).")
 def loss_decreased(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
                    storage: StorageResource) -> dg.AssetCheckResult:
-    _, exp, _ = experiment_for(context, pipeline)
+    _, exp = experiment_for(context, pipeline)
     losses = [r["loss"] for r in load_jsonl(storage, exp.id) if r["loss"] is not None]
     passed = len(losses) >= 2 and losses[-1] < losses[0]
     return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN,

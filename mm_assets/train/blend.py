@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mm_assets.train.config import BlendEntry, LaunchConfigError
+from mm_assets.train.launch.config import BlendEntry, LaunchConfigError
 
 SHARD_SUFFIXES = (".bin", ".idx")
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import dagster as dg
 
-from mm_assets.config import PipelineConfig
+from mm_assets.config.base import ConfigError
+from mm_assets.config.pipeline import PipelineConfig
 from mm_assets.partitions import experiments
 from mm_assets.shards import VocabLayout
 from mm_assets.shards.assets import token_shards
@@ -21,8 +22,9 @@ from mm_assets.storage.paths import UnsafePathError
 from mm_assets.storage.store import Storage
 from mm_assets.train.blend import Blend, missing_shard_files, resolve_blend
 from mm_assets.train.blend_shards import verify_blend_shard
-from mm_assets.train.config import ExperimentConfig, LaunchConfigError, ShardVocab
-from mm_assets.train.experiments import load_experiment_file
+from mm_assets.train.launch.config import LaunchConfigError, ShardVocab
+from mm_assets.train.launch.experiment import ExperimentConfig
+from mm_assets.train.launch.experiment import load_experiment
 from mm_assets.train.run_folders import RunFolders
 from mm_assets.train.sbatch import LaunchFiles, render_launch
 from mm_assets.train.validate import validate_launch
@@ -137,12 +139,14 @@ def latest_shard_metadata(instance: dg.DagsterInstance) -> Callable[[str], Mappi
     return lookup
 
 
-def experiment_for(context, pipeline: PipelineConfigResource) -> tuple[PipelineConfig, ExperimentConfig, str]:
+def experiment_for(context, pipeline: PipelineConfigResource) -> tuple[PipelineConfig, ExperimentConfig]:
     cfg = pipeline.load()
     if cfg.training is None:
         raise dg.Failure("configs/pipeline.yaml has no training: section to base experiments on")
-    exp, notes = load_experiment_file(cfg, pipeline.path, context.partition_key)
-    return cfg, exp, notes
+    try:
+        return cfg, load_experiment(cfg, context.partition_key)
+    except ConfigError as err:
+        raise dg.Failure(str(err)) from None
 
 
 @dg.asset(partitions_def=experiments, group_name="train", kinds={"megatron"},
@@ -150,7 +154,7 @@ def experiment_for(context, pipeline: PipelineConfigResource) -> tuple[PipelineC
           description="The experiment's blend: weights + Megatron shard prefixes (--data-path), one vocabulary.")
 def training_blend(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
                    storage: StorageResource) -> dg.MaterializeResult:
-    _, exp, _ = experiment_for(context, pipeline)
+    _, exp = experiment_for(context, pipeline)
     try:
         blend = resolve_experiment_blend(exp, storage, latest_shard_metadata(context.instance))
     except LaunchConfigError as err:
@@ -193,7 +197,7 @@ def size_problems(shards: Mapping[str, Mapping[str, Any]], local: Callable[[str]
                 description="Weights positive, every prefix's .bin/.idx exists with its recorded size, one vocabulary.")
 def blend_complete(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
                    storage: StorageResource) -> dg.AssetCheckResult:
-    _, exp, _ = experiment_for(context, pipeline)
+    _, exp = experiment_for(context, pipeline)
     blend = read_blend(storage, exp.id)
     prefixes = list(blend["shares"])
     local = lambda prefix: local_prefix(storage, prefix)  # noqa: E731

@@ -11,7 +11,8 @@ whose checkpoint folder is still empty) and `--vocab-file` / `--merge-file` (our
 from __future__ import annotations
 
 from mm_assets.train.blend import Blend
-from mm_assets.train.config import ExperimentConfig, LaunchConfigError
+from mm_assets.train.launch.config import LaunchConfigError
+from mm_assets.train.launch.experiment import ExperimentConfig
 from mm_assets.train.run_folders import RunFolders
 from mm_assets.train.validate import LaunchPlan
 

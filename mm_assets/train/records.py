@@ -16,12 +16,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mm_assets.partitions import experiments
-from mm_assets.project import PROJECT_ROOT, ConfigError
+from mm_assets.config.base import ConfigError, PROJECT_ROOT
 from mm_assets.storage.store import Storage
 from mm_assets.train.assets import TRAIN_CHECKS, checkpoint, load_jsonl, training_log
 from mm_assets.train.blend_assets import blend_complete
 from mm_assets.train.outcome import FAILED, OK, Outcome, experiment_outcome
-from mm_assets.train.experiments import load_experiment_file
+from mm_assets.train.launch.experiment import ExperimentConfig, load_experiment
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
 
@@ -53,7 +53,7 @@ def result_summary(records: list[dict[str, Any]], run: dict[str, Any]) -> str:
             + (f" ({tokens:,} tokens)" if tokens else "") + f"; checkpoint iter {run.get('iteration')}")
 
 
-def experiment_row(storage: Storage, exp, notes: str, outcome: Outcome) -> dict[str, Any]:
+def experiment_row(storage: Storage, exp: ExperimentConfig, outcome: Outcome) -> dict[str, Any]:
     """One table row: the result from run.json and the JSONL log when the attempt is `ok`, else its status."""
     row = {
         "experiment_id": exp.id,
@@ -62,7 +62,7 @@ def experiment_row(storage: Storage, exp, notes: str, outcome: Outcome) -> dict[
         "config_path": _relative(str(exp.path)),
         "key_changes": list(exp.key_changes),
         "result_summary": f"{outcome.status}: {outcome.failed}" if outcome.failed else outcome.status,
-        "notes": notes,
+        "notes": exp.notes,
         "status": outcome.status,
         "failed_at": outcome.failed,
         "final_loss": None, "iterations": None, "consumed_tokens": None, "checkpoint": None,
@@ -107,14 +107,14 @@ def experiment_records(context: dg.AssetExecutionContext, pipeline: PipelineConf
     rows = []
     for exp_id in sorted(context.instance.get_dynamic_partitions(experiments.name)):
         try:
-            exp, notes = load_experiment_file(cfg, pipeline.path, exp_id)
+            exp = load_experiment(cfg, exp_id)
         except ConfigError as err:
             context.log.warning(f"experiment {exp_id} skipped: {err}")
             continue
         outcome = experiment_outcome(context.instance, exp_id, final_asset=training_log.key,
                                      blocking_checks=BLOCKING_CHECKS)
         if outcome is not None:
-            rows.append(experiment_row(storage, exp, notes, outcome))
+            rows.append(experiment_row(storage, exp, outcome))
     table = storage.layout.records_table()
     with storage.store.publish(table, wait=True) as staged:
         pq.write_table(pa.Table.from_pylist(rows, schema=RECORDS_SCHEMA), staged)

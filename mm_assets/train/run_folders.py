@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mm_assets.storage.store import Storage
-from mm_assets.train.config import ExperimentConfig
+from mm_assets.train.launch.experiment import ExperimentConfig
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from mm_assets.train.config import (
-    FROM_SHARDS,
-    LaunchConfigError,
-    ShardVocab,
-    TrainingConfig,
-    time_limit_minutes,
-    tokens_to_samples,
-)
+from mm_assets.train.launch.config import FROM_SHARDS, LaunchConfigError, ShardVocab, TrainingConfig, time_limit_minutes, tokens_to_samples
 
 # Transformer Engine's FP8 needs compute capability >= 8.9 (Ada, Hopper, Blackwell).
 FP8_GPUS = ("h100", "h200", "h800", "h20", "gh200", "b100", "b200", "b300", "gb200", "gb300", "l40s", "l4")

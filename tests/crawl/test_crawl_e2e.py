@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import soundfile as sf
 
-from mm_assets.config import CrawlConfig, parse_config
+from mm_assets.config.pipeline import CrawlConfig, parse_config
 from mm_assets.crawl.batch import load_batch, register_batch
 from mm_assets.crawl.pool import crawl_batch
 from mm_assets.crawl.probe import probe_media

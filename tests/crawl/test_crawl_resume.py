@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mm_assets.config import CrawlConfig
+from mm_assets.config.pipeline import CrawlConfig
 from mm_assets.crawl.batch import BatchInfo, parse_manifest
 from mm_assets.crawl.pool import crawl_batch
 from mm_assets.demo import Trickle, serve
@@ -30,7 +30,7 @@ SETTINGS = dict(workers=1, subtitle_languages=["en"], audio_sample_rate_hz=16000
                 socket_timeout_s=5.0, retries=0)
 CHILD = """
 import json, sys
-from mm_assets.config import CrawlConfig
+from mm_assets.config.pipeline import CrawlConfig
 from mm_assets.crawl.batch import BatchInfo, parse_manifest
 from mm_assets.crawl.pool import crawl_batch
 from resources.storage import StorageResource

@@ -7,7 +7,8 @@ import dagster as dg
 import pytest
 from mediabatch import materialize, write_media_batch
 
-from mm_assets.config import ConfigError, parse_config
+from mm_assets.config.base import ConfigError
+from mm_assets.config.pipeline import parse_config
 from mm_assets.shards import VocabLayout
 from mm_assets.tokens.assets import TOKEN_ASSETS
 from mm_assets.tokens.text import train_demo_bpe

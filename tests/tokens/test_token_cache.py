@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mediabatch import materialize, write_media_batch, write_wav
 
-from mm_assets.config import load_config
+from mm_assets.config.pipeline import load_config
 from mm_assets.tokens.assets import (
     MODALITIES,
     TOKEN_ASSETS,

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from mm_assets.train.config import ShardVocab, load_experiment, read_training_base
-from trainproject import render
+from mm_assets.train.launch.config import ShardVocab, TrainingConfig
+from mm_assets.train.launch.experiment import load_experiment
+from trainproject import golden_pipeline, render
 
 REPO = Path(__file__).resolve().parents[2]
 START = REPO / "scripts" / "slurm" / "start.sh"
@@ -58,7 +59,6 @@ def slurm_cluster() -> SlurmCluster:
 
 # -- launch rendering: the golden files and the 10B example, shared by test_megatron_args and test_sbatch ----
 GOLDEN = Path(__file__).resolve().parent / "golden"
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "configs" / "experiments"
 VOCAB = ShardVocab(vocab_size=192611, eod_id=192603, pad_id=192604)
 
 
@@ -75,10 +75,11 @@ def check_golden():
 
 
 @pytest.fixture(scope="module")
-def base() -> dict:
-    return read_training_base(GOLDEN / "base_training.yaml")
+def base() -> TrainingConfig:
+    """The golden base training config (the reference's 10B run)."""
+    return golden_pipeline().training
 
 
 @pytest.fixture(scope="module")
-def launch_10b(base):
-    return render(load_experiment("exp-10b-lr-1", base, experiments_dir=EXPERIMENTS), vocab=VOCAB)
+def launch_10b():
+    return render(load_experiment(golden_pipeline(), "exp-10b-lr-1"), vocab=VOCAB)

@@ -22,15 +22,15 @@ from dagster_pipes import encode_param
 from mm_assets.storage.paths import exclusive, sha256_file
 from mm_assets.shards import VocabLayout, write_shard
 from mm_assets.train import cpu_pretrain
-from mm_assets.train.config import ShardVocab, load_experiment, read_training_base
+from mm_assets.train.launch.config import ShardVocab
+from mm_assets.train.launch.experiment import load_experiment
 from mm_assets.train.megatron_args import MEGATRON_FLAGS
 from mm_assets.train.megatron_log import parse_log
 from resources.storage import StorageResource
-from trainproject import render
+from trainproject import golden_pipeline, render
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
-EXPERIMENTS = REPO / "configs" / "experiments"
 PERIOD = 16  # the pattern the model has to learn: 0, 1, ..., 15, 0, 1, ...
 # A save killed while staging (this version's stable name, an earlier version's random one) or mid-publish.
 KILLED_SAVE_LEFTOVERS = (".iter_0000100.staging", ".iter_0000100.k3x9q1", ".iter_0000050.old-4242")
@@ -63,8 +63,7 @@ def shards(work, layout) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def launch(work, layout, shards):
     """exp-tiny-cpu rendered exactly as the Slurm launch renders it, with its run folder under `work`."""
-    base = read_training_base(HERE / "golden" / "base_training.yaml")
-    exp = load_experiment("exp-tiny-cpu", base, experiments_dir=EXPERIMENTS, base_dir=work)
+    exp = load_experiment(golden_pipeline(base_dir=work), "exp-tiny-cpu")
     return render(exp, StorageResource(root=str(work)), vocab=ShardVocab.from_layout(layout),
                   shard_prefix=lambda batch: str(shards[0]))
 

@@ -6,35 +6,28 @@ from pathlib import Path
 
 import pytest
 
-from mm_assets.config import ConfigError
+from mm_assets.config.base import ConfigError
 from mm_assets.shards import Codebook, VocabLayout
-from mm_assets.train.config import (
-    ShardVocab,
-    deep_merge,
-    experiment_from_overrides,
-    load_experiment,
-    parse_training,
-    read_training_base,
-    time_limit_minutes,
-    tokens_to_samples,
-)
+from mm_assets.config.pipeline import load_config
+from mm_assets.train.launch.config import ShardVocab, TrainingConfig, time_limit_minutes, tokens_to_samples
+from mm_assets.train.launch.experiment import deep_merge, experiment_from_overrides, load_experiment
 from mm_assets.train.run_folders import RunFolders
 from mm_assets.train.sbatch import program_argv
 from resources.storage import StorageResource
+from trainproject import golden_pipeline
 from mm_assets.train.validate import LaunchConfigError, validate_launch
 
 HERE = Path(__file__).parent
-BASE_FILE = HERE / "golden" / "base_training.yaml"
 EXPERIMENTS = HERE.parents[1] / "configs" / "experiments"
 VOCAB = ShardVocab(vocab_size=192611, eod_id=192603, pad_id=192604)
 
 
 @pytest.fixture(scope="module")
-def base() -> dict:
-    return read_training_base(BASE_FILE)
+def base() -> TrainingConfig:
+    return golden_pipeline().training
 
 
-def exp_with(base: dict, overrides: dict):
+def exp_with(base: TrainingConfig, overrides: dict):
     return experiment_from_overrides("t", base, overrides, source="test.yaml")
 
 
@@ -42,16 +35,16 @@ def exp_with(base: dict, overrides: dict):
 
 
 def test_base_and_shipped_experiments_load_and_validate(base):
-    plan = validate_launch(parse_training(base), vocab=VOCAB)
+    plan = validate_launch(base, vocab=VOCAB)
     assert (plan.world_size, plan.data_parallel_size, plan.micro_batches_per_step) == (256, 8, 128)
     for path in sorted(EXPERIMENTS.glob("*.yaml")):
-        exp = load_experiment(path.stem, base, experiments_dir=EXPERIMENTS)
+        exp = load_experiment(golden_pipeline(), path.stem)
         validate_launch(exp.training, vocab=VOCAB)
         assert exp.path == path
 
 
 def test_production_example_is_the_reference_run(base):
-    exp = load_experiment("exp-10b-lr-1", base, experiments_dir=EXPERIMENTS)
+    exp = load_experiment(golden_pipeline(), "exp-10b-lr-1")
     t = exp.training
     assert (t.model.num_layers, t.model.hidden_size, t.model.num_attention_heads) == (40, 4096, 32)
     assert (t.model.ffn_hidden_size, t.model.seq_length) == (11008, 8192)
@@ -68,7 +61,7 @@ def test_production_example_is_the_reference_run(base):
 
 
 def test_key_changes_are_the_effective_diff(base):
-    exp = load_experiment("exp-10b-lr-1", base, experiments_dir=EXPERIMENTS)
+    exp = load_experiment(golden_pipeline(), "exp-10b-lr-1")
     changes = exp.key_changes
     assert "optimizer.lr=0.0001" in changes and "optimizer.min_lr=1e-05" in changes
     assert "precision.fp8=hybrid" in changes
@@ -80,7 +73,7 @@ def test_key_changes_are_the_effective_diff(base):
 
 
 def test_null_override_removes_a_base_key(base):
-    tiny = load_experiment("exp-tiny-cpu", base, experiments_dir=EXPERIMENTS)
+    tiny = load_experiment(golden_pipeline(), "exp-tiny-cpu")
     assert tiny.training.schedule.tokens is None and tiny.training.schedule.iterations.train_iters == 100
     assert tiny.training.precision.recompute.method is None
     assert "schedule.tokens=null" in tiny.key_changes
@@ -153,7 +146,7 @@ def test_an_experiment_file_with_1e_minus_3_says_how_to_write_it(base, tmp_path)
     folder.mkdir(parents=True)
     (folder / "exp-a.yaml").write_text("optimizer:\n  lr: 1e-3\n")
     with pytest.raises(ConfigError) as err:
-        load_experiment("exp-a", base, experiments_dir=folder)
+        load_experiment(golden_pipeline(folder), "exp-a")
     assert "training.optimizer.lr: Input should be a valid number (got '1e-3'); YAML reads 1e-3 as a string " \
         "(its floats need a dot and a signed exponent): write 1.0e-3" in str(err.value)
     assert "exp-a.yaml" in str(err.value)
@@ -166,20 +159,20 @@ def test_unknown_section_and_bad_ids(base, tmp_path):
         with pytest.raises(ConfigError, match="experiment id"):
             experiment_from_overrides(bad, base, {})
     with pytest.raises(ConfigError, match="does not exist"):
-        load_experiment("exp-missing", base, experiments_dir=tmp_path)
+        load_experiment(golden_pipeline(tmp_path), "exp-missing")
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ConfigError, match="mapping of training overrides"):
-        load_experiment("list", base, experiments_dir=tmp_path)
-    (tmp_path / "pipeline.yaml").write_text("schema_version: 1\n")
+        load_experiment(golden_pipeline(tmp_path), "list")
+    (tmp_path / "pipeline.yaml").write_text("schema_version: 2\n")
     with pytest.raises(ConfigError, match="no `training:` section"):
-        read_training_base(tmp_path / "pipeline.yaml")
+        load_experiment(load_config(tmp_path / "pipeline.yaml"), "exp-a")
 
 
-def test_relative_paths_resolve_against_the_project_of_the_experiments_folder(base, tmp_path):
+def test_relative_paths_resolve_against_the_project_of_the_pipeline_config(base, tmp_path):
     folder = tmp_path / "proj" / "configs" / "experiments"
     folder.mkdir(parents=True)
     (folder / "e1.yaml").write_text("cluster: {megatron_path: src/Megatron-LM}\ndata: {data_cache_path: cache}\n")
-    exp = load_experiment("e1", base, experiments_dir=folder)
+    exp = load_experiment(golden_pipeline(folder, base_dir=tmp_path / "proj"), "e1")
     assert program_argv(exp) == [str(tmp_path / "proj" / "src" / "Megatron-LM" / "pretrain_gpt.py")]
     run = RunFolders.of(exp, StorageResource(root=str(tmp_path / "proj" / "data")))
     assert run.data_cache == tmp_path / "proj" / "cache"
@@ -199,7 +192,7 @@ def test_time_limits_and_token_rounding():
 
 
 def test_token_budget_rounding_is_reported(base):
-    plan = validate_launch(parse_training(base), vocab=VOCAB)  # 1T tokens / 8192 = 122070312.5
+    plan = validate_launch(base, vocab=VOCAB)  # 1T tokens / 8192 = 122070312.5
     assert plan.schedule.train == 122070313
     assert any("train_tokens=1000000000000 is not a multiple of model.seq_length=8192" in n for n in plan.schedule.notes)
     assert any("122070313 samples" in w for w in plan.warnings)
@@ -333,7 +326,7 @@ def test_shard_vocabulary_is_cross_checked(base):
     assert "model.vocab_size=1000 is smaller than the shards' vocabulary (192611)" in str(err.value)
     assert "data.eod_id=5 differs from the shards' eod_id (192603)" in str(err.value)
     # Without shards, from_shards stays unresolved (rendering asks for it), stated values resolve.
-    assert validate_launch(parse_training(base)).vocab is None
+    assert validate_launch(base).vocab is None
     stated = exp_with(base, {"model": {"vocab_size": 300}, "data": {"eod_id": 298, "pad_id": 299}})
     assert validate_launch(stated.training).vocab == ShardVocab(300, 298, 299)
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from mm_assets.train.blend import blend_data_path, check_blend_files, missing_shard_files, resolve_blend
-from mm_assets.train.config import BlendEntry, LaunchConfigError, ShardVocab, experiment_from_overrides, load_experiment
+from mm_assets.train.launch.config import BlendEntry, LaunchConfigError, ShardVocab
+from mm_assets.train.launch.experiment import experiment_from_overrides, load_experiment
 from mm_assets.train.megatron_args import MEGATRON_FLAGS, REFERENCE_DEFECT_FLAGS, args_text, megatron_arg_groups
 from mm_assets.train.run_folders import RunFolders
-from trainproject import CLUSTER, render
+from trainproject import CLUSTER, golden_pipeline, render
 
 HERE = Path(__file__).parent
 GOLDEN = HERE / "golden"
-EXPERIMENTS = HERE.parents[1] / "configs" / "experiments"
 VOCAB = ShardVocab(vocab_size=192611, eod_id=192603, pad_id=192604)
 
 
@@ -66,7 +66,7 @@ def test_10b_arguments_are_the_reference_run_corrected(launch_10b):
 
 def test_only_verified_flags_and_each_once(base, launch_10b):
     tiny = render(
-        load_experiment("exp-tiny-cpu", base, experiments_dir=EXPERIMENTS),
+        load_experiment(golden_pipeline(), "exp-tiny-cpu"),
         vocab=VOCAB,
         shard_prefix=lambda b: f"/shards/{b}/shard",
     )
@@ -123,7 +123,7 @@ def test_optional_flags(base):
 
 
 def test_vocabulary_from_shards_is_required(base):
-    exp = load_experiment("exp-10b-lr-1", base, experiments_dir=EXPERIMENTS)
+    exp = load_experiment(golden_pipeline(), "exp-10b-lr-1")
     with pytest.raises(LaunchConfigError, match="no shard vocabulary was given"):
         render(exp)
 
@@ -189,7 +189,7 @@ def test_arguments_never_hold_a_newline():
 
 
 def test_groups_start_with_a_flag(launch_10b, base):
-    exp = load_experiment("exp-10b-lr-1", base, experiments_dir=EXPERIMENTS)
+    exp = load_experiment(golden_pipeline(), "exp-10b-lr-1")
     groups = megatron_arg_groups(exp, launch_10b.plan, launch_10b.blend, launch_10b.run)
     assert all(g[0].startswith("--") and not any(v.startswith("--") for v in g[1:]) for g in groups)
     assert [w for g in groups for w in g] == launch_10b.argv

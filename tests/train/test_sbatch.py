@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from mm_assets.config import ConfigError
-from mm_assets.train.config import LaunchConfigError, ShardVocab, experiment_from_overrides, load_experiment
+from mm_assets.config.base import ConfigError
+from mm_assets.train.launch.config import LaunchConfigError, ShardVocab
+from mm_assets.train.launch.experiment import experiment_from_overrides, load_experiment
 from mm_assets.train.sbatch import check_sbatch_value
 from resources.storage import StorageResource
-from trainproject import render
+from trainproject import golden_pipeline, render
 
 HERE = Path(__file__).parent
 GOLDEN = HERE / "golden"
-EXPERIMENTS = HERE.parents[1] / "configs" / "experiments"
 VOCAB = ShardVocab(vocab_size=192611, eod_id=192603, pad_id=192604)
 SLURM_ENV = {"SLURM_JOB_NODELIST": "node-[a-b]", "SLURM_NNODES": "2", "SLURM_JOB_ID": "77"}
 
@@ -35,7 +35,7 @@ SLURM_ENV = {"SLURM_JOB_NODELIST": "node-[a-b]", "SLURM_NNODES": "2", "SLURM_JOB
 
 @pytest.fixture(scope="module")
 def launch_tiny(base):
-    exp = load_experiment("exp-tiny-cpu", base, experiments_dir=EXPERIMENTS)
+    exp = load_experiment(golden_pipeline(), "exp-tiny-cpu")
     return render(exp, vocab=VOCAB, shard_prefix=lambda b: f"/shards/{b}/shard")
 
 

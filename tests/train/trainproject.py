@@ -8,16 +8,20 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from mm_assets.config import DEFAULT_CONFIG
+from mm_assets.config.base import DEFAULT_CONFIG, read_yaml
+from mm_assets.config.pipeline import PipelineConfig, parse_config
 from mm_assets.shards import VocabLayout, write_shard
 from mm_assets.shards.assets import shard_manifest
 from mm_assets.storage.layout import ArtifactLayout
-from mm_assets.train.config import ExperimentConfig, deep_merge
+from mm_assets.train.launch.experiment import ExperimentConfig, deep_merge
 from mm_assets.train.run_folders import RunFolders
 from mm_assets.train.sbatch import LaunchFiles, render_launch
 from resources.storage import StorageResource
 
 
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).resolve().parent / "golden"
+EXPERIMENTS = REPO / "configs" / "experiments"
 PATTERN_BATCH = "ci-pattern"
 CLUSTER = StorageResource(root="/lustre/mm-pretrain")  # the golden files' storage root: runs/<id>/ under it
 TINY_EXPERIMENT = """
@@ -78,3 +82,9 @@ def write_experiment(config: Path, experiment: str, text: str = TINY_EXPERIMENT,
 def render(exp: ExperimentConfig, storage: StorageResource = CLUSTER, **kwargs) -> LaunchFiles:
     """render_launch with the run folder `storage` gives the experiment (by default, the golden files')."""
     return render_launch(exp, RunFolders.of(exp, storage), **kwargs)
+
+
+def golden_pipeline(experiments_dir: Path = EXPERIMENTS, base_dir: Path = REPO) -> PipelineConfig:
+    """A pipeline config whose training base is tests/train/golden/base_training.yaml (the reference's 10B run)."""
+    data = {**read_yaml(GOLDEN / "base_training.yaml"), "experiments_dir": str(experiments_dir)}
+    return parse_config(data, source=str(GOLDEN / "base_training.yaml"), base_dir=base_dir)

@@ -1,4 +1,4 @@
-"""Typed models of configs/pipeline.yaml, the single source of truth (DESIGN.md §4).
+"""Typed models of configs/pipeline.yaml, the single source of truth (DESIGN.md §4), loaded once per process.
 
 Every model forbids unknown keys, so a typo fails with its key path instead of silently taking a default.
 """
@@ -9,23 +9,22 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from mm_assets.project import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError, type_hint  # noqa: F401 (re-exported)
+from mm_assets.config.base import DEFAULT_CONFIG, ENV_NAME, PROJECT_ROOT, ConfigError, Section, format_errors, read_yaml
 from mm_assets.tokens.config import TokenizersConfig
-from mm_assets.train.config import ENV_NAME, TrainingConfig
-from resources.job_env import credential_like
+from mm_assets.train.launch.config import TrainingConfig
 
 SOURCE_NAME = re.compile(r"^[a-z][a-z0-9]{0,31}$")
+# A name that says it holds a secret: such a variable reaches jobs only through compute.credentials_file.
+CREDENTIAL_NAME = re.compile(r"SECRET|TOKEN|PASSW|CREDENTIAL|_KEY", re.IGNORECASE)
 
 
-class _Section(BaseModel):
-    # strict: no coercion, a quoted "2" or YAML's string "1e-3" is an error (ints still pass as floats)
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+def credential_like(name: str) -> bool:
+    return bool(CREDENTIAL_NAME.search(name))
 
 
-class SourcesConfig(_Section):
+class SourcesConfig(Section):
     manifest_dir: str = "sources"
     names: list[str] = Field(default_factory=lambda: ["youtube"], min_length=1)
 
@@ -40,7 +39,7 @@ class SourcesConfig(_Section):
         return names
 
 
-class StorageConfig(_Section):
+class StorageConfig(Section):
     root: str = "data"
     # Local folder for staging, caches and downloads; None: <root>/.staging (a publish is then one rename).
     scratch: str | None = None
@@ -53,7 +52,7 @@ class StorageConfig(_Section):
         return root
 
 
-class CrawlConfig(_Section):
+class CrawlConfig(Section):
     workers: Annotated[int, Field(ge=1, le=64)] = 2
     subtitle_languages: list[str] = Field(default_factory=lambda: ["en"])
     official_subtitles: bool = True
@@ -88,7 +87,7 @@ SPDX_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*$")  # MIT, CC-BY-4.0, GPL-2.0
 POLICY_HELP = "use require, unknown or {default: <SPDX id or URL>}"
 
 
-class LicensePolicy(_Section):
+class LicensePolicy(Section):
     """What the metadata ETL does with an item of a source when neither its page nor yt-dlp states a license.
 
     In YAML: `require` (the item goes to quarantine), `unknown` (kept with a null license; the release stage
@@ -131,7 +130,7 @@ def _license_id(value: Any) -> str:
 UNKNOWN_LICENSE = LicensePolicy(kind="unknown")
 
 
-class MetadataConfig(_Section):
+class MetadataConfig(Section):
     pii_detection_method: str = "none"
     quarantine_max_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
     # source name -> LicensePolicy; a source not listed is `unknown` (kept, license null, never released)
@@ -141,7 +140,7 @@ class MetadataConfig(_Section):
         return self.license_policy.get(source, UNKNOWN_LICENSE)
 
 
-class ShardsConfig(_Section):
+class ShardsConfig(Section):
     """How items become Megatron documents, and the bounds the shard checks enforce (reference §B.9)."""
 
     order: list[str] = Field(default_factory=lambda: ["text", "audio", "image", "video"])
@@ -162,7 +161,7 @@ class ShardsConfig(_Section):
         return self
 
 
-class ComputeConfig(_Section):
+class ComputeConfig(Section):
     """Where training jobs run: a local subprocess (the embedded default) or a Slurm cluster."""
 
     backend: str = "local"
@@ -193,7 +192,7 @@ class ComputeConfig(_Section):
         return names
 
 
-class PipelineConfig(_Section):
+class PipelineConfig(Section):
     schema_version: int = 2
     sources: SourcesConfig = SourcesConfig()
     storage: StorageConfig = StorageConfig()
@@ -206,6 +205,7 @@ class PipelineConfig(_Section):
     experiments_dir: str = "configs/experiments"
     # Where the file was read from: relative paths in it are relative to its project root.
     base_dir: Path = Field(default=PROJECT_ROOT, exclude=True)
+    path: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
     def _policies_name_sources(self) -> "PipelineConfig":
@@ -244,36 +244,37 @@ class PipelineConfig(_Section):
         return None if self.storage.scratch is None else str(self.resolve(self.storage.scratch))
 
 
-def _format_errors(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "<top level>"
-        got = "" if e["type"] == "missing" or not e["loc"] else f" (got {e.get('input')!r})"
-        hint = type_hint(e)
-        lines.append(f"  {where}: {e['msg']}{got}" + (f"; {hint}" if hint else ""))
-    return "\n".join(lines)
-
-
-def parse_config(data: dict[str, Any], *, source: str = "<dict>", base_dir: Path | None = None) -> PipelineConfig:
+def parse_config(data: dict[str, Any], *, source: str = "<dict>", base_dir: Path | None = None,
+                 path: Path | None = None) -> PipelineConfig:
     """Validate a config mapping; errors name every bad key path."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
-    if "base_dir" in data:
-        raise ConfigError(f"{source}: base_dir: unknown key (it is set from the file's location)")
+    for key in ("base_dir", "path"):
+        if key in data:
+            raise ConfigError(f"{source}: {key}: unknown key (it is set from the file's location)")
     try:
-        return PipelineConfig(**data, base_dir=base_dir or PROJECT_ROOT)
+        return PipelineConfig(**data, base_dir=base_dir or PROJECT_ROOT, path=path)
     except ValidationError as err:
-        raise ConfigError(f"{source}: invalid configuration\n{_format_errors(err)}") from None
+        lines = "\n".join(f"  {line}" for line in format_errors(err))
+        raise ConfigError(f"{source}: invalid configuration\n{lines}") from None
+
+
+_LOADED: dict[Path, tuple[tuple[int, int], PipelineConfig]] = {}
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG) -> PipelineConfig:
-    """Read and validate a pipeline config; relative paths in it resolve against its project root."""
+    """Read and validate a pipeline config; relative paths in it resolve against its project root.
+
+    Loaded once per process: the resources, the CLI and the experiments share one object (read again only
+    when the file changes)."""
     path = Path(path).resolve()
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist (copy configs/pipeline.yaml and edit it)")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    stat = path.stat()
+    version = (stat.st_mtime_ns, stat.st_size)
+    if path in _LOADED and _LOADED[path][0] == version:
+        return _LOADED[path][1]
     base = path.parent.parent if path.parent.name == "configs" else path.parent
-    return parse_config(data, source=str(path), base_dir=base)
+    cfg = parse_config(read_yaml(path) or {}, source=str(path), base_dir=base, path=path)
+    _LOADED[path] = (version, cfg)
+    return cfg

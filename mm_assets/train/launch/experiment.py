@@ -1,4 +1,5 @@
-"""Experiments: override files deep-merged onto the base `training:` mapping, and their "key changes" diff."""
+"""Experiments: configs/experiments/<id>.yaml, overrides of the loaded pipeline config's `training:` section
+(plus `notes:`), deep-merged onto it; their effective diff is the experiment record's "key changes"."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mm_assets.project import PROJECT_ROOT, ConfigError
-from mm_assets.train.config_training import TrainingConfig, _read_yaml, parse_training
+from mm_assets.config.base import PROJECT_ROOT, ConfigError, read_yaml
+from mm_assets.train.launch.config import TrainingConfig, parse_training
 
-DEFAULT_EXPERIMENTS_DIR = PROJECT_ROOT / "configs" / "experiments"
+if TYPE_CHECKING:  # the pipeline config holds the training config: no import at run time
+    from mm_assets.config.pipeline import PipelineConfig
+
 EXPERIMENT_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
@@ -75,7 +78,7 @@ def _prefixes(key: str) -> list[str]:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """An experiment: its id, the overrides it states, the merged training config and their diff."""
+    """An experiment: its id, the overrides it states, the merged training config and their diff, its notes."""
 
     id: str
     training: TrainingConfig
@@ -83,6 +86,7 @@ class ExperimentConfig:
     key_changes: tuple[str, ...]
     path: Path | None = None
     base_dir: Path = PROJECT_ROOT  # relative paths in the config resolve against it
+    notes: str = ""
 
     def resolve(self, path: str) -> Path:
         p = Path(path)
@@ -104,14 +108,15 @@ def check_experiment_id(experiment_id: str) -> str:
 
 def experiment_from_overrides(
     experiment_id: str,
-    base: Mapping[str, Any],
+    base: TrainingConfig,
     overrides: Mapping[str, Any] | None,
     *,
     source: str = "<experiment>",
     path: Path | None = None,
     base_dir: Path = PROJECT_ROOT,
+    notes: str = "",
 ) -> ExperimentConfig:
-    """Merge `overrides` onto the raw base `training:` mapping and validate both."""
+    """`overrides` merged onto the (validated) base training config, and validated."""
     check_experiment_id(experiment_id)
     overrides = {} if overrides is None else overrides
     if not isinstance(overrides, Mapping):
@@ -122,31 +127,28 @@ def experiment_from_overrides(
     if unknown:
         known = ", ".join(TrainingConfig.model_fields)
         raise ConfigError(f"{source}: unknown section(s) {unknown}: an experiment overrides only {known}")
-    base_cfg = parse_training(base, source="base training config")
-    merged = parse_training(deep_merge(base, overrides), source=f"{source} (merged onto the base)")
-    return ExperimentConfig(
-        experiment_id, merged, copy.deepcopy(dict(overrides)), tuple(key_changes(base_cfg, merged)), path, base_dir
-    )
+    merged = parse_training(deep_merge(base.model_dump(), overrides), source=f"{source} (merged onto the base)")
+    return ExperimentConfig(experiment_id, merged, copy.deepcopy(dict(overrides)),
+                            tuple(key_changes(base, merged)), path, base_dir, notes)
 
 
-def load_experiment(
-    experiment_id: str,
-    base: Mapping[str, Any],
-    *,
-    experiments_dir: str | Path = DEFAULT_EXPERIMENTS_DIR,
-    base_dir: Path | None = None,
-) -> ExperimentConfig:
-    """configs/experiments/<id>.yaml merged onto `base` (the raw `training:` mapping, see read_training_base).
+def experiment_file(cfg: PipelineConfig, experiment_id: str) -> Path:
+    """configs/experiments/<id>.yaml (the pipeline config's experiments_dir)."""
+    return cfg.resolve(cfg.experiments_dir) / f"{check_experiment_id(experiment_id)}.yaml"
 
-    Relative paths resolve against `base_dir`, by default the project holding the experiments folder.
-    """
-    check_experiment_id(experiment_id)
-    folder = Path(experiments_dir).resolve()
-    path = folder / f"{experiment_id}.yaml"
+
+def load_experiment(cfg: PipelineConfig, experiment_id: str) -> ExperimentConfig:
+    """The experiment `experiment_id`: its file's overrides merged onto `cfg.training`, validated; relative paths
+    in it resolve against cfg's project. ConfigError naming the file and key otherwise."""
+    if cfg.training is None:
+        raise ConfigError(f"{cfg.path or 'the pipeline config'}: no `training:` section to base experiments on "
+                          "(add the block from tests/train/golden/base_training.yaml)")
+    path = experiment_file(cfg, experiment_id)
     if not path.is_file():
-        raise ConfigError(f"experiment {experiment_id!r}: {path} does not exist (one file per experiment id)")
-    if base_dir is None:
-        base_dir = folder.parent.parent if folder.parent.name == "configs" else folder.parent
-    return experiment_from_overrides(
-        experiment_id, base, _read_yaml(path), source=str(path), path=path, base_dir=base_dir
-    )
+        raise ConfigError(f"experiment {experiment_id!r}: {path} does not exist (one overrides file per experiment id)")
+    overrides = read_yaml(path)
+    notes = overrides.pop("notes", "") if isinstance(overrides, dict) else ""
+    if not isinstance(notes, str | None):
+        raise ConfigError(f"{path}: notes must be text")
+    return experiment_from_overrides(experiment_id, cfg.training, overrides, source=str(path), path=path,
+                                     base_dir=cfg.base_dir, notes=(notes or "").strip())
