@@ -22,6 +22,7 @@ from mm_assets.tokens.assets import TOKEN_ASSETS
 from mm_assets.train.assets import TRAIN_CHECKS, checkpoint, training_log
 from mm_assets.train.blend_assets import blend_complete, training_blend
 from mm_assets.train.records import experiment_records, one_row_per_experiment
+from resources.compute import ComputeResource
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
 from resources.ytdlp import YtDlpResource
@@ -34,6 +35,8 @@ def build_resources(config_path: str | Path) -> dict[str, dg.ConfigurableResourc
         "pipeline": PipelineConfigResource(path=str(Path(config_path).resolve())),
         "storage": StorageResource(root=cfg.storage_root, scratch=cfg.storage_scratch),
         "crawler": YtDlpResource(**cfg.crawl.model_dump()),
+        "compute": ComputeResource(**cfg.compute.model_dump(exclude={"credentials_file"}),
+                                   credentials_file=str(cfg.credentials_path) if cfg.credentials_path else None),
     }
 
 

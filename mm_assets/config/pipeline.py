@@ -24,6 +24,15 @@ def credential_like(name: str) -> bool:
     return bool(CREDENTIAL_NAME.search(name))
 
 
+def existing_credentials_file(path: str | Path | None) -> Path | None:
+    """compute.credentials_file, when set; ConfigError naming the key when the file is missing."""
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise ConfigError(f"compute.credentials_file: {path} does not exist (an AWS shared-credentials file)")
+    return Path(path)
+
+
 class SourcesConfig(Section):
     manifest_dir: str = "sources"
     names: list[str] = Field(default_factory=lambda: ["youtube"], min_length=1)
@@ -224,14 +233,14 @@ class PipelineConfig(Section):
         return self.resolve(self.sources.manifest_dir)
 
     @property
+    def credentials_path(self) -> Path | None:
+        """compute.credentials_file resolved (not checked: a job checks it when it is built)."""
+        return None if self.compute.credentials_file is None else self.resolve(self.compute.credentials_file)
+
+    @property
     def credentials_file(self) -> Path | None:
         """compute.credentials_file resolved; ConfigError naming the key when the file is missing."""
-        if self.compute.credentials_file is None:
-            return None
-        path = self.resolve(self.compute.credentials_file)
-        if not path.is_file():
-            raise ConfigError(f"compute.credentials_file: {path} does not exist (an AWS shared-credentials file)")
-        return path
+        return existing_credentials_file(self.credentials_path)
 
     @property
     def storage_root(self) -> str:

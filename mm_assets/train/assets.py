@@ -39,10 +39,8 @@ from mm_assets.train.verified_checkpoints import (
     prepare_resume,
     settle_after_job,
 )
-from resources.compute import LocalPipesClient
+from resources.compute import ComputeResource, JobSpec
 from resources.config import PipelineConfigResource
-from resources.job_env import job_environment
-from resources.slurm import SlurmPipesClient
 from resources.storage import StorageResource
 
 
@@ -64,33 +62,23 @@ def render_experiment(exp: ExperimentConfig, storage: Storage) -> LaunchFiles:
     return render_launch(exp, RunFolders.of(exp, storage), vocab=vocab, shard_prefix=shard_resolver(storage))
 
 
-def _job_env(cfg, exp: ExperimentConfig) -> dict[str, str]:
-    """The allow-listed environment (resources/job_env.py); the local backend also sets cluster.env, which the
-    sbatch script exports itself on Slurm."""
-    values = dict(exp.training.cluster.env) if cfg.compute.backend == "local" else {}
-    return job_environment(cfg.compute.job_env, values, credentials_file=cfg.credentials_file)
+def _plain(metadata) -> dict[str, Any]:
+    return {k: getattr(v, "value", v) for k, v in (metadata or {}).items()}  # MetadataValue -> plain
 
 
-def _launch(context, cfg, storage: Storage, files: LaunchFiles, env: dict[str, str], run: dict[str, Any]):
-    """Run the rendered launch on the configured backend; returns the Pipes invocation. run["log"] names the
-    job's log even when the job fails."""
-    exp = files.experiment
-    if cfg.compute.backend == "slurm":
-        client = SlurmPipesClient(shared_dir=str(files.run.pipes), slurm_conf=cfg.compute.slurm_conf,
-                                  poll_interval_s=cfg.compute.poll_interval_s, log_tail_lines=cfg.compute.log_tail_lines)
-        try:
-            invocation = client.run(context=context, script=files.sbatch, job_name=exp.job_name, env=env)
-        except dg.Failure as err:
-            run["log"] = getattr((err.metadata or {}).get("slurm_log"), "value", None)
-            raise
-        meta = {k: getattr(v, "value", v) for k, v in invocation.metadata.items()}  # MetadataValue -> plain
-        run["slurm_job_id"], run["log"] = str(meta.get("slurm_job_id")), str(meta.get("slurm_log"))
-        return invocation
-    log = storage.store.local_path(storage.layout.local_job_log(exp.id, run["started_at"]))
-    run["log"] = str(log)
-    client = LocalPipesClient(poll_interval_s=min(cfg.compute.poll_interval_s, 2.0),
-                              log_tail_lines=cfg.compute.log_tail_lines)
-    return client.run(context=context, command=[*files.program, *files.argv], log_path=log, env=env)
+def _launch(context, compute: ComputeResource, job: JobSpec, run: dict[str, Any]) -> dg.PipesClientCompletedInvocation:
+    """Run the job on the configured backend; run["log"] names the job's log even when the job fails."""
+    run["log"] = str(job.log)  # the local backend's; Slurm's comes back with the result
+    try:
+        invocation = compute.run(context, job)
+    except dg.Failure as err:
+        run["log"] = _plain(err.metadata).get("log") or run["log"]
+        raise
+    meta = _plain(invocation.metadata)
+    run["log"] = str(meta["log"])
+    if "slurm_job_id" in meta:
+        run["slurm_job_id"] = str(meta["slurm_job_id"])
+    return invocation
 
 
 def _logged_training(exp: ExperimentConfig, log: str | None) -> list[TrainingRecord]:
@@ -135,12 +123,12 @@ def _after_job(context, files: LaunchFiles, hashes: CheckpointHashes, since: int
 
 @dg.asset(partitions_def=experiments, deps=[training_blend], group_name="train", kinds={"megatron", "slurm"},
           description="A training run from the experiment's rendered Megatron launch; the latest checkpoint + sha256.")
-def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
-               storage: StorageResource) -> dg.MaterializeResult:
-    cfg, exp = experiment_for(context, pipeline)
+def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource, storage: StorageResource,
+               compute: ComputeResource) -> dg.MaterializeResult:
+    _, exp = experiment_for(context, pipeline)
     try:
         files = render_experiment(exp, storage)
-        env = _job_env(cfg, exp)  # a missing credentials file fails here, before anything is written
+        env = compute.environment(exp.training.cluster.env)  # a missing credentials file fails before any write
     except ConfigError as err:
         raise dg.Failure(str(err)) from None
     for warning in files.warnings:
@@ -153,15 +141,18 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
             files.write(staged)
         for folder in files.run.to_create:
             folder.mkdir(parents=True, exist_ok=True)
-        run = {"experiment": exp.id, "backend": cfg.compute.backend, "git_commit": git_commit(),
+        run = {"experiment": exp.id, "backend": compute.backend, "git_commit": git_commit(),
                "config_path": str(exp.path), "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "resumed_from_iteration": resume.iteration, "sbatch": store.url(layout.launch_file(exp.id, "sbatch")),
                "log": None}
         if resume.fell_back_from is not None:
             run["fell_back_from_iteration"] = resume.fell_back_from
+        job = JobSpec(name=exp.job_name, command=[*files.program, *files.argv], sbatch=files.sbatch,
+                      log=store.local_path(layout.local_job_log(exp.id, run["started_at"])),
+                      pipes_dir=files.run.pipes, env=env)
         started = time.monotonic()
         try:
-            invocation = _launch(context, cfg, storage, files, env, run)
+            invocation = _launch(context, compute, job, run)
         finally:  # a failed or cancelled job's checkpoints are settled too: the next run resumes from them
             records = _logged_training(exp, run["log"])
             settled = _after_job(context, files, hashes, resume.iteration, records)
@@ -185,7 +176,7 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
         "path": dg.MetadataValue.path(str(folder)),
         "iteration": iteration,
         "sha256": dg.MetadataValue.json(sha256),
-        "backend": cfg.compute.backend,
+        "backend": compute.backend,
         "slurm_job_id": run.get("slurm_job_id") or "none",
         "resumed_from_iteration": resume.iteration if resume.iteration is not None else -1,
         "fell_back_from_iteration": resume.fell_back_from if resume.fell_back_from is not None else -1,

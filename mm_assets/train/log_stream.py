@@ -1,9 +1,8 @@
-"""Whole logs and growing ones: the incremental parser, `parse_log`, `LogFollower` (a file still being
-written) and the atomic JSONL writers."""
+"""Whole logs and growing ones: the incremental parser (fed chunks or the lines of a log still being written,
+resources/logs.py follows those), `parse_log`, and the JSONL writers."""
 
 from __future__ import annotations
 
-import codecs
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -114,43 +113,6 @@ def parse_log(text: str | Iterable[str], *, seq_length: int | None, tz: tzinfo =
             events += parser.feed(line if line.endswith("\n") else line + "\n")
     events += parser.finish()
     return split_events(events, parser.counts)
-
-
-class LogFollower:
-    """Reads a log that is still being written: each `poll` returns the events of the lines appended since the
-    last one. A half-written last line waits for its newline; a file that shrank (rotated, rewritten) is read
-    again from the start. Bytes are decoded as UTF-8 incrementally (a character split across reads is kept)."""
-
-    def __init__(self, path: str | Path, *, seq_length: int | None, tz: tzinfo = timezone.utc) -> None:
-        self.path = Path(path)
-        self.seq_length, self.tz = seq_length, tz
-        self.offset = 0
-        self._restart()
-
-    def _restart(self) -> None:
-        self.offset = 0
-        self.parser = MegatronLogParser(seq_length=self.seq_length, tz=self.tz)
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def poll(self, max_bytes: int = 1 << 24) -> list[LogEvent]:
-        try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:
-            return []
-        if size < self.offset:
-            self._restart()
-        if size == self.offset:
-            return []
-        with self.path.open("rb") as f:
-            f.seek(self.offset)
-            data = f.read(min(max_bytes, size - self.offset))
-        self.offset += len(data)
-        return self.parser.feed(self._decoder.decode(data))
-
-    def finish(self) -> list[LogEvent]:
-        """At the end of the run: everything left, including a last line without a newline."""
-        events = self.poll()
-        return events + self.parser.feed(self._decoder.decode(b"", final=True)) + self.parser.finish()
 
 
 # -- writing ---------------------------------------------------------------------------------------------

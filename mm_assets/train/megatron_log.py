@@ -50,7 +50,6 @@ from mm_assets.train.log_records import (  # noqa: F401
     ValidationRecord,
 )
 from mm_assets.train.log_stream import (  # noqa: F401
-    LogFollower,
     MegatronLogParser,
     ParseCounts,
     ParsedLog,

@@ -13,10 +13,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from resources.logs import LogFollower
 from mm_assets.train.megatron_log import (
     JSONL_FIELDS,
     CheckpointSaved,
-    LogFollower,
     MalformedLine,
     MegatronLogParser,
     MemoryReport,
@@ -240,24 +240,30 @@ def test_incremental_parser_handles_lines_split_across_chunks():
     assert events[0] == parse_line(MAIN, seq_length=SEQ)
 
 
-def test_follower_reads_a_log_as_it_grows(tmp_path):
+def test_a_log_followed_as_it_grows_parses_line_by_line(tmp_path):
+    """How a job's lines reach monitoring: the compute resource's LogFollower hands over complete lines (its
+    `on_line`), and the parser turns each into events."""
     path = tmp_path / "train.log"
-    follower = LogFollower(path, seq_length=SEQ)
-    assert follower.poll() == []  # not there yet
+    follower, parser = LogFollower(path), MegatronLogParser(seq_length=SEQ)
+
+    def poll(final: bool = False) -> list:
+        return [event for line in follower.read(final=final) for event in parser.feed(line + "\n")]
+
+    assert poll() == []  # not there yet
     first = (MAIN + "\n" + "é " + OLD).encode("utf-8")
     cut = first.index("é".encode("utf-8")) + 1  # in the middle of a two-byte character
     path.write_bytes(first[:cut])
-    assert [e.iteration for e in follower.poll()] == [100]
+    assert [e.iteration for e in poll()] == [100]
     with path.open("ab") as f:
         f.write(first[cut:] + b"\n" + SKIPPED.encode()[:50])
-    assert [e.iteration for e in follower.poll()] == [110]
-    assert follower.poll() == []  # half a line waits for its newline
+    assert [e.iteration for e in poll()] == [110]
+    assert poll() == []  # half a line waits for its newline
     with path.open("ab") as f:
         f.write(SKIPPED.encode()[50:])
-    assert follower.poll() == []
-    assert [e.iteration for e in follower.finish()] == [110]  # the last line, without a newline
+    assert poll() == []
+    assert [e.iteration for e in poll(final=True)] == [110]  # the last line, without a newline
     path.write_text(VALID + "\n")  # rewritten shorter: read again from the start
-    assert [type(e).__name__ for e in follower.poll()] == ["ValidationRecord"]
+    assert [type(e).__name__ for e in poll()] == ["ValidationRecord"]
 
 
 def test_formatter_prints_megatrons_exact_lines():

@@ -1,5 +1,5 @@
-"""Slurm job state without a cluster: parse what sbatch, squeue, scontrol and `sacct -c` print, classify
-states, and follow or tail a job's log file. resources/slurm.py runs the commands; this module reads them.
+"""Slurm job state without a cluster: parse what sbatch, squeue, scontrol and `sacct -c` print, and classify
+states. client.py runs the commands; this module reads them.
 
 Slurm quirks these helpers absorb (seen on Slurm 22.05, DESIGN.md §9):
 - `squeue -j ID` prints nothing once the job has left the queue, and fails ("Invalid job id specified") once
@@ -11,10 +11,8 @@ Slurm quirks these helpers absorb (seen on Slurm 22.05, DESIGN.md §9):
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 # Jobs in these states have not finished: keep polling.
 ACTIVE_STATES = frozenset(
@@ -36,22 +34,6 @@ ACTIVE_STATES = frozenset(
     }
 )
 SUCCESS_STATE = "COMPLETED"
-# Final states that fail the asset. A final state not listed here (a newer Slurm's) fails it too.
-FAILED_STATES = frozenset(
-    {
-        "FAILED",
-        "TIMEOUT",
-        "CANCELLED",
-        "NODE_FAIL",
-        "OUT_OF_MEMORY",
-        "PREEMPTED",
-        "BOOT_FAIL",
-        "DEADLINE",
-        "REVOKED",
-    }
-)
-
-
 class SlurmOutputError(ValueError):
     """A Slurm command printed something these parsers do not understand (the text is in the message)."""
 
@@ -226,55 +208,3 @@ def sets_option(directives: list[str], long: str, short: str | None = None) -> b
         w == long or w.startswith(long + "=") or (short is not None and w.startswith(short))
         for w in directives
     )
-
-
-class LogFollower:
-    """New complete lines of a growing file since the last call; the file may not exist yet.
-
-    A trailing line without its newline is held back until it is finished, or returned by `read(final=True)`.
-    A file that shrinks (truncated, replaced) is read again from the start.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], chunk_bytes: int = 1 << 20):
-        self.path = Path(path)
-        self._offset = 0
-        self._partial = b""
-        self._chunk = chunk_bytes
-
-    def read(self, final: bool = False) -> list[str]:
-        try:
-            with open(self.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size < self._offset:
-                    self._offset, self._partial = 0, b""
-                f.seek(self._offset)
-                data = b""
-                while chunk := f.read(self._chunk):
-                    data += chunk
-        except FileNotFoundError:
-            data = b""
-        self._offset += len(data)
-        pieces = (self._partial + data).split(b"\n")
-        self._partial = pieces.pop()
-        if final and self._partial:
-            pieces.append(self._partial)
-            self._partial = b""
-        return [p.decode("utf-8", "replace").rstrip("\r") for p in pieces]
-
-
-def tail_lines(path: str | os.PathLike[str], n: int, max_bytes: int = 256 * 1024) -> list[str]:
-    """The last `n` lines of a file (reading at most its last `max_bytes`); [] when it does not exist."""
-    if n <= 0:
-        return []
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
-            cut = size > max_bytes
-    except FileNotFoundError:
-        return []
-    lines = data.decode("utf-8", "replace").splitlines()
-    if cut and lines:
-        lines = lines[1:]  # the first line read is most likely a fragment
-    return lines[-n:]

@@ -4,10 +4,11 @@ reported through `dagster_pipes` (DESIGN.md §6).
 The Pipes context and messages travel through files in `shared_dir`, which the submitting host and the compute
 nodes must both see (a shared filesystem). The job's environment is exactly what the caller passes
 (resources/job_env.py), SLURM_CONF and the Pipes bootstrap: sbatch runs with only those variables and
-`--export=<their names>`, so nothing else of the Dagster process reaches the job or Slurm's state directory. The job is followed with squeue while queued, then scontrol (finished jobs stay for
-MinJobAge) or `sacct -c` / `sacct` for its final state; its output file is streamed into the run's log. A
-terminated Dagster run cancels the job; any final state but COMPLETED raises `dg.Failure` with the state,
-exit code and log tail. Parsing lives in mm_assets/train/slurm_state.py.
+`--export=<their names>`, so nothing else of the Dagster process reaches the job or Slurm's state directory.
+The job is followed with squeue while queued, then scontrol (finished jobs stay for MinJobAge) or `sacct -c` /
+`sacct` for its final state; its output file is streamed into the run's log (and to `on_line`). A terminated
+Dagster run cancels the job; any final state but COMPLETED raises `dg.Failure` with the state, exit code and
+log tail. Parsing lives in state.py beside this module.
 
     @dg.asset
     def checkpoint(context, slurm: SlurmPipesClient):
@@ -22,7 +23,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -30,12 +31,12 @@ import dagster as dg
 from dagster._core.definitions.resource_annotation import TreatAsResourceParam
 from dagster_pipes import PipesExtras
 
+from mm_assets.interrupts import deferred_interrupts
 from mm_assets.storage.paths import atomic_write_text
-from resources.signals import deferred_interrupts
-from mm_assets.train.slurm_state import (
+from resources.logs import LogFollower, tail_lines
+from resources.slurm.state import (
     SACCT_FIELDS,
     JobStatus,
-    LogFollower,
     SlurmOutputError,
     expand_output_pattern,
     parse_sacct,
@@ -44,7 +45,6 @@ from mm_assets.train.slurm_state import (
     parse_squeue_state,
     sbatch_directives,
     sets_option,
-    tail_lines,
 )
 
 _INTERRUPTS = (dg.DagsterExecutionInterruptedError, KeyboardInterrupt)
@@ -158,8 +158,10 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
         job_name: str,
         extras: PipesExtras | None = None,
         env: Mapping[str, str] | None = None,
+        on_line: Callable[[str], None] | None = None,
     ) -> dg.PipesClientCompletedInvocation:
-        """Submit `script` (the rendered sbatch script) as `job_name`, wait for it, return its Pipes results.
+        """Submit `script` (the rendered sbatch script) as `job_name`, wait for it, return its Pipes results;
+        `on_line` hears each line of the job's output as it streams.
 
         Raises dg.Failure when sbatch rejects the job (with Slurm's message) or the job ends in any state
         but COMPLETED (with state, exit code and log tail). A terminated run cancels the job, then re-raises.
@@ -190,7 +192,7 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
                 # job nobody cancels: hold the signal until the job id is known.
                 with deferred_interrupts():
                     job_id = self._submit(context, script_path, job_name, default_output, job_env)
-                status, logs = self._follow(context, job_id, job_name, default_output)
+                status, logs = self._follow(context, job_id, job_name, default_output, on_line)
             except BaseException as e:
                 # Interrupted (the run was terminated) or broken: no job may outlive its Dagster step.
                 if job_id is not None:
@@ -202,7 +204,7 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
             "slurm_job_id": dg.MetadataValue.int(int(job_id)),
             "slurm_state": status.state,
             "slurm_exit_code": str(status.exit_code) if status.exit_code else "unknown",
-            "slurm_log": dg.MetadataValue.path(str(logs[0].path)),
+            "log": dg.MetadataValue.path(str(logs[0].path)),
             "slurm_job_dir": dg.MetadataValue.path(str(job_dir)),
         }
         if not status.succeeded:
@@ -264,6 +266,7 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
         job_id: str,
         job_name: str,
         default_output: Path | None,
+        on_line: Callable[[str], None] | None,
     ) -> tuple[JobStatus, list[LogFollower]]:
         """Poll until the job leaves the queue, streaming its log; return its final status."""
         logs = self._log_files(job_id, job_name, default_output)
@@ -292,9 +295,9 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
                     state, reason = queued
                     context.log.info(f"Slurm job {job_id} is {state}" + (f" ({reason})" if reason else ""))
                     last = queued
-            self._forward_logs(context, job_id, logs)
+            self._forward_logs(context, job_id, logs, on_line)
             time.sleep(self.poll_interval_s)
-        self._forward_logs(context, job_id, logs, final=True)
+        self._forward_logs(context, job_id, logs, on_line, final=True)
         status = self._final_status(job_id)
         context.log.info(f"Slurm job {job_id} ended {status.state}, exit code {status.exit_code or 'unknown'}")
         return status, logs
@@ -304,10 +307,14 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
         context: dg.OpExecutionContext | dg.AssetExecutionContext,
         job_id: str,
         logs: list[LogFollower],
+        on_line: Callable[[str], None] | None,
         final: bool = False,
     ) -> None:
         for i, follower in enumerate(logs):
             lines = follower.read(final=final)
+            if on_line is not None and i == 0:  # the job's stdout: Megatron's log
+                for line in lines:
+                    on_line(line)
             label = f"slurm {job_id}" + (" stderr" if i else "")
             # One event per poll, not per line: a training log has many lines and each event is stored.
             for start in range(0, len(lines), 500):

@@ -1,11 +1,10 @@
-"""Parsing and classification of Slurm's output (mm_assets/train/slurm_state.py), on text captured from the
+"""Parsing and classification of Slurm's output (resources/slurm/state.py), on text captured from the
 local Slurm 22.05 cluster; no cluster needed."""
 
 import pytest
 
-from mm_assets.train.slurm_state import (
+from resources.slurm.state import (
     ExitCode,
-    LogFollower,
     SlurmOutputError,
     expand_output_pattern,
     is_active,
@@ -18,7 +17,6 @@ from mm_assets.train.slurm_state import (
     parse_squeue_state,
     sbatch_directives,
     sets_option,
-    tail_lines,
 )
 
 SCONTROL_ONELINE_FAILED = (
@@ -181,34 +179,3 @@ def test_sbatch_directives_stop_at_the_first_command():
 def test_expand_output_pattern():
     assert expand_output_pattern("/l/slurm-%j.out", "12", "n") == "/l/slurm-12.out"
     assert expand_output_pattern("/l/%x-%5j-%%.out", "12", "train") == "/l/train-00012-%.out"
-
-
-def test_log_follower_returns_complete_new_lines(tmp_path):
-    path = tmp_path / "job.out"
-    follower = LogFollower(path)
-    assert follower.read() == []  # not created yet
-    path.write_bytes(b"one\ntw")
-    assert follower.read() == ["one"]
-    with path.open("ab") as f:
-        f.write(b"o\r\nthree")
-    assert follower.read() == ["two"]
-    assert follower.read() == []
-    assert follower.read(final=True) == ["three"]
-    path.write_bytes(b"new\n")  # truncated and rewritten: read from the start
-    assert follower.read() == ["new"]
-
-
-def test_log_follower_decodes_bad_bytes(tmp_path):
-    path = tmp_path / "job.out"
-    path.write_bytes(b"ok \xff\n")
-    assert LogFollower(path).read() == ["ok \ufffd"]
-
-
-def test_tail_lines(tmp_path):
-    path = tmp_path / "job.out"
-    path.write_text("".join(f"line {i}\n" for i in range(1, 101)))
-    assert tail_lines(path, 3) == ["line 98", "line 99", "line 100"]
-    assert tail_lines(path, 0) == []
-    assert tail_lines(tmp_path / "missing", 5) == []
-    # Reading only the last bytes drops the partial first line.
-    assert tail_lines(path, 1000, max_bytes=20) == ["line 99", "line 100"]

@@ -1,4 +1,4 @@
-"""SlurmPipesClient on the real local cluster (tests/train/conftest.py starts it): Pipes results come back,
+"""SlurmPipesClient on the real local cluster (tests/conftest.py starts it): Pipes results come back,
 failures carry Slurm's state, exit code and log tail, a terminated run cancels its job, and sbatch's
 rejections surface with Slurm's own message."""
 
@@ -14,10 +14,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mm_assets.train.slurm_state import parse_sacct, parse_scontrol_job
-from resources.slurm import SlurmPipesClient
+from resources.slurm.client import SlurmPipesClient
+from resources.slurm.state import parse_sacct, parse_scontrol_job
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PY = sys.executable  # the job runs on this machine, with this environment's dagster_pipes
 
 
@@ -80,7 +80,7 @@ def test_job_reports_materialization_through_pipes(slurm_cluster, tmp_path):
     logs = _messages(instance, result)
     assert "hello from the slurm job" in logs  # dagster_pipes log → context.log
     assert f"[slurm {md['slurm_job_id']}] job {md['slurm_job_id']} on" in logs  # the job's stdout, streamed
-    assert Path(md["slurm_log"]).parent.parent.parent == tmp_path / "shared"  # <shared>/<run>/<job>/slurm-N.out
+    assert Path(md["log"]).parent.parent.parent == tmp_path / "shared"  # <shared>/<run>/<job>/slurm-N.out
 
 
 def test_nonzero_exit_fails_with_state_exit_code_and_log_tail(slurm_cluster, tmp_path):
@@ -106,7 +106,7 @@ def test_nonzero_exit_fails_with_state_exit_code_and_log_tail(slurm_cluster, tmp
     assert "boom: loss is nan" in failure.description  # stderr's tail too
     assert failure.metadata["slurm_state"].value == "FAILED"
     assert failure.metadata["slurm_exit_code"].value == "3:0"
-    assert failure.metadata["slurm_log"].value == f"{logs}/run-{job_id}.out"
+    assert failure.metadata["log"].value == f"{logs}/run-{job_id}.out"
     assert f"[slurm {job_id} stderr] boom: loss is nan" in _messages(instance, result)
 
 
@@ -174,7 +174,7 @@ def test_lost_controller_fails_the_run_and_cancels_the_job(slurm_cluster, tmp_pa
 _CANCEL_CHILD = """
 import sys
 import dagster as dg
-from resources.slurm import SlurmPipesClient
+from resources.slurm.client import SlurmPipesClient
 
 shared, conf, name = sys.argv[1:4]
 script = "#!/bin/bash\\necho started\\nsleep 300\\n"
@@ -226,7 +226,7 @@ def test_terminating_the_run_cancels_the_job(slurm_cluster, tmp_path):
 
 def test_interrupt_during_submission_is_held_until_the_job_id_is_known():
     # sbatch killed half-way could leave a queued job nobody cancels: the client holds the signal instead.
-    from resources.signals import deferred_interrupts
+    from mm_assets.interrupts import deferred_interrupts
 
     seen = []
 
