@@ -30,7 +30,7 @@ from mm_assets.crawl.ids import derive_item_id
 from mm_assets.crawl.options import ydl_params
 from mm_assets.crawl.page import read_page
 from mm_assets.crawl.probe import MediaProbe, probe_audio, probe_media
-from mm_assets.crawl.records import CrawlRecord, ItemRecord
+from mm_assets.crawl.ledger import CrawlRecord, ItemRecord
 from mm_assets.crawl.staging import item_lock, keep_partials, stage_item
 from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.storage.paths import atomic_write_text, sanitize_component, sha256_file

@@ -1,34 +1,38 @@
-"""The training assets of one experiment: `checkpoint` (a Megatron launch run locally or on Slurm through
-Dagster Pipes) and `training_log` (Megatron's text log as the reference's JSONL).
+"""The training assets of one experiment partition: `training_blend` (the blend verified against what
+token_shards recorded), `checkpoint` (the rendered Megatron launch run on the compute resource) and
+`training_log` (Megatron's text log as the reference's JSONL).
 
-`checkpoint` checks its inputs before it submits anything (the blend's shards against blend.json, the
-checkpoint it resumes from against its recorded sha256s: verified_checkpoints.py) and, after the job, records
-the sha256s of the new checkpoints, never publishing one whose loss was not finite.
+Nothing is trusted on the way: the blend runs the whole launch preflight before it writes, `checkpoint` checks
+the blend's shards and the checkpoint it resumes from before it submits (verified_shards.py,
+verified_checkpoints.py) and, after the job, records the sha256s of the new checkpoints, never publishing one
+whose loss was not finite. Each run's files are ArtifactLayout's runs/<experiment>/.
 """
 
 import json
-import math
 import subprocess
 import time
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
+from mm_assets.config.base import PROJECT_ROOT, ConfigError
+from mm_assets.config.pipeline import PipelineConfig
 from mm_assets.partitions import experiments
-from mm_assets.config.base import ConfigError, PROJECT_ROOT
-from mm_assets.shards import VocabLayout
-from mm_assets.storage.paths import sha256_file
+from mm_assets.shards.assets import token_shards
+from mm_assets.shards.vocab import VocabLayout
 from mm_assets.storage.store import Storage
-from mm_assets.train.blend_assets import experiment_for, local_prefix, read_blend, shard_resolver, training_blend
-from mm_assets.train.blend_shards import launch_shard_problems
-from mm_assets.train.launch.config import ShardVocab
-from mm_assets.train.launch.experiment import ExperimentConfig
-from mm_assets.train.log_records import TrainingRecord
-from mm_assets.train.megatron_log import jsonl_lines, parse_log
-from mm_assets.train.run_folders import RunFolders
-from mm_assets.train.sbatch import LaunchFiles, render_launch
+from mm_assets.shards.vocab import ShardVocab
+from mm_assets.train.launch.config import LaunchConfigError
+from mm_assets.train.launch.experiment import ExperimentConfig, load_experiment
+from mm_assets.train.launch.preflight import launch_preflight, local_prefix, shard_resolver, vocab_beside
+from mm_assets.train.launch.run_folders import RunFolders
+from mm_assets.train.launch.sbatch import LaunchFiles, render_launch
+from mm_assets.train.megatron_log.events import TrainingRecord
+from mm_assets.train.megatron_log.stream import jsonl_text, parse_log
+from mm_assets.train.run_files import read_blend, read_run
 from mm_assets.train.verified_checkpoints import (
     CheckpointHashes,
     CheckpointMismatchError,
@@ -39,6 +43,7 @@ from mm_assets.train.verified_checkpoints import (
     prepare_resume,
     settle_after_job,
 )
+from mm_assets.train.verified_shards import launch_shard_problems, verify_blend_shard
 from resources.compute import ComputeResource, JobSpec
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
@@ -121,6 +126,78 @@ def _after_job(context, files: LaunchFiles, hashes: CheckpointHashes, since: int
     return settled
 
 
+def experiment_for(context, pipeline: PipelineConfigResource) -> tuple[PipelineConfig, ExperimentConfig]:
+    cfg = pipeline.load()
+    if cfg.training is None:
+        raise dg.Failure("configs/pipeline.yaml has no training: section to base experiments on")
+    try:
+        return cfg, load_experiment(cfg, context.partition_key)
+    except ConfigError as err:
+        raise dg.Failure(str(err)) from None
+
+
+def resolve_experiment_blend(exp: ExperimentConfig, storage: Storage,
+                             materialized: Callable[[str], Mapping[str, Any] | None] = lambda batch: None) -> dict[str, Any]:
+    """Everything training needs to know about its data, as written to the run's blend.json: after the
+    preflight, each shard's .bin/.idx verified against what token_shards recorded (`materialized`: batch →
+    its latest token_shards materialization metadata)."""
+    blend, layout, _ = launch_preflight(exp, storage)
+    shards, problems = {}, []
+    for entry, item in zip(exp.training.data.blend, blend.items):
+        batch = entry.shard_batch
+        digests, found = verify_blend_shard(local_prefix(storage, item.prefix),
+                                            materialized=materialized(batch) if batch else None,
+                                            manifest_required=batch is not None)
+        shards[item.prefix] = digests
+        problems += [f"{item.key}: {p}" for p in found]
+    if problems:
+        raise LaunchConfigError(problems, source=f"experiment {exp.id} blend")
+    return {
+        "experiment": exp.id,
+        "data_path": blend.data_path,
+        "weight_sum": blend.weight_sum,
+        "shares": blend.metadata(),
+        "shards": shards,
+        "vocab_sha256": layout.sha256,
+        "vocab_size": layout.vocab_size,
+        "vocab_file": str(vocab_beside(Path(blend.items[0].prefix))),
+    }
+
+
+def latest_shard_metadata(instance: dg.DagsterInstance) -> Callable[[str], Mapping[str, Any] | None]:
+    """batch → the metadata of its latest token_shards materialization (None when there is none)."""
+    def lookup(batch: str) -> Mapping[str, Any] | None:
+        found = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=token_shards.key, asset_partitions=[batch]), limit=1).records
+        if not found or found[0].asset_materialization is None:
+            return None
+        return {k: v.value for k, v in found[0].asset_materialization.metadata.items()}
+    return lookup
+
+
+@dg.asset(partitions_def=experiments, group_name="train", kinds={"megatron"},
+          deps=[dg.AssetDep(token_shards, partition_mapping=dg.AllPartitionMapping())],
+          description="The experiment's blend: weights + Megatron shard prefixes (--data-path), one vocabulary.")
+def training_blend(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
+                   storage: StorageResource) -> dg.MaterializeResult:
+    _, exp = experiment_for(context, pipeline)
+    try:
+        blend = resolve_experiment_blend(exp, storage, latest_shard_metadata(context.instance))
+    except LaunchConfigError as err:
+        raise dg.Failure(str(err)) from None
+    out = storage.layout.run_blend(exp.id)
+    storage.store.write_text(out, json.dumps(blend, indent=2, sort_keys=True))
+    return dg.MaterializeResult(metadata={
+        "data_path": " ".join(blend["data_path"]),
+        "weight_sum": blend["weight_sum"],
+        "shards": len(blend["shares"]),
+        "vocab_size": blend["vocab_size"],
+        "vocab_sha256": blend["vocab_sha256"],
+        "shard_digests": dg.MetadataValue.json(blend["shards"]),
+        "path": dg.MetadataValue.path(storage.store.url(out)),
+    })
+
+
 @dg.asset(partitions_def=experiments, deps=[training_blend], group_name="train", kinds={"megatron", "slurm"},
           description="A training run from the experiment's rendered Megatron launch; the latest checkpoint + sha256.")
 def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource, storage: StorageResource,
@@ -187,25 +264,17 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
     })
 
 
-def read_run(storage: Storage, exp: ExperimentConfig) -> dict[str, Any]:
-    """The run's run.json, as the checkpoint asset wrote it."""
-    key = storage.layout.run_record(exp.id)
-    if not storage.store.exists(key):
-        raise dg.Failure(f"experiment {exp.id} has no {storage.store.url(key)}: materialize checkpoint first")
-    return json.loads(storage.store.read_text(key))
-
-
 @dg.asset(partitions_def=experiments, deps=[checkpoint], group_name="train", kinds={"json"},
           description="The run's Megatron log lines as the reference's JSON Lines (§B.4).")
 def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
                  storage: StorageResource) -> dg.MaterializeResult:
     _, exp = experiment_for(context, pipeline)
-    run = read_run(storage, exp)
+    run = read_run(storage, exp.id)
     log = Path(run["log"])
     with open(log, encoding="utf-8", errors="replace") as f:
         parsed = parse_log(f, seq_length=exp.training.model.seq_length)
     out = storage.layout.training_log(exp.id)
-    storage.store.write_text(out, "".join(jsonl_lines(parsed.training)))
+    storage.store.write_text(out, jsonl_text(parsed.training))
     losses = [r.loss for r in parsed.training if r.loss is not None]
     return dg.MaterializeResult(metadata={
         "records": len(parsed.training),
@@ -220,41 +289,3 @@ def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigReso
     })
 
 
-def load_jsonl(storage: Storage, experiment: str) -> list[dict[str, Any]]:
-    """The run's training_log.jsonl records."""
-    text = storage.store.read_text(storage.layout.training_log(experiment))
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-@dg.asset_check(asset=checkpoint, blocking=True, description="The run finished with a checkpoint whose files match their sha256.")
-def checkpoint_complete(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
-                        storage: StorageResource) -> dg.AssetCheckResult:
-    _, exp = experiment_for(context, pipeline)
-    run = read_run(storage, exp)
-    folder = Path(run["checkpoint"])
-    bad = [name for name, sha in run["sha256"].items() if not (folder / name).is_file() or sha256_file(folder / name) != sha]
-    return dg.AssetCheckResult(passed=bool(run["sha256"]) and not bad,
-                               metadata={"files": len(run["sha256"]), "mismatched": ", ".join(bad) or "none"})
-
-
-@dg.asset_check(asset=training_log, blocking=True, description="Every logged loss is finite and the log has records.")
-def loss_finite(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
-                storage: StorageResource) -> dg.AssetCheckResult:
-    _, exp = experiment_for(context, pipeline)
-    records = load_jsonl(storage, exp.id)
-    bad = [r["iteration"] for r in records if r["loss"] is None or not math.isfinite(r["loss"])]
-    return dg.AssetCheckResult(passed=bool(records) and not bad,
-                               metadata={"records": len(records), "non_finite_at": str(bad[:20]) or "none"})
-
-
-@dg.asset_check(asset=training_log, description="The loss fell over the run (first vs last logged interval).")
-def loss_decreased(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
-                   storage: StorageResource) -> dg.AssetCheckResult:
-    _, exp = experiment_for(context, pipeline)
-    losses = [r["loss"] for r in load_jsonl(storage, exp.id) if r["loss"] is not None]
-    passed = len(losses) >= 2 and losses[-1] < losses[0]
-    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN,
-                               metadata={"first_loss": losses[0] if losses else -1.0, "last_loss": losses[-1] if losses else -1.0})
-
-
-TRAIN_CHECKS = [checkpoint_complete, loss_finite, loss_decreased]

@@ -20,7 +20,8 @@ from mm_assets.crawl.batch import BatchInfo, parse_manifest
 from mm_assets.crawl.pool import crawl_batch
 from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.crawl.staging import is_resumable
-from mm_assets.demo import Trickle, build_bench_site, serve
+from mm_assets.demo.media import build_bench_site
+from mm_assets.demo.server import Trickle, serve
 from procs import alive, descendants
 from resources.storage import StorageResource
 

@@ -9,7 +9,8 @@ import urllib.request
 
 import pytest
 
-from mm_assets.demo import Trickle, build_demo_site, serve, write_manifest
+from mm_assets.demo.media import build_demo_site, write_manifest
+from mm_assets.demo.server import Trickle, serve
 from mm_assets.demo.media import Site, SitePage
 
 

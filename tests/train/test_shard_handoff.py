@@ -126,7 +126,7 @@ def cpu_trainer(prefix: Path, save: Path) -> subprocess.CompletedProcess:
             "--micro-batch-size", "2", "--train-iters", "2", "--lr", "0.001", "--data-path", str(prefix),
             "--split", "98,1,1", "--save", str(save), "--log-interval", "1", "--eval-iters", "0"]
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "mm_assets.train.cpu_pretrain", *argv], env=env, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "mm_assets.train.cpu", *argv], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=300)
 
 

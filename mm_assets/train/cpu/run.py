@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import sys
 import tempfile
 import time
 import warnings
@@ -124,9 +125,9 @@ def _train(args, sched, vocab, prefixes, weights, emit, pipes, wall0: float) -> 
             datasets = build_datasets(args, vocab, (prefixes, weights), sched, Path(cache_root), data_notices)
             for notice in data_notices:
                 emit(f"NOTICE: {notice}", False)
-            emit(f" > padded vocab (size: {vocab.size}) with "
-                 f"{padded_vocab_size(vocab.size, args.make_vocab_size_divisible_by) - vocab.size} dummy tokens "
-                 f"(new size: {padded_vocab_size(vocab.size, args.make_vocab_size_divisible_by)})", False)
+            emit(f" > padded vocab (size: {vocab.vocab_size}) with "
+                 f"{padded_vocab_size(vocab.vocab_size, args.make_vocab_size_divisible_by) - vocab.vocab_size} dummy tokens "
+                 f"(new size: {padded_vocab_size(vocab.vocab_size, args.make_vocab_size_divisible_by)})", False)
             trainer = Trainer(args, sched, vocab, datasets, emit)
             emit(f" > number of parameters on (tensor, pipeline) model parallel rank (0, 0): {trainer.params}", False)
             trainer.load()
@@ -145,3 +146,25 @@ def _train(args, sched, vocab, prefixes, weights, emit, pipes, wall0: float) -> 
         if pipes.is_asset_step:
             pipes.report_asset_materialization(metadata=metadata, asset_key=_asset_key(pipes))
     return 0
+
+
+def _pipes_context():
+    """dagster_pipes' context when launched under Pipes (its bootstrap variable is set), else None."""
+    from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
+
+    if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
+        return None
+    return open_dagster_pipes()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        with contextlib.ExitStack() as stack:
+            pipes = _pipes_context()
+            if pipes is not None:
+                stack.enter_context(pipes)  # an exception leaving this block is reported to Dagster
+            return run(argv, pipes)
+    except TrainerError as err:
+        print(f"cpu trainer: error: {err}", file=sys.stderr, flush=True)
+        return 2

@@ -6,7 +6,7 @@ import math
 import re
 from datetime import datetime, timezone, tzinfo
 
-from mm_assets.train.log_records import (
+from mm_assets.train.megatron_log.events import (
     LM_LOSS,
     CheckpointSaved,
     LogEvent,

@@ -10,11 +10,11 @@ whose checkpoint folder is still empty) and `--vocab-file` / `--merge-file` (our
 
 from __future__ import annotations
 
-from mm_assets.train.blend import Blend
+from mm_assets.train.launch.blend import Blend
 from mm_assets.train.launch.config import LaunchConfigError
 from mm_assets.train.launch.experiment import ExperimentConfig
-from mm_assets.train.run_folders import RunFolders
-from mm_assets.train.validate import LaunchPlan
+from mm_assets.train.launch.run_folders import RunFolders
+from mm_assets.train.launch.rules import LaunchPlan
 
 # Every flag this module may emit, each checked against Megatron-LM's own parser
 # (megatron/training/arguments.py `add_megatron_arguments`, NVIDIA/Megatron-LM main at d98e8a64, 2026-08-22).

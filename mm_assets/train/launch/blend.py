@@ -11,9 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mm_assets.shards.indexed import bin_path, idx_path
 from mm_assets.train.launch.config import BlendEntry, LaunchConfigError
-
-SHARD_SUFFIXES = (".bin", ".idx")
 
 
 @dataclass(frozen=True)
@@ -119,20 +118,4 @@ def resolve_blend(
 
 def missing_shard_files(prefixes: Sequence[str | Path]) -> list[Path]:
     """Every `<prefix>.bin` / `<prefix>.idx` that does not exist (empty when the blend is complete)."""
-    return [
-        Path(f"{prefix}{suffix}")
-        for prefix in prefixes
-        for suffix in SHARD_SUFFIXES
-        if not Path(f"{prefix}{suffix}").is_file()
-    ]
-
-
-def check_blend_files(blend: Blend) -> None:
-    """Raise naming each blend entry whose .bin or .idx is missing (run where the shards are visible)."""
-    problems = []
-    for item in blend.items:
-        missing = missing_shard_files([item.prefix])
-        if missing:
-            problems.append(f"{item.key}: missing {', '.join(str(m) for m in missing)}")
-    if problems:
-        raise LaunchConfigError(problems, source="training blend")
+    return [path for prefix in prefixes for path in (bin_path(prefix), idx_path(prefix)) if not path.is_file()]
