@@ -11,7 +11,7 @@ whose loss was not finite. Each run's files are ArtifactLayout's runs/<experimen
 import json
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,14 @@ from mm_assets.train.launch.experiment import ExperimentConfig, load_experiment
 from mm_assets.train.launch.preflight import launch_preflight, local_prefix, shard_resolver, vocab_beside
 from mm_assets.train.launch.run_folders import RunFolders
 from mm_assets.train.launch.sbatch import LaunchFiles, render_launch
+from mm_assets.train.lineage import (
+    NO_CLAIMED_PARTITIONS,
+    BlendSource,
+    ShardMaterialization,
+    blend_data_version,
+    latest_shard_materialization,
+    lineage_metadata,
+)
 from mm_assets.train.megatron_log.events import TrainingRecord
 from mm_assets.train.megatron_log.stream import jsonl_text, parse_log
 from mm_assets.train.run_files import read_blend, read_run
@@ -137,18 +145,22 @@ def experiment_for(context, pipeline: PipelineConfigResource) -> tuple[PipelineC
 
 
 def resolve_experiment_blend(exp: ExperimentConfig, storage: Storage,
-                             materialized: Callable[[str], Mapping[str, Any] | None] = lambda batch: None) -> dict[str, Any]:
+                             materialized: Callable[[str], ShardMaterialization | None] = lambda batch: None,
+                             ) -> tuple[dict[str, Any], list[BlendSource]]:
     """Everything training needs to know about its data, as written to the run's blend.json: after the
     preflight, each shard's .bin/.idx verified against what token_shards recorded (`materialized`: batch →
-    its latest token_shards materialization metadata)."""
+    its latest token_shards materialization); and where each entry came from."""
     blend, layout, _ = launch_preflight(exp, storage)
-    shards, problems = {}, []
+    shards, sources, problems = {}, [], []
     for entry, item in zip(exp.training.data.blend, blend.items):
         batch = entry.shard_batch
+        made = materialized(batch) if batch else None
         digests, found = verify_blend_shard(local_prefix(storage, item.prefix),
-                                            materialized=materialized(batch) if batch else None,
+                                            materialized=made.metadata if made else None,
                                             manifest_required=batch is not None)
         shards[item.prefix] = digests
+        sources.append(BlendSource(item.key, item.prefix, item.weight, item.share, batch,
+                                   made.run_id if made else None, digests.get("bin", {}).get("sha256")))
         problems += [f"{item.key}: {p}" for p in found]
     if problems:
         raise LaunchConfigError(problems, source=f"experiment {exp.id} blend")
@@ -158,36 +170,29 @@ def resolve_experiment_blend(exp: ExperimentConfig, storage: Storage,
         "weight_sum": blend.weight_sum,
         "shares": blend.metadata(),
         "shards": shards,
+        "sources": [s.as_dict() for s in sources],
         "vocab_sha256": layout.sha256,
         "vocab_size": layout.vocab_size,
         "vocab_file": str(vocab_beside(Path(blend.items[0].prefix))),
-    }
-
-
-def latest_shard_metadata(instance: dg.DagsterInstance) -> Callable[[str], Mapping[str, Any] | None]:
-    """batch → the metadata of its latest token_shards materialization (None when there is none)."""
-    def lookup(batch: str) -> Mapping[str, Any] | None:
-        found = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=token_shards.key, asset_partitions=[batch]), limit=1).records
-        if not found or found[0].asset_materialization is None:
-            return None
-        return {k: v.value for k, v in found[0].asset_materialization.metadata.items()}
-    return lookup
+    }, sources
 
 
 @dg.asset(partitions_def=experiments, group_name="train", kinds={"megatron"},
-          deps=[dg.AssetDep(token_shards, partition_mapping=dg.AllPartitionMapping())],
-          description="The experiment's blend: weights + Megatron shard prefixes (--data-path), one vocabulary.")
+          deps=[dg.AssetDep(token_shards, partition_mapping=NO_CLAIMED_PARTITIONS)],  # lineage.py says why
+          description="The experiment's blend: weights + Megatron shard prefixes (--data-path), one vocabulary; "
+                      "its materialization names the crawl batches it reads (metadata `lineage`).")
 def training_blend(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
                    storage: StorageResource) -> dg.MaterializeResult:
     _, exp = experiment_for(context, pipeline)
     try:
-        blend = resolve_experiment_blend(exp, storage, latest_shard_metadata(context.instance))
+        latest = latest_shard_materialization(context.instance, token_shards.key)
+        blend, sources = resolve_experiment_blend(exp, storage, latest)
     except LaunchConfigError as err:
         raise dg.Failure(str(err)) from None
     out = storage.layout.run_blend(exp.id)
     storage.store.write_text(out, json.dumps(blend, indent=2, sort_keys=True))
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(data_version=blend_data_version(blend), metadata={
+        **lineage_metadata(sources),
         "data_path": " ".join(blend["data_path"]),
         "weight_sum": blend["weight_sum"],
         "shards": len(blend["shares"]),
