@@ -11,7 +11,7 @@ import dagster as dg
 from mm_assets.storage.paths import sha256_file
 from mm_assets.train.assets import checkpoint, experiment_for, training_blend, training_log
 from mm_assets.train.launch.blend import missing_shard_files
-from mm_assets.train.launch.preflight import local_prefix
+from mm_assets.train.launch.preflight import local_prefixes
 from mm_assets.train.run_files import read_blend, read_run, read_training_log
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
@@ -37,7 +37,7 @@ def blend_complete(context: dg.AssetCheckExecutionContext, pipeline: PipelineCon
     _, exp = experiment_for(context, pipeline)
     blend = read_blend(storage, exp.id)
     prefixes = list(blend["shares"])
-    local = lambda prefix: local_prefix(storage, prefix)  # noqa: E731
+    local = local_prefixes(storage)
     missing = missing_shard_files([local(p) for p in prefixes])
     sizes = size_problems(blend.get("shards", {}), local)
     share_sum = sum(blend["shares"].values())

@@ -19,9 +19,9 @@ from mm_assets.crawl.assets import raw_media
 from mm_assets.crawl.sensors import batch_manifest_sensor
 from mm_assets.etl.assets import media_metadata, metadata_catalog
 from mm_assets.jobs import catalog_job, ingest_batch_job, records_job, train_experiment_job
+from mm_assets.records.assets import experiment_records
 from mm_assets.shards.assets import token_shards
 from mm_assets.tokens.assets import TOKEN_ASSETS
-from mm_assets.records.assets import experiment_records
 from mm_assets.train.assets import checkpoint, training_blend, training_log
 from resources.compute import ComputeResource
 from resources.config import PipelineConfigResource

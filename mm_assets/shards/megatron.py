@@ -10,6 +10,7 @@ from typing import Any
 from mm_assets.shards.indexed import idx_path
 from mm_assets.shards.vocab import ShardVocab, VocabLayout
 
+
 def open_indexed_dataset(prefix: str | Path):
     """megatron-core's own reader over the shard (`IndexedDataset`, mmap)."""
     from megatron.core.datasets.indexed_dataset import IndexedDataset

@@ -22,12 +22,11 @@ from mm_assets.config.base import PROJECT_ROOT, ConfigError
 from mm_assets.config.pipeline import PipelineConfig
 from mm_assets.partitions import experiments
 from mm_assets.shards.assets import token_shards
-from mm_assets.shards.vocab import VocabLayout
+from mm_assets.shards.vocab import ShardVocab, VocabLayout
 from mm_assets.storage.store import Storage
-from mm_assets.shards.vocab import ShardVocab
 from mm_assets.train.launch.config import LaunchConfigError
 from mm_assets.train.launch.experiment import ExperimentConfig, load_experiment
-from mm_assets.train.launch.preflight import launch_preflight, local_prefix, shard_resolver, vocab_beside
+from mm_assets.train.launch.preflight import launch_preflight, local_prefixes, shard_resolver, vocab_beside
 from mm_assets.train.launch.run_folders import RunFolders
 from mm_assets.train.launch.sbatch import LaunchFiles, render_launch
 from mm_assets.train.lineage import (
@@ -71,7 +70,7 @@ def git_commit() -> str:
 
 def render_experiment(exp: ExperimentConfig, storage: Storage) -> LaunchFiles:
     blend = read_blend(storage, exp.id)
-    vocab = ShardVocab.from_layout(VocabLayout.read(local_prefix(storage, blend["vocab_file"])))
+    vocab = ShardVocab.from_layout(VocabLayout.read(local_prefixes(storage)(blend["vocab_file"])))
     return render_launch(exp, RunFolders.of(exp, storage), vocab=vocab, shard_prefix=shard_resolver(storage))
 
 
@@ -108,7 +107,7 @@ def _before_launch(context, storage: Storage, files: LaunchFiles, hashes: Checkp
     blend = read_blend(storage, exp.id)
     if "shards" not in blend:
         raise dg.Failure(f"experiment {exp.id}: its blend.json records no shard sha256s: rematerialize training_blend")
-    problems = launch_shard_problems(blend["shards"], lambda prefix: local_prefix(storage, prefix))
+    problems = launch_shard_problems(blend["shards"], local_prefixes(storage))
     if problems:
         raise dg.Failure(f"experiment {exp.id}: refusing to launch: the blend's shards changed after "
                          "training_blend verified them:\n" + "\n".join(f"  - {p}" for p in problems))
@@ -155,7 +154,7 @@ def resolve_experiment_blend(exp: ExperimentConfig, storage: Storage,
     for entry, item in zip(exp.training.data.blend, blend.items):
         batch = entry.shard_batch
         made = materialized(batch) if batch else None
-        digests, found = verify_blend_shard(local_prefix(storage, item.prefix),
+        digests, found = verify_blend_shard(local_prefixes(storage)(item.prefix),
                                             materialized=made.metadata if made else None,
                                             manifest_required=batch is not None)
         shards[item.prefix] = digests

@@ -9,9 +9,8 @@ import urllib.request
 
 import pytest
 
-from mm_assets.demo.media import build_demo_site, write_manifest
+from mm_assets.demo.media import Site, SitePage, build_demo_site, write_manifest
 from mm_assets.demo.server import Trickle, serve
-from mm_assets.demo.media import Site, SitePage
 
 
 def get(url: str, headers: dict | None = None) -> tuple[int, bytes, dict]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
-from mediabatch import materialize, write_media_batch
 
+from mediabatch import materialize, write_media_batch
 from mm_assets.config.base import ConfigError
 from mm_assets.config.pipeline import parse_config
 from mm_assets.shards.vocab import VocabLayout

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from mm_assets.config.base import ConfigError
 from mm_assets.storage.layout import EVERY, ArtifactLayout
 from mm_assets.storage.paths import LockBusyError, UnsafePathError
 from mm_assets.storage.store import LocalStore, open_store
-from mm_assets.config.base import ConfigError
 
 LAYOUT = ArtifactLayout()
 

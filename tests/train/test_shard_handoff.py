@@ -12,9 +12,9 @@ import pytest
 
 from mm_assets.definitions import build_definitions
 from mm_assets.partitions import crawl_batches, experiments
-from mm_assets.storage.paths import sha256_file
 from mm_assets.shards.assets import token_shards
 from mm_assets.shards.indexed import bin_path, idx_path
+from mm_assets.storage.paths import sha256_file
 from trainproject import PATTERN_BATCH, write_experiment, write_project
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,15 +10,14 @@ import yaml
 
 from mm_assets.config.base import DEFAULT_CONFIG, read_yaml
 from mm_assets.config.pipeline import PipelineConfig, parse_config
+from mm_assets.shards.assets import shard_manifest
 from mm_assets.shards.indexed import write_shard
 from mm_assets.shards.vocab import VocabLayout
-from mm_assets.shards.assets import shard_manifest
 from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.train.launch.experiment import ExperimentConfig, deep_merge
 from mm_assets.train.launch.run_folders import RunFolders
 from mm_assets.train.launch.sbatch import LaunchFiles, render_launch
 from resources.storage import StorageResource
-
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"

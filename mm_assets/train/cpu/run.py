@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from mm_assets.shards.manifest import has_manifest, shard_problems
 from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.train.cpu import TrainerError
 from mm_assets.train.cpu.args import build_parser, check_args, schedule_of
-from mm_assets.shards.manifest import has_manifest, shard_problems
 from mm_assets.train.cpu.checkpoint import checkpoint_sha256, sweep_staging, writer_lock
 from mm_assets.train.cpu.data import build_datasets, missing_prefixes, padded_vocab_size, parse_data_path, resolve_vocab
 from mm_assets.train.cpu.model import install_cpu_shims

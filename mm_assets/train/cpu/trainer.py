@@ -10,9 +10,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from mm_assets.shards.vocab import ShardVocab
 from mm_assets.storage.layout import ArtifactLayout
-from mm_assets.train.megatron_log.format import format_loaded_checkpoint, format_saved_checkpoint, format_saving_checkpoint, format_time, format_training_line, format_validation_block
-from mm_assets.train.megatron_log.events import LM_LOSS
 from mm_assets.train.cpu import TrainerError
 from mm_assets.train.cpu.args import Schedule
 from mm_assets.train.cpu.checkpoint import (
@@ -25,9 +24,17 @@ from mm_assets.train.cpu.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from mm_assets.shards.vocab import ShardVocab
 from mm_assets.train.cpu.data import BATCH_KEYS, causal_mask, padded_vocab_size
 from mm_assets.train.cpu.model import build_model, build_optimizer, flops_per_batch
+from mm_assets.train.megatron_log.events import LM_LOSS
+from mm_assets.train.megatron_log.format import (
+    format_loaded_checkpoint,
+    format_saved_checkpoint,
+    format_saving_checkpoint,
+    format_time,
+    format_training_line,
+    format_validation_block,
+)
 
 
 @dataclass

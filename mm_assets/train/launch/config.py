@@ -102,7 +102,7 @@ class TokenSchedule(Section):
 
 
 class ScheduleConfig(Section):
-    """Batch sizes and the run's length. Exactly one of iterations / samples / tokens (validate.py checks)."""
+    """Batch sizes and the run's length. Exactly one of iterations / samples / tokens (rules.py checks)."""
 
     micro_batch_size: Annotated[int, Field(ge=1)] = 1
     global_batch_size: Annotated[int, Field(ge=1)]

@@ -13,8 +13,8 @@ from __future__ import annotations
 from mm_assets.train.launch.blend import Blend
 from mm_assets.train.launch.config import LaunchConfigError
 from mm_assets.train.launch.experiment import ExperimentConfig
-from mm_assets.train.launch.run_folders import RunFolders
 from mm_assets.train.launch.rules import LaunchPlan
+from mm_assets.train.launch.run_folders import RunFolders
 
 # Every flag this module may emit, each checked against Megatron-LM's own parser
 # (megatron/training/arguments.py `add_megatron_arguments`, NVIDIA/Megatron-LM main at d98e8a64, 2026-08-22).

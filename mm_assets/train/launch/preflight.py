@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from mm_assets.shards.vocab import VocabLayout
+from mm_assets.shards.vocab import ShardVocab, VocabLayout
 from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.storage.paths import UnsafePathError
 from mm_assets.storage.store import Storage
 from mm_assets.train.launch.blend import Blend, missing_shard_files, resolve_blend
-from mm_assets.shards.vocab import ShardVocab
 from mm_assets.train.launch.config import LaunchConfigError
 from mm_assets.train.launch.experiment import ExperimentConfig
 from mm_assets.train.launch.rules import validate_launch
@@ -24,13 +23,15 @@ def shard_resolver(storage: Storage) -> Callable[[str], str]:
     return lambda batch: storage.store.url(storage.layout.shard_prefix(batch))
 
 
-def local_prefix(storage: Storage, prefix: str) -> Path:
+def local_prefixes(storage: Storage) -> Callable[[str], Path]:
     """Where to read a blend prefix here: the store's local copy of one of its shards, else the path itself."""
-    try:
-        key = storage.store.key_of(prefix)
-    except UnsafePathError:
-        return Path(prefix)
-    return storage.store.local_path(key)
+    def local(prefix: str) -> Path:
+        try:
+            key = storage.store.key_of(prefix)
+        except UnsafePathError:
+            return Path(prefix)
+        return storage.store.local_path(key)
+    return local
 
 
 def vocab_beside(prefix: Path) -> Path:
@@ -56,10 +57,10 @@ def blend_layout(blend: Blend, local: Callable[[str], Path] = Path) -> tuple[Voc
 def launch_preflight(exp: ExperimentConfig, storage: Storage) -> tuple[Blend, VocabLayout, LaunchFiles]:
     """Everything checkable before any side effect, as one LaunchConfigError listing every problem: the blend's
     shards exist and share one vocabulary, and the launch validates (world size, batch divisibility, heads,
-    layers, vocabulary, …, see validate.py) and renders. Writes nothing."""
+    layers, vocabulary, …, see rules.py) and renders. Writes nothing."""
     problems: list[str] = []
     blend = layout = files = None
-    local = lambda prefix: local_prefix(storage, prefix)  # noqa: E731
+    local = local_prefixes(storage)
     try:
         blend = resolve_blend(exp.training.data.blend, base_dir=exp.base_dir, shard_prefix=shard_resolver(storage))
     except LaunchConfigError as err:

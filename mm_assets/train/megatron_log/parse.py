@@ -1,4 +1,4 @@
-"""One line of a Megatron log → its record (formats and quirks: see megatron_log.py)."""
+"""One line of a Megatron log → its event (formats and quirks: see the package docstring)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timezone, tzinfo
 
-from mm_assets.train.megatron_log.parse import parse_line
 from mm_assets.train.megatron_log.events import (
     CheckpointSaved,
     LogEvent,
@@ -18,6 +17,7 @@ from mm_assets.train.megatron_log.events import (
     TrainingRecord,
     ValidationRecord,
 )
+from mm_assets.train.megatron_log.parse import parse_line
 
 
 @dataclass

@@ -19,14 +19,13 @@ import numpy as np
 import pytest
 from dagster_pipes import encode_param
 
-from mm_assets.storage.paths import exclusive, sha256_file
 from mm_assets.shards.indexed import write_shard
-from mm_assets.shards.vocab import VocabLayout
+from mm_assets.shards.vocab import ShardVocab, VocabLayout
+from mm_assets.storage.paths import exclusive, sha256_file
 from mm_assets.train.cpu import TrainerError
 from mm_assets.train.cpu.args import build_parser, check_args
 from mm_assets.train.cpu.data import parse_data_path
 from mm_assets.train.cpu.run import main
-from mm_assets.shards.vocab import ShardVocab
 from mm_assets.train.launch.experiment import load_experiment
 from mm_assets.train.launch.megatron_args import MEGATRON_FLAGS
 from mm_assets.train.megatron_log.stream import parse_log

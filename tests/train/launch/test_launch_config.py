@@ -7,16 +7,15 @@ from pathlib import Path
 import pytest
 
 from mm_assets.config.base import ConfigError
-from mm_assets.shards.vocab import Codebook, VocabLayout
 from mm_assets.config.pipeline import load_config
-from mm_assets.shards.vocab import ShardVocab
+from mm_assets.shards.vocab import Codebook, ShardVocab, VocabLayout
 from mm_assets.train.launch.config import TrainingConfig, time_limit_minutes, tokens_to_samples
 from mm_assets.train.launch.experiment import deep_merge, experiment_from_overrides, load_experiment
+from mm_assets.train.launch.rules import LaunchConfigError, validate_launch
 from mm_assets.train.launch.run_folders import RunFolders
 from mm_assets.train.launch.sbatch import program_argv
 from resources.storage import StorageResource
 from trainproject import golden_pipeline
-from mm_assets.train.launch.rules import LaunchConfigError, validate_launch
 
 HERE = Path(__file__).parent
 EXPERIMENTS = HERE.parents[2] / "configs" / "experiments"

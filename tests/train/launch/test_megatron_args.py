@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mm_assets.train.launch.blend import blend_data_path, missing_shard_files, resolve_blend
 from mm_assets.shards.vocab import ShardVocab
+from mm_assets.train.launch.blend import blend_data_path, missing_shard_files, resolve_blend
 from mm_assets.train.launch.config import BlendEntry, LaunchConfigError
 from mm_assets.train.launch.experiment import experiment_from_overrides, load_experiment
 from mm_assets.train.launch.megatron_args import MEGATRON_FLAGS, REFERENCE_DEFECT_FLAGS, args_text, megatron_arg_groups

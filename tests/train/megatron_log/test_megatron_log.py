@@ -13,11 +13,18 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from resources.logs import LogFollower
+from mm_assets.train.megatron_log.events import (
+    JSONL_FIELDS,
+    CheckpointSaved,
+    MalformedLine,
+    MemoryReport,
+    TrainingRecord,
+    ValidationRecord,
+)
 from mm_assets.train.megatron_log.format import format_saving_checkpoint, format_training_line, format_validation_block
 from mm_assets.train.megatron_log.parse import parse_line
-from mm_assets.train.megatron_log.events import JSONL_FIELDS, CheckpointSaved, MalformedLine, MemoryReport, TrainingRecord, ValidationRecord
 from mm_assets.train.megatron_log.stream import MegatronLogParser, jsonl_text, parse_log
+from resources.logs import LogFollower
 
 SEQ = 8192
 
