@@ -15,13 +15,11 @@ from checks.metadata_schema import (
     METADATA_ARROW_SCHEMA,
     NO_LICENSE,
     SCHEMA_VERSION,
-    filled,
     row_failures,
     struct_field,
 )
-from mm_assets.config import LicensePolicy, MetadataConfig
+from mm_assets.config.pipeline import LicensePolicy, MetadataConfig
 from mm_assets.etl.assets import media_metadata
-from mm_assets.etl.metadata import DUPLICATES_FILE, METADATA_FILE, QUARANTINE_FILE
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
 
@@ -140,18 +138,19 @@ def _md(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool)) or value is None else dg.MetadataValue.json(value)
 
 
-def _batch_file(context: dg.AssetCheckExecutionContext, storage: StorageResource, name: str) -> Path:
-    return storage.metadata_dir(context.partition_key) / name
+def _batch_file(context: dg.AssetCheckExecutionContext, storage: StorageResource, kind: str) -> Path:
+    """The batch's metadata file of `kind` (metadata, quarantine, duplicates), as a local file."""
+    return storage.store.local_path(storage.layout.metadata_files(context.partition_key)[kind])
 
 
 @dg.asset_check(asset=media_metadata, blocking=True, description="The Parquet has the unified schema and every row passes the Pandera model.")
 def metadata_schema(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    return _result(*check_metadata_file(_batch_file(context, storage, METADATA_FILE)))
+    return _result(*check_metadata_file(_batch_file(context, storage, "metadata")))
 
 
 @dg.asset_check(asset=media_metadata, blocking=True, description="unique_id is unique and never null.")
 def metadata_unique_ids(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    return _result(*check_unique_ids(_batch_file(context, storage, METADATA_FILE)))
+    return _result(*check_unique_ids(_batch_file(context, storage, "metadata")))
 
 
 @dg.asset_check(asset=media_metadata, blocking=True,
@@ -160,7 +159,7 @@ def metadata_license_present(
     context: dg.AssetCheckExecutionContext, storage: StorageResource, pipeline: PipelineConfigResource
 ) -> dg.AssetCheckResult:
     return _result(*check_license_policy(
-        _batch_file(context, storage, METADATA_FILE), _batch_file(context, storage, QUARANTINE_FILE),
+        _batch_file(context, storage, "metadata"), _batch_file(context, storage, "quarantine"),
         pipeline.load().metadata,
     ))
 
@@ -170,9 +169,9 @@ def metadata_quarantine(
     context: dg.AssetCheckExecutionContext, storage: StorageResource, pipeline: PipelineConfigResource
 ) -> dg.AssetCheckResult:
     passed, meta = check_quarantine(
-        _batch_file(context, storage, METADATA_FILE),
-        _batch_file(context, storage, QUARANTINE_FILE),
-        _batch_file(context, storage, DUPLICATES_FILE),
+        _batch_file(context, storage, "metadata"),
+        _batch_file(context, storage, "quarantine"),
+        _batch_file(context, storage, "duplicates"),
         pipeline.load().metadata,
     )
     return _result(passed, meta, severity=dg.AssetCheckSeverity.WARN)

@@ -16,7 +16,7 @@ import polars as pl
 import pyarrow as pa_arrow
 from pandera.config import ValidationDepth, config_context
 
-from mm_assets.config import SOURCE_NAME
+from mm_assets.config.pipeline import SOURCE_NAME
 
 SCHEMA_VERSION = 2  # v2: metadata.license_source and metadata.upload_date_source (v1 files still read)
 MODALITIES = ("text", "audio", "video", "image")  # canonical order of `modalities` and `data_paths`

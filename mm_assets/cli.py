@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mm_assets.config import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError, load_config
+from mm_assets.config.base import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError
+from mm_assets.config.pipeline import load_config
 
 
 def _use_project_instance() -> None:
@@ -55,8 +56,8 @@ def _run_then_refresh(config: Path, job: str, partition_key: str, refresh: str, 
 
     Each run is tagged with this process (so a later `mm` can fail it if the process dies) and logs to the
     console without interrupt tracebacks; an interrupt between the two runs stops before the second."""
-    from mm_assets.definitions import build_definitions
     from mm_assets.console_log import cli_console_logger
+    from mm_assets.definitions import build_definitions
     from mm_assets.interrupts import raise_if_interrupted
     from mm_assets.orphan_runs import owner_tags
 
@@ -103,8 +104,7 @@ def print_ingest_summary(config: Path, batch: str) -> bool:
 
     cfg, storage = load_config(config), build_resources(config)["storage"]
     info, _ = load_batch(storage, batch)
-    summary = read_ingest_summary(storage.crawl_dir(batch), storage.metadata_dir(batch), batch=batch,
-                                  source=info.source, cfg=cfg)
+    summary = read_ingest_summary(storage, batch=batch, source=info.source, cfg=cfg)
     print("\n".join(format_summary(summary)))
     if summary.over_limit:
         print("\n".join(f"mm: {line}" for line in format_quarantine_warning(summary)), file=sys.stderr)
@@ -122,14 +122,14 @@ def run_experiment(config: Path, experiment: str, instance=None) -> bool:
 
 
 def _load_experiment(args: argparse.Namespace):
-    from mm_assets.train.experiments import load_experiment_file
+    from mm_assets.train.launch.experiment import load_experiment
 
-    return load_experiment_file(load_config(args.config), args.config, args.experiment)[0]
+    return load_experiment(load_config(args.config), args.experiment)
 
 
 def cmd_train_run(args: argparse.Namespace) -> int:
     from mm_assets.definitions import build_resources
-    from mm_assets.train.blend_assets import launch_preflight
+    from mm_assets.train.launch.preflight import launch_preflight
 
     # The whole launch validation (the blend's shards and vocabulary, world size, batches, heads, layers, …)
     # fails here, before a partition is registered or a file written.
@@ -157,14 +157,16 @@ def vocab_size_arg(text: str) -> int:
 def cmd_train_render(args: argparse.Namespace) -> int:
     """Print (or write) the Megatron arguments and sbatch script, without shards: vocab from_shards stays open."""
     from mm_assets.definitions import build_resources
-    from mm_assets.train.blend_assets import shard_resolver
-    from mm_assets.train.config import ShardVocab
-    from mm_assets.train.sbatch import render_launch
+    from mm_assets.shards.vocab import ShardVocab
+    from mm_assets.train.launch.preflight import shard_resolver
+    from mm_assets.train.launch.run_folders import RunFolders
+    from mm_assets.train.launch.sbatch import render_launch
 
     exp = _load_experiment(args)
     vocab = ShardVocab(vocab_size=args.vocab_size, eod_id=args.vocab_size - 2, pad_id=args.vocab_size - 1) \
         if args.vocab_size is not None else None
-    files = render_launch(exp, vocab=vocab, shard_prefix=shard_resolver(build_resources(args.config)["storage"]))
+    storage = build_resources(args.config)["storage"]
+    files = render_launch(exp, RunFolders.of(exp, storage), vocab=vocab, shard_prefix=shard_resolver(storage))
     if args.out:
         for kind, path in files.write(Path(args.out)).items():
             print(f"{kind}: {path}")
@@ -176,12 +178,14 @@ def cmd_train_render(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    """Read-only SQL on the catalog; needs only the storage layout, so it starts without Dagster."""
+    """Read-only SQL on the catalog; needs only the layout and the store, so it starts without Dagster."""
     from mm_assets.etl.catalog import format_rows, run_query
-    from mm_assets.layout import StorageLayout
+    from mm_assets.storage.layout import ArtifactLayout
+    from mm_assets.storage.store import open_store
 
-    storage = StorageLayout(load_config(args.config).storage_root)
-    cols, rows = run_query(storage.catalog_path(), args.sql, root=storage.root_path)
+    cfg = load_config(args.config)
+    cols, rows = run_query(open_store(cfg.storage_root, cfg.storage_scratch).local_path(ArtifactLayout().catalog()),
+                           args.sql)
     print(format_rows(cols, rows, args.format))
     return 0
 

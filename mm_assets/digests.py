@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mm_assets.paths import sha256_file
+from mm_assets.storage.paths import sha256_file
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""Ctrl-C and SIGTERM on the command line: one clear line and exit code 128 + signal, never a traceback.
+"""Ctrl-C and SIGTERM: on the command line one clear line and exit code 128 + signal, never a traceback; and
+held across a critical section (`deferred_interrupts`: between sbatch and learning the job id, so a terminated
+Dagster run never leaves a queued job that nobody will cancel).
 
 While a run executes, Dagster replaces the SIGINT/SIGTERM handlers with its own (both raise
 DagsterExecutionInterruptedError inside the running step, whose cleanup then runs: the crawl kills its
@@ -76,3 +78,30 @@ def raise_if_interrupted() -> None:
             received += [b for b in data if b in SIGNALS]
     if received:
         raise Interrupted(received[0])
+
+
+@contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM for the block, then deliver the first one to the handler that was installed.
+
+    Signal handlers can only be swapped on the main thread; elsewhere the block runs unprotected (Dagster
+    cannot interrupt other threads anyway).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {s: signal.signal(s, lambda signo, _frame: received.append(signo)) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if received:
+            handler = previous[received[0]]
+            if callable(handler):
+                handler(received[0], None)
+            elif handler == signal.SIG_DFL and received[0] == signal.SIGINT:
+                raise KeyboardInterrupt
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), received[0])

@@ -11,20 +11,14 @@ refused), PATH with this project's Python first, PYTHONPATH, the values the call
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mm_assets.project import PROJECT_ROOT
+from mm_assets.config.base import PROJECT_ROOT
+from mm_assets.config.pipeline import credential_like
 
 CREDENTIALS_FILE_VAR = "AWS_SHARED_CREDENTIALS_FILE"
-# A name that says it holds a secret: such a variable reaches jobs only through compute.credentials_file.
-CREDENTIAL_NAME = re.compile(r"SECRET|TOKEN|PASSW|CREDENTIAL|_KEY", re.IGNORECASE)
-
-
-def credential_like(name: str) -> bool:
-    return bool(CREDENTIAL_NAME.search(name))
 
 
 def job_environment(passthrough: Sequence[str], values: Mapping[str, str] | None = None, *,

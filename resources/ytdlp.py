@@ -1,6 +1,6 @@
-"""yt-dlp as a Dagster resource: the crawl settings, and one call that crawls a batch's entries.
+"""yt-dlp as a Dagster resource: the crawl settings (`crawl:` of the pipeline config), shown in the UI.
 
-A thin adapter: the worker pool, ids, probing and error classes live in mm_assets/crawl/. Built from the
+The `raw_media` asset runs the worker pool (mm_assets/crawl/pool.py) with `crawl_config`. Built from the
 pipeline config with `YtDlpResource(**cfg.crawl.model_dump())`.
 """
 
@@ -9,13 +9,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
-from mm_assets.config import CrawlConfig
-from mm_assets.crawl.batch import BatchInfo, ManifestEntry
-from mm_assets.crawl.pool import crawl_entries
-from mm_assets.crawl.progress import CrawlProgress
-from mm_assets.crawl.records import CrawlRecord
-from mm_assets.crawl.worker import CrawlTarget
-from resources.storage import StorageResource
+from mm_assets.config.pipeline import CrawlConfig
 
 _DEFAULTS = CrawlConfig()
 
@@ -42,25 +36,3 @@ class YtDlpResource(dg.ConfigurableResource):
     def crawl_config(self) -> CrawlConfig:
         """The validated settings (a bad value fails here, with its name)."""
         return CrawlConfig(**{name: getattr(self, name) for name in CrawlConfig.model_fields})
-
-    def crawl_batch(
-        self,
-        storage: StorageResource,
-        batch: BatchInfo,
-        entries: list[ManifestEntry],
-        progress: CrawlProgress | None = None,
-    ) -> list[CrawlRecord]:
-        """Crawl `entries` into storage.item_dir(batch.source, id): one record per entry, ordered by line.
-
-        Items already published (by an earlier run of this batch or by another batch) are not downloaded
-        again: `skipped`/`archived`, with the publishing batch in `owner_batch`. A partial download that an
-        interrupted run left staged is resumed. `progress` hears each record and the loop's clock.
-        """
-        target = CrawlTarget(
-            root=str(storage.root_path),
-            raw_dir=str(storage.raw_source_dir(batch.source)),
-            staging_dir=str(storage.path(".staging", "crawl")),
-            source=batch.source,
-            batch=batch.batch,
-        )
-        return crawl_entries(target, self.crawl_config, entries, progress)

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mm_assets.etl.catalog import build_catalog
+from resources.storage import StorageResource
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -67,7 +68,7 @@ def catalog(tmp_path) -> Path:
          "metadata": {"license": "CC0-1.0", "license_source": "page_html", "upload_date_source": "none",
                       "language": "fr", "duration_seconds": None}},
     ]), batch)
-    build_catalog(tmp_path / "data", tmp_path / "data" / "catalog" / "metadata.duckdb")
+    build_catalog(StorageResource(root=str(tmp_path / "data")))
     return batch
 
 

@@ -1,14 +1,17 @@
 """The pipeline config: the shipped file loads; typos and bad values fail with their key path."""
 
+from pathlib import Path
+
 import pytest
 
-from mm_assets.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
+from mm_assets.config.base import DEFAULT_CONFIG, ConfigError
+from mm_assets.config.pipeline import load_config, parse_config
 
 
 def test_shipped_config_loads():
     cfg = load_config(DEFAULT_CONFIG)
     assert cfg.crawl.format_selector == "bestvideo[height<=?720]+bestaudio/best[height<=?720]/best"
-    assert cfg.storage_root.is_absolute()
+    assert Path(cfg.storage_root).is_absolute()
     assert "youtube" in cfg.sources.names
 
 
@@ -44,7 +47,7 @@ def test_relative_paths_resolve_against_the_project_of_the_file(tmp_path):
     f = tmp_path / "configs" / "pipeline.yaml"
     f.write_text("storage: {root: out}\nsources: {manifest_dir: src, names: [demo]}\n")
     cfg = load_config(f)
-    assert cfg.storage_root == tmp_path / "out"
+    assert cfg.storage_root == str(tmp_path / "out")
     assert cfg.manifest_dir == tmp_path / "src"
 
 

@@ -10,7 +10,7 @@ from mm_assets.interrupts import Interrupted, raise_if_interrupted, watch_interr
 
 
 def test_sigterm_raises_interrupted_with_exit_code_143():
-    before = signal.getsignal(signal.SIGTERM)  # SIG_DFL, or Dagster's handler once a run has executed in process
+    before = signal.getsignal(signal.SIGTERM)  # SIG_DFL, or what an earlier in-process Dagster run left
     with pytest.raises(Interrupted) as caught, watch_interrupts():
         os.kill(os.getpid(), signal.SIGTERM)
     assert (str(caught.value), caught.value.exit_code) == ("interrupted by SIGTERM", 143)

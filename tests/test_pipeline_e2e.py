@@ -13,16 +13,16 @@ import yaml
 
 from checks.metadata import METADATA_CHECKS, check_metadata_file
 from mm_assets.cli import run_ingest
-from mm_assets.config import load_config
+from mm_assets.config.pipeline import load_config
 from mm_assets.crawl.batch import register_batch
-from mm_assets.crawl.records import read_ledger
+from mm_assets.crawl.ledger import read_ledger
 from mm_assets.crawl.sensors import batch_manifest_sensor
 from mm_assets.definitions import build_definitions, build_resources
-from mm_assets.demo import write_manifest
+from mm_assets.demo.media import write_manifest
 from mm_assets.etl.assets import media_metadata
 from mm_assets.etl.catalog import EXAMPLE_QUERIES, run_query
 from mm_assets.partitions import crawl_batches
-from mm_assets.shards import VocabLayout
+from mm_assets.shards.vocab import VocabLayout
 from mm_assets.tokens.store import read_identity, read_tokens
 
 pytestmark = pytest.mark.slow
@@ -82,16 +82,16 @@ def test_demo_batch_end_to_end_and_rerun(project, demo_site, demo_server, instan
             "shard_token_distribution"} <= checks
     assert run_ingest(project, batch, instance)  # second run: same partition, then the catalog
 
-    ledger = {r.url: r for r in read_ledger(storage.crawl_dir(batch) / "items.parquet")}
+    ledger = {r.url: r for r in read_ledger(storage.store.local_path(storage.layout.crawl_ledger(batch)))}
     dead = ledger[demo_server.url("watch/missing.html")]
     assert (dead.status, dead.reason) == ("failed", "page_unavailable")
     # The rerun reports the items its first run published as archived; the metadata still holds them.
     assert [(r.status, r.reason, r.owner_batch) for r in ledger.values() if r.published_by(batch)] == \
         [("skipped", "archived", batch)] * 6
-    metadata = storage.metadata_dir(batch) / "media_metadata.parquet"
+    metadata = storage.store.local_path(storage.layout.metadata_file(batch))
     assert check_metadata_file(metadata)[0]
 
-    db = storage.catalog_path()
+    db = storage.store.local_path(storage.layout.catalog())
     assert dict(run_query(db, EXAMPLE_QUERIES["items per source"])[1]) == {"demo": 4}  # 6 ok - 2 duplicate clips
     assert run_query(db, EXAMPLE_QUERIES["licenses"])[1] == [("https://creativecommons.org/licenses/by/4.0/", 4)]
     assert run_query(db, EXAMPLE_QUERIES["audio hours per language"])[1] == [("en", round(9 / 3600, 4))]
@@ -99,28 +99,28 @@ def test_demo_batch_end_to_end_and_rerun(project, demo_site, demo_server, instan
     assert run_query(db, "SELECT count(*) FROM crawl_items WHERE status = 'failed'")[1] == [(1,)]
 
     # The shard: one document per accepted item, readable by megatron-core, tokens marked as random weights.
-    shard = storage.path("shards", batch)
+    shard = storage.store.local_dir(storage.layout.shard_dir(batch))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Transformer Engine and Apex are not installed"
         from megatron.core.datasets.indexed_dataset import IndexedDataset
     megatron = IndexedDataset(str(shard / "tokens"))
     assert json.loads((shard / "manifest.json").read_text())["documents"] == 4  # written last, what consumers check
-    assert not [p for p in storage.path(".staging", "shards").iterdir() if p.is_dir()]  # staging left nothing
+    assert not [p for p in (storage.store.scratch / "shards").iterdir() if p.is_dir()]  # staging left nothing
     assert len(megatron) == 4 and all(megatron[i][-1] == VocabLayout.read(shard / "vocab.json").eod_id for i in range(4))
     for modality in ("audio", "video", "text"):
-        assert read_identity(storage.path("tokens", batch, f"{modality}.parquet"))["weights"] in ("random", "pretrained")
-    assert read_identity(storage.path("tokens", batch, "audio.parquet"))["weights"] == "random"
-    image_codes, _ = read_tokens(storage.path("tokens", batch, "image.parquet"))  # the clips' posters
+        assert read_identity(storage.store.local_path(storage.layout.token_file(batch, modality)))["weights"] in ("random", "pretrained")
+    assert read_identity(storage.store.local_path(storage.layout.token_file(batch, "audio")))["weights"] == "random"
+    image_codes, _ = read_tokens(storage.store.local_path(storage.layout.token_file(batch, "image")))  # the clips' posters
     assert len(image_codes) == 3 and all(c.shape == (1, 256) for c in image_codes.values())
 
     # A rerun downloads nothing: no media requests, item files untouched, metadata and shard byte-identical.
-    before, meta_bytes = _files(storage.path("raw")), metadata.read_bytes()
+    before, meta_bytes = _files(storage.store.local_dir("raw")), metadata.read_bytes()
     shard_bytes = {p.name: p.read_bytes() for p in shard.iterdir()}
     demo_server.requests.clear()
     _ingest(project, batch, instance)
     # Only yt-dlp's extraction of the JSON-LD page sniffs its direct media URL (the first 512 bytes).
     assert {r for r in demo_server.requests if r.endswith((".mp4", ".vtt"))} <= {"GET /media/talk.mp4"}
-    assert _files(storage.path("raw")) == before
+    assert _files(storage.store.local_dir("raw")) == before
     assert metadata.read_bytes() == meta_bytes
     assert {p.name: p.read_bytes() for p in shard.iterdir()} == shard_bytes
 
@@ -131,28 +131,28 @@ def test_second_batch_with_the_same_urls_is_archived(project, demo_site, demo_se
     _ingest(project, first, instance)
     second, _ = _register(project, write_manifest(demo_site, demo_server.base_url, sources / "two.txt"), instance)
     _ingest(project, second, instance)
-    records = read_ledger(storage.crawl_dir(second) / "items.parquet")
+    records = read_ledger(storage.store.local_path(storage.layout.crawl_ledger(second)))
     archived = [r for r in records if r.reason == "archived"]
     assert len(archived) == 6 and {r.owner_batch for r in archived} == {first}
     assert run_ingest(project, second, instance)
-    rows = dict(run_query(storage.catalog_path(), "SELECT batch, count(*) FROM media_metadata GROUP BY 1")[1])
+    rows = dict(run_query(storage.store.local_path(storage.layout.catalog()), "SELECT batch, count(*) FROM media_metadata GROUP BY 1")[1])
     assert rows == {first: 4}  # the second batch's Parquet exists, typed, with no rows
-    assert run_query(storage.catalog_path(), "SELECT count(DISTINCT batch) FROM crawl_items")[1] == [(2,)]
+    assert run_query(storage.store.local_path(storage.layout.catalog()), "SELECT count(DISTINCT batch) FROM crawl_items")[1] == [(2,)]
 
 
 def test_bad_inputs_are_recorded_and_confined(project, bad_site, bad_server, pwn_marker, instance):
     manifest = write_manifest(bad_site, bad_server.base_url, project.parents[1] / "sources" / "demo" / "bad.txt")
     batch, storage = _register(project, manifest, instance)
     assert run_ingest(project, batch, instance)
-    outcome = {r.url: (r.status, r.reason) for r in read_ledger(storage.crawl_dir(batch) / "items.parquet")}
+    outcome = {r.url: (r.status, r.reason) for r in read_ledger(storage.store.local_path(storage.layout.crawl_ledger(batch)))}
     for page in bad_site.pages:
         status, reason = outcome[bad_server.url(page.path)]
         assert (status if page.expect == "ok" else reason) == page.expect, page
     assert not pwn_marker.exists()
     # Every item folder is a direct, sanitised child of raw/demo; nothing outside the storage root.
-    for item in storage.path("raw", "demo").iterdir():
-        assert item.resolve().parent == storage.path("raw", "demo") and ".." not in item.name
-    db = storage.catalog_path()
+    for item in storage.store.local_dir(storage.layout.raw_dir("demo")).iterdir():
+        assert item.resolve().parent == storage.store.local_dir(storage.layout.raw_dir("demo")) and ".." not in item.name
+    db = storage.store.local_path(storage.layout.catalog())
     titles = [t for (t,) in run_query(db, "SELECT metadata.title FROM media_metadata")[1]]
     assert any(t.startswith("$(touch ") for t in titles)  # the title is data, kept verbatim
     cols, rows = run_query(db, "SELECT modalities, to_json(processing_log) FROM media_metadata WHERE metadata.title = 'Latin-1 subtitles'")

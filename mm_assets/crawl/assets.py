@@ -7,13 +7,12 @@ import dagster as dg
 import yt_dlp
 
 from mm_assets.crawl.batch import load_batch
+from mm_assets.crawl.ledger import CrawlRecord, write_ledger
+from mm_assets.crawl.pool import crawl_batch
 from mm_assets.crawl.progress import CrawlProgress
-from mm_assets.crawl.records import CrawlRecord, write_ledger
 from mm_assets.partitions import crawl_batches
 from resources.storage import StorageResource
 from resources.ytdlp import YtDlpResource
-
-LEDGER = "items.parquet"
 
 
 def crawl_summary(records: list[CrawlRecord]) -> dict[str, int]:
@@ -40,9 +39,10 @@ def raw_media(context: dg.AssetExecutionContext, storage: StorageResource, crawl
     context.log.info(f"crawl {batch}: {len(entries)} URLs from {info.origin} with {crawler.workers} workers")
     started = time.monotonic()
     progress = CrawlProgress(batch, len(entries), context.log.info)
-    records = crawler.crawl_batch(storage, info, entries, progress=progress)
-    ledger = storage.crawl_dir(batch) / LEDGER
-    write_ledger(ledger, records)
+    records = crawl_batch(storage, crawler.crawl_config, info, entries, progress)
+    ledger = storage.layout.crawl_ledger(batch)
+    with storage.store.publish(ledger) as staged:
+        write_ledger(staged, records)
     summary = crawl_summary(records)
     for r in records:
         if r.status == "failed":
@@ -50,7 +50,7 @@ def raw_media(context: dg.AssetExecutionContext, storage: StorageResource, crawl
     return dg.MaterializeResult(
         metadata={
             **summary,
-            "ledger": dg.MetadataValue.path(str(ledger)),
+            "ledger": dg.MetadataValue.path(storage.store.url(ledger)),
             "manifest_sha256": info.manifest_sha256,
             "source": info.source,
             "yt_dlp_version": yt_dlp.version.__version__,

@@ -17,9 +17,7 @@ from typing import Any
 
 import imageio_ffmpeg
 
-from mm_assets.config import CrawlConfig
-
-SUBTITLE_EXTS = frozenset({"vtt", "srt", "ass", "ssa", "ttml", "dfxp", "srv1", "srv2", "srv3", "json3", "lrc"})
+from mm_assets.config.pipeline import CrawlConfig
 
 
 def audio_args(cfg: CrawlConfig) -> list[str]:

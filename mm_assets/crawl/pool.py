@@ -19,12 +19,13 @@ from collections import deque
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from mm_assets.config import CrawlConfig
-from mm_assets.crawl.batch import ManifestEntry
+from mm_assets.config.pipeline import CrawlConfig
+from mm_assets.crawl.batch import BatchInfo, ManifestEntry
+from mm_assets.crawl.ledger import CrawlRecord
 from mm_assets.crawl.progress import CrawlProgress
-from mm_assets.crawl.records import CrawlRecord
 from mm_assets.crawl.staging import sweep_stale
 from mm_assets.crawl.worker import CrawlTarget, Job, worker_main
+from mm_assets.storage.store import Storage
 
 STARTUP_TIMEOUT_S = 120.0
 TICK_S = 1.0  # the loop wakes at least this often, so progress reports keep their clock
@@ -201,3 +202,15 @@ def crawl_entries(
                 slot.stop()
         sweep_staging(staging, cfg)
     return sorted(records, key=lambda r: r.line_no)
+
+
+def crawl_batch(storage: Storage, cfg: CrawlConfig, batch: BatchInfo, entries: list[ManifestEntry],
+                progress: CrawlProgress | None = None) -> list[CrawlRecord]:
+    """Crawl a batch's `entries` into storage's item folders: one record per entry, ordered by line.
+
+    Items already published (by an earlier run of this batch or by another batch) are not downloaded again:
+    `skipped`/`archived`, with the publishing batch in `owner_batch`. A partial download that an interrupted
+    run left staged is resumed. `progress` hears each record and the loop's clock.
+    """
+    target = CrawlTarget(storage.store, storage.layout, source=batch.source, batch=batch.batch)
+    return crawl_entries(target, cfg, entries, progress)

@@ -1,4 +1,4 @@
-"""Item staging folders and item locks, under `<storage root>/.staging/crawl/`.
+"""Item staging folders and item locks, under the crawl's scratch folder (`<scratch>/crawl/`, ArtifactLayout).
 
 An item is downloaded into `items/<key>/`, its key a hash of (source, item id), and published with one rename
 (paths.publish_dir): nothing half-written is ever under raw/. Because the key is stable (never a process id), a
@@ -22,11 +22,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mm_assets.paths import lock_file, short_hash
+from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.storage.paths import lock_file, short_hash
 
 LOCK_STRIPES = 1024
-ITEMS = "items"
-LOCKS = "locks"
 
 
 def item_key(source: str, item_id: str) -> str:
@@ -35,7 +34,7 @@ def item_key(source: str, item_id: str) -> str:
 
 
 def _stripe_path(staging_root: Path, key: str) -> Path:
-    folder = Path(staging_root) / LOCKS
+    folder = Path(staging_root) / ArtifactLayout.CRAWL_ITEM_LOCKS
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{int(key[:8], 16) % LOCK_STRIPES:04d}.lock"
 
@@ -57,7 +56,7 @@ def is_resumable(name: str) -> bool:
 
 def stage_item(staging_root: Path, source: str, item_id: str) -> Path:
     """The item's staging folder, holding only what a download can resume; call with the item's lock held."""
-    folder = Path(staging_root) / ITEMS / item_key(source, item_id)
+    folder = Path(staging_root) / ArtifactLayout.CRAWL_STAGED_ITEMS / item_key(source, item_id)
     folder.mkdir(parents=True, exist_ok=True)
     keep_partials(folder)
     return folder
@@ -100,7 +99,7 @@ def sweep_stale(staging_root: Path, *, max_age_s: float, max_bytes: int, now: fl
         return []
     now = time.time() if now is None else now
     removed = _sweep_worker_folders(staging_root)
-    items = staging_root / ITEMS
+    items = staging_root / ArtifactLayout.CRAWL_STAGED_ITEMS
     folders = sorted(p for p in items.iterdir() if p.is_dir()) if items.is_dir() else []
     kept: list[Partial] = []
     for folder in folders:

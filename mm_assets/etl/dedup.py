@@ -13,16 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mm_assets.paths import sanitize_component
+from mm_assets.storage.layout import EVERY
+from mm_assets.storage.paths import sanitize_component
+from mm_assets.storage.store import Storage
 
-HASHES_FILE = "hashes.parquet"
 # Every content hash a batch saw. The batch is the folder name (metadata/<batch>/hashes.parquet), as in
 # the DuckDB catalog; registered_at orders batches for cross-batch dedup.
 HASHES_SCHEMA = pa.schema(
@@ -100,27 +100,25 @@ def dedup(
     return result
 
 
-def load_prior_hashes(storage_or_root, *, exclude_batch: str) -> dict[str, PriorHash]:
-    """The first copies (accepted or quarantined) in every other batch's hashes.parquet under
-    <root>/metadata/*/.
+def load_prior_hashes(storage: Storage, *, exclude_batch: str) -> dict[str, PriorHash]:
+    """The first copies (accepted or quarantined) in every other batch's hashes file.
 
-    `storage_or_root` is a StorageResource or the storage root folder. When two batches both hold a first
-    copy of a hash (one was materialized before an earlier-registered batch), the earlier-registered one is
+    When two batches both hold a first copy of a hash (one was materialized before an earlier-registered batch), the earlier-registered one is
     kept. Files written before dedup ran over every item read the same way: their quarantined rows were
     first copies too. Holds every hash in memory (~150 bytes each): fine to ~10M items; past that, look the
     batch's own hashes up in the DuckDB catalog instead.
     """
-    root = Path(getattr(storage_or_root, "root_path", storage_or_root))
+    layout, store = storage.layout, storage.store
     skip = sanitize_component(exclude_batch)
     prior: dict[str, PriorHash] = {}
-    for path in sorted(root.glob(f"metadata/*/{HASHES_FILE}")):
-        batch = path.parent.name
+    for key in store.list(layout.hashes_file(EVERY)):
+        batch = layout.batch_of(key)
         if batch == skip:
             continue
         try:
-            table = pq.read_table(path, columns=["hash", "unique_id", "status", "registered_at"])
+            table = pq.read_table(store.local_path(key), columns=["hash", "unique_id", "status", "registered_at"])
         except (pa.ArrowInvalid, OSError) as err:
-            raise ValueError(f"{path} is not a readable hashes file ({err}); rematerialize media_metadata "
+            raise ValueError(f"{store.url(key)} is not a readable hashes file ({err}); rematerialize media_metadata "
                              f"for batch {batch!r}") from None
         table = table.filter(pc.is_in(table["status"], pa.array(FIRST_COPY)))
         for h, uid, registered_at in zip(*(table[c].to_pylist() for c in ("hash", "unique_id", "registered_at"))):

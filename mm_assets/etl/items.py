@@ -23,11 +23,12 @@ from typing import Any
 import soundfile as sf
 
 from checks.metadata_schema import MODALITIES, NO_LICENSE, SCHEMA_VERSION
-from mm_assets.config import LicensePolicy, PipelineConfig
-from mm_assets.crawl.records import ITEM_RECORD, CrawlRecord
+from mm_assets.config.pipeline import LicensePolicy, PipelineConfig
+from mm_assets.crawl.ledger import CrawlRecord
 from mm_assets.etl.precedence import date_is_last_modified, page_origin, pick
 from mm_assets.etl.subtitles import Subtitle, choose_text, normalize_language, read_subtitle
-from mm_assets.paths import UnsafePathError, safe_join, sha256_file
+from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.storage.paths import UnsafePathError, safe_join, sha256_file
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -237,8 +238,10 @@ def _upload_date(page: dict, info: dict, problems: list[str]) -> tuple[date | No
     return value, page_origin(page, "upload_date") if origin == "page" else origin
 
 
-def build_item_row(record: CrawlRecord, item_dir: Path | None, *, source: str, cfg: PipelineConfig) -> ItemRow:
-    """The metadata row of one ok ledger record whose published folder is `item_dir` (None: unknown)."""
+def build_item_row(record: CrawlRecord, item_dir: Path | None, *, source: str, cfg: PipelineConfig,
+                   item_url: str | None = None) -> ItemRow:
+    """The metadata row of one ok ledger record whose published folder is `item_dir` (a local folder; None:
+    unknown). `item_url` is where the folder is stored, for data_paths (default: the local folder)."""
     uid = f"{source}_{record.item_id}" if record.item_id else None
     out = ItemRow(record.line_no, uid, str(item_dir or record.item_dir), empty_row(uid, source, record.url))
     problems = out.problems
@@ -248,8 +251,10 @@ def build_item_row(record: CrawlRecord, item_dir: Path | None, *, source: str, c
         problems.append(f"ledger error: item_dir {record.item_dir!r} is missing or leaves the storage root")
         return out
     item_dir = Path(item_dir).resolve()
-    out.item_dir = str(item_dir)
-    item, item_bytes = _load_json_object(item_dir / ITEM_RECORD, ITEM_RECORD, problems)
+    item_url = item_url or str(item_dir)
+    out.item_dir = item_url
+    record_name = ArtifactLayout.ITEM_RECORD
+    item, item_bytes = _load_json_object(item_dir / record_name, record_name, problems)
     if item is None or not _objects(item, problems, "files", "probe", "page", "sha256", "crawler"):
         return out
     if item.get("item_id") != record.item_id:
@@ -300,7 +305,8 @@ def build_item_row(record: CrawlRecord, item_dir: Path | None, *, source: str, c
                           (info.get("webpage_url"), "info.json webpage_url"), (record.url, "ledger url"),
                           conv=_text, problems=problems),
         modalities=[m for m in MODALITIES if paths[m] is not None],
-        data_paths={m: (str(p) if p is not None else None) for m, p in paths.items()},
+        data_paths={m: (f"{item_url}/{p.relative_to(item_dir).as_posix()}" if p is not None else None)
+                    for m, p in paths.items()},
         metadata={
             "title": first("title", page=(page.get("title"), "page.title"),
                            info_json=(info.get("title"), "info.json title")),

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
 
 from checks.metadata import check_quarantine
-from mm_assets.config import PipelineConfig
-from mm_assets.crawl.assets import LEDGER
-from mm_assets.crawl.records import read_ledger
-from mm_assets.etl.metadata import DUPLICATES_FILE, METADATA_FILE, QUARANTINE_FILE
+from mm_assets.config.pipeline import PipelineConfig
+from mm_assets.crawl.ledger import read_ledger
+from mm_assets.storage.store import Storage
 
 STATED = ("page_json_ld", "page_html", "page", "info_json")  # license sources that are the item's own
 TOP = 3  # reasons shown per line
@@ -42,18 +40,19 @@ class IngestSummary:
         return self.has_metadata and self.fraction > self.max_fraction
 
 
-def read_ingest_summary(crawl_dir: Path, metadata_dir: Path, *, batch: str, source: str,
-                        cfg: PipelineConfig) -> IngestSummary:
-    """The batch's outcome from <crawl_dir>/items.parquet and the four files in `metadata_dir`; parts whose
-    files are missing (a run that stopped early) stay empty."""
+def read_ingest_summary(storage: Storage, *, batch: str, source: str, cfg: PipelineConfig) -> IngestSummary:
+    """The batch's outcome from its crawl ledger and metadata files; parts whose files are missing (a run that
+    stopped early) stay empty."""
+    layout, store = storage.layout, storage.store
     out = IngestSummary(batch, source, str(cfg.metadata.license_policy_for(source)))
-    if (crawl_dir / LEDGER).exists():
-        records = read_ledger(crawl_dir / LEDGER)
+    if store.exists(layout.crawl_ledger(batch)):
+        records = read_ledger(store.local_path(layout.crawl_ledger(batch)))
         out.crawl = Counter(r.status for r in records)
         out.crawl_reasons = Counter(r.reason for r in records if r.status != "ok" and r.reason)
-    paths = [metadata_dir / name for name in (METADATA_FILE, QUARANTINE_FILE, DUPLICATES_FILE)]
-    if not all(p.exists() for p in paths):
+    keys = [layout.metadata_file(batch), layout.quarantine_file(batch), layout.duplicates_file(batch)]
+    if not all(store.exists(k) for k in keys):
         return out
+    paths = [store.local_path(k) for k in keys]
     _, share = check_quarantine(*paths, cfg.metadata)
     out.has_metadata = True
     out.rows = pq.read_metadata(paths[0]).num_rows

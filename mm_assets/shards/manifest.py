@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from mm_assets.digests import FileDigest, digest_mismatch
-from mm_assets.paths import atomic_write_text
 from mm_assets.shards.indexed import bin_path, idx_path, index_problems
+from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.storage.paths import atomic_write_text
 
-MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1
 RECORDED_BY = "token_shards"
 
@@ -33,7 +33,7 @@ class ShardManifest:
 
     def write(self, folder: Path) -> Path:
         """Write `folder`/manifest.json (atomically); call it after every other file is in place."""
-        path = Path(folder) / MANIFEST_FILE
+        path = Path(folder) / ArtifactLayout.SHARD_MANIFEST
         body = {"version": MANIFEST_VERSION, "documents": self.documents, "tokens": self.tokens,
                 "files": {name: d.as_dict() for name, d in sorted(self.files.items())}}
         atomic_write_text(path, json.dumps(body, indent=2, sort_keys=True) + "\n")
@@ -42,7 +42,7 @@ class ShardManifest:
     @classmethod
     def read(cls, folder: Path) -> ShardManifest:
         """ValueError naming the file when it is missing fields or of another version."""
-        path = Path(folder) / MANIFEST_FILE
+        path = Path(folder) / ArtifactLayout.SHARD_MANIFEST
         try:
             data: Any = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
@@ -60,13 +60,13 @@ class ShardManifest:
         out = {}
         for path in (bin_path(prefix), idx_path(prefix)):
             if path.name not in self.files:
-                raise ValueError(f"{Path(prefix).parent / MANIFEST_FILE} does not list {path.name}")
+                raise ValueError(f"{Path(prefix).parent / ArtifactLayout.SHARD_MANIFEST} does not list {path.name}")
             out[path] = self.files[path.name]
         return out
 
 
 def has_manifest(prefix: str | Path) -> bool:
-    return (Path(prefix).parent / MANIFEST_FILE).is_file()
+    return (Path(prefix).parent / ArtifactLayout.SHARD_MANIFEST).is_file()
 
 
 def manifest_problems(prefix: str | Path) -> list[str]:
@@ -90,6 +90,6 @@ def shard_problems(prefix: str | Path, *, manifest_required: bool = True, allow_
     if has_manifest(prefix):
         problems += manifest_problems(prefix)
     elif manifest_required:
-        problems.append(f"{prefix.parent / MANIFEST_FILE} is missing: the shard is incomplete (the manifest is "
+        problems.append(f"{prefix.parent / ArtifactLayout.SHARD_MANIFEST} is missing: the shard is incomplete (the manifest is "
                         "written last); rematerialize token_shards for it")
     return problems

@@ -2,7 +2,7 @@
 
 Megatron-LM resumes from whatever `latest_checkpointed_iteration.txt` names and never checks the bytes, so
 the checks run around the job and work for an unmodified Megatron too:
-- after a job ends (well or not), each new `iter_NNNNNNN` folder is hashed into <run dir>/checkpoint_hashes.json,
+- after a job ends (well or not), each new `iter_NNNNNNN` folder is hashed into the run's checkpoint_hashes.json,
   unless the log's loss covering that iteration is not finite: then the folder is moved to `rejected/` and
   the tracker goes back to the newest recorded iteration (a NaN checkpoint is never the latest);
 - before the next launch, the folder the tracker names is compared with its record. On a mismatch (or no
@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,13 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from mm_assets.digests import FileDigest, digest_mismatch, file_digest
-from mm_assets.paths import atomic_write_text, fsync_path
-from mm_assets.train.log_records import LM_LOSS, TrainingRecord
+from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.storage.paths import atomic_write_text, fsync_path
+from mm_assets.train.megatron_log.events import LM_LOSS, TrainingRecord
 
-HASHES_FILE = "checkpoint_hashes.json"  # in the run folder, beside run.json
-TRACKER_FILE = "latest_checkpointed_iteration.txt"  # Megatron's tracker of the latest complete checkpoint
-REJECTED_DIR = "rejected"
-ITERATION_DIR = re.compile(r"^iter_(\d{7})$")
 RECORDED_BY = "the run that saved it (checkpoint_hashes.json)"
 
 
@@ -40,17 +36,17 @@ class CheckpointMismatchError(RuntimeError):
 
 
 def iteration_dir(checkpoint_dir: Path, iteration: int) -> Path:
-    return Path(checkpoint_dir) / f"iter_{iteration:07d}"
+    return Path(checkpoint_dir) / ArtifactLayout.checkpoint_iteration(iteration)
 
 
 def iteration_dirs(checkpoint_dir: Path) -> dict[int, Path]:
     folder = Path(checkpoint_dir)
-    found = (ITERATION_DIR.match(p.name) for p in folder.iterdir()) if folder.is_dir() else ()
+    found = (ArtifactLayout.CHECKPOINT_ITERATION.match(p.name) for p in folder.iterdir()) if folder.is_dir() else ()
     return {int(m[1]): folder / m[0] for m in found if m}
 
 
 def read_tracker(checkpoint_dir: Path) -> int | None:
-    path = Path(checkpoint_dir) / TRACKER_FILE
+    path = Path(checkpoint_dir) / ArtifactLayout.CHECKPOINT_TRACKER
     if not path.is_file():
         return None
     text = path.read_text().strip()
@@ -61,7 +57,7 @@ def read_tracker(checkpoint_dir: Path) -> int | None:
 
 def write_tracker(checkpoint_dir: Path, iteration: int | None) -> None:
     """Point Megatron's tracker at `iteration` (atomically); None removes it, so the next run starts fresh."""
-    path = Path(checkpoint_dir) / TRACKER_FILE
+    path = Path(checkpoint_dir) / ArtifactLayout.CHECKPOINT_TRACKER
     if iteration is None:
         path.unlink(missing_ok=True)
         fsync_path(path.parent)
@@ -80,14 +76,14 @@ def _now() -> str:
 
 @dataclass
 class CheckpointHashes:
-    """<run dir>/checkpoint_hashes.json: iteration → {files: {relative path: {sha256, bytes}}, loss, recorded_at}."""
+    """A run's checkpoint_hashes.json: iteration → {files: {relative path: {sha256, bytes}}, loss, recorded_at}."""
 
     path: Path
     entries: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, run_dir: Path) -> CheckpointHashes:
-        path = Path(run_dir) / HASHES_FILE
+    def load(cls, path: Path) -> CheckpointHashes:
+        path = Path(path)
         if not path.is_file():
             return cls(path)
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -121,7 +117,8 @@ class CheckpointHashes:
 
 def _move_aside(checkpoint_dir: Path, folder: Path, why: str) -> Path:
     """Move an iteration folder to `rejected/<name>.<why>.<UTC time>`: kept for a post-mortem, never resumed."""
-    target = Path(checkpoint_dir) / REJECTED_DIR / f"{folder.name}.{why}.{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
+    moved = f"{folder.name}.{why}.{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
+    target = Path(checkpoint_dir) / ArtifactLayout.CHECKPOINT_REJECTED / moved
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(folder, target)
     fsync_path(Path(checkpoint_dir))
@@ -221,7 +218,7 @@ def prepare_resume(checkpoint_dir: Path, hashes: CheckpointHashes, *, fallback: 
     problems = hashes.problems(tracked, iteration_dir(checkpoint_dir, tracked))
     if not problems:
         return Resume(tracked, tuple(notes))
-    where = Path(checkpoint_dir) / TRACKER_FILE
+    where = Path(checkpoint_dir) / ArtifactLayout.CHECKPOINT_TRACKER
     if not fallback:
         raise CheckpointMismatchError(
             f"refusing to resume from iteration {tracked} ({where}): its files do not match the sha256 recorded "

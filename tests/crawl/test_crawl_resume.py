@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from mm_assets.config.pipeline import CrawlConfig
 from mm_assets.crawl.batch import BatchInfo, parse_manifest
-from mm_assets.demo import Trickle, serve
+from mm_assets.crawl.pool import crawl_batch
 from mm_assets.demo.media import build_resume_site
-from mm_assets.paths import sha256_file
+from mm_assets.demo.server import Trickle, serve
+from mm_assets.storage.paths import sha256_file
 from procs import alive, descendants, wait_until
 from resources.storage import StorageResource
-from resources.ytdlp import YtDlpResource
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -29,18 +30,19 @@ SETTINGS = dict(workers=1, subtitle_languages=["en"], audio_sample_rate_hz=16000
                 socket_timeout_s=5.0, retries=0)
 CHILD = """
 import json, sys
+from mm_assets.config.pipeline import CrawlConfig
 from mm_assets.crawl.batch import BatchInfo, parse_manifest
+from mm_assets.crawl.pool import crawl_batch
 from resources.storage import StorageResource
-from resources.ytdlp import YtDlpResource
 args = json.loads(sys.argv[1])
-YtDlpResource(**args["settings"]).crawl_batch(
-    StorageResource(root=args["root"]), BatchInfo(**args["batch"]), parse_manifest(args["manifest"]))
+crawl_batch(StorageResource(root=args["root"]), CrawlConfig(**args["settings"]), BatchInfo(**args["batch"]),
+            parse_manifest(args["manifest"]))
 """
 
 
 def staged_part(storage: StorageResource) -> int:
     """Bytes of the clip's partial download on disk (0 when there is none yet)."""
-    parts = list(storage.path(".staging", "crawl", "items").glob("*/item.mp4.part"))
+    parts = list((storage.store.scratch / "crawl" / "items").glob("*/item.mp4.part"))
     return parts[0].stat().st_size if parts else 0
 
 
@@ -65,9 +67,9 @@ def test_killed_download_resumes_with_a_range_request(tmp_path, signo):
         first = server.served(CLIP)
         first_bytes, partial = server.bytes_sent(CLIP), staged_part(storage)
         assert [(r.status, r.range) for r in first] == [(200, None)] and 0 < partial < size
-        assert not list(storage.raw_source_dir("demo").glob("*")), "nothing published"
+        assert not list(storage.store.local_dir(storage.layout.raw_dir("demo")).glob("*")), "nothing published"
 
-        [record] = YtDlpResource(**SETTINGS).crawl_batch(storage, batch, parse_manifest(manifest))
+        [record] = crawl_batch(storage, CrawlConfig(**SETTINGS), batch, parse_manifest(manifest))
         rerun = server.served(CLIP)[len(first):]
 
     assert [(r.status, r.range) for r in rerun] == [(206, f"bytes={partial}-")]
@@ -75,9 +77,9 @@ def test_killed_download_resumes_with_a_range_request(tmp_path, signo):
     print(f"\n{signal.Signals(signo).name}: clip {size} B; first run sent {first_bytes} B ({partial} B on disk); "
           f"rerun fetched {rerun[0].sent} B with Range bytes={partial}-")
     assert record.status == "ok"
-    published = storage.path(record.item_dir) / f"{record.item_id}.mp4"
+    published = storage.store.local_dir(record.item_dir) / f"{record.item_id}.mp4"
     assert sha256_file(published) == sha256_file(site.root / CLIP)
-    assert not list(storage.path(".staging", "crawl", "items").iterdir()), "staging emptied by the publish"
+    assert not list((storage.store.scratch / "crawl" / "items").iterdir()), "staging emptied by the publish"
 
 
 def test_two_crawls_meeting_one_item_take_turns(tmp_path):
@@ -92,7 +94,7 @@ def test_two_crawls_meeting_one_item_take_turns(tmp_path):
         entries = parse_manifest("\n".join(site.urls(server.base_url)))
 
         def crawl(batch: BatchInfo) -> None:
-            results[batch.batch] = YtDlpResource(**SETTINGS).crawl_batch(storage, batch, entries)
+            results[batch.batch] = crawl_batch(storage, CrawlConfig(**SETTINGS), batch, entries)
 
         threads = [threading.Thread(target=crawl, args=(b,)) for b in batches]
         for t in threads:
@@ -106,4 +108,4 @@ def test_two_crawls_meeting_one_item_take_turns(tmp_path):
     winner = a.batch if a.status == "ok" else b.batch
     assert outcomes == [("ok", None, None), ("skipped", "archived", winner)]
     assert [(r.status, r.sent) for r in served] == [(200, (site.root / CLIP).stat().st_size)]
-    assert a.item_dir == b.item_dir and len(list(storage.raw_source_dir("demo").iterdir())) == 1
+    assert a.item_dir == b.item_dir and len(list(storage.store.local_dir(storage.layout.raw_dir("demo")).iterdir())) == 1

@@ -8,7 +8,8 @@ import os
 import threading
 import time
 
-from mm_assets.crawl.staging import ITEMS, item_key, item_lock, stage_item, sweep_stale
+from mm_assets.crawl.staging import item_key, item_lock, stage_item, sweep_stale
+from mm_assets.storage.layout import ArtifactLayout
 
 HOUR = 3600.0
 
@@ -33,7 +34,7 @@ def test_an_item_is_staged_under_a_stable_key_keeping_only_partials(tmp_path):
     (folder / "sub").mkdir()
     with item_lock(tmp_path, "demo", "clip-1"):
         again = stage_item(tmp_path, "demo", "clip-1")
-    assert again == folder == tmp_path / ITEMS / item_key("demo", "clip-1")
+    assert again == folder == tmp_path / ArtifactLayout.CRAWL_STAGED_ITEMS / item_key("demo", "clip-1")
     assert sorted(p.name for p in folder.iterdir()) == ["item.f137.mp4.part-Frag3", "item.f137.mp4.ytdl",
                                                         "item.mp4.part"]
     assert item_key("demo", "clip-1") != item_key("other", "clip-1") and len(item_key("demo", "x")) == 16

@@ -6,8 +6,9 @@ import pyarrow.parquet as pq
 
 from checks.metadata import check_metadata_file
 from itemfactory import make_item, run
-from mm_assets.crawl.records import LEDGER_SCHEMA, write_ledger
+from mm_assets.crawl.ledger import LEDGER_SCHEMA, write_ledger
 from mm_assets.etl.catalog import build_catalog, run_query
+from resources.storage import StorageResource
 
 V2_ONLY = ("license_source", "upload_date_source")
 
@@ -32,8 +33,7 @@ def test_catalog_spans_schema_v1_and_v2_files(tmp_path, cfg, videos):
     passed, meta = check_metadata_file(old.paths["metadata"])
     assert not passed and meta["file_schema_version"] == "1" and "rematerialize" in meta["hint"]
 
-    db = tmp_path / "catalog.duckdb"
-    build_catalog(tmp_path, db)
+    db = build_catalog(StorageResource(root=str(tmp_path))).url
     _, rows = run_query(db, "SELECT batch, unique_id, metadata.license, metadata.license_source, "
                             "metadata.upload_date_source FROM media_metadata ORDER BY 1")
     assert rows == [("youtube-v1", "youtube_old", "CC-BY-4.0", None, None),  # a v1 row: no provenance
@@ -50,8 +50,7 @@ def test_views_have_one_batch_column_and_a_readable_quarantine(tmp_path, cfg, vi
     (tmp_path / "metadata" / "youtube-old").mkdir()
     pq.write_table(old, tmp_path / "metadata" / "youtube-old" / "quarantine.parquet")
 
-    db = tmp_path / "catalog.duckdb"
-    build_catalog(tmp_path, db)
+    db = build_catalog(StorageResource(root=str(tmp_path))).url
     cols, _ = run_query(db, "SELECT * FROM crawl_items")
     assert cols == LEDGER_SCHEMA.names and cols.count("batch") == 1  # the ledger's own batch column
     cols, rows = run_query(db, "SELECT * FROM quarantine ORDER BY batch")

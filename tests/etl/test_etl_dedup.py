@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 from checks.metadata import check_quarantine
 from itemfactory import make_item, run
 from mm_assets.etl.dedup import Candidate, PriorHash, dedup, load_prior_hashes
+from resources.storage import StorageResource
 
 
 def _table(res, name):
@@ -62,7 +63,7 @@ def test_a_copy_of_a_quarantined_original_is_a_duplicate_within_and_across_batch
                         "youtube_broken_copy": "duplicate", "youtube_other": "accepted"}
 
     b = [make_item(tmp_path, "third", 1, video=videos[0], batch="youtube-b")]
-    prior = load_prior_hashes(tmp_path, exclude_batch="youtube-b")
+    prior = load_prior_hashes(StorageResource(root=str(tmp_path)), exclude_batch="youtube-b")
     res_b = run(b, tmp_path, cfg, batch="youtube-b", registered_at="2026-11-02T00:00:00+00:00", prior=prior)
     assert (res_b.rows, res_b.quarantined, res_b.duplicates_across) == (0, 0, 1)
     (dup,) = _table(res_b, "duplicates")
@@ -83,7 +84,7 @@ def test_hashes_files_written_before_dedup_ran_over_everything_still_read(tmp_pa
             "winner_unique_id": None, "winner_batch": None, "registered_at": "2026-10-01T00:00:00+00:00"}
            for i, n in ((1, "x"), (2, "y"))]
     pq.write_table(pa.Table.from_pylist(old, schema=HASHES_SCHEMA), folder / "hashes.parquet")
-    assert load_prior_hashes(tmp_path, exclude_batch="youtube-new")["h"].unique_id == "youtube_x"
+    assert load_prior_hashes(StorageResource(root=str(tmp_path)), exclude_batch="youtube-new")["h"].unique_id == "youtube_x"
 
 
 def test_across_batches_the_earlier_registered_batch_wins(tmp_path, cfg, videos):
@@ -94,7 +95,7 @@ def test_across_batches_the_earlier_registered_batch_wins(tmp_path, cfg, videos)
 
     b = [make_item(tmp_path, "b1", 1, video=videos[0], batch="youtube-b"),
          make_item(tmp_path, "b2", 2, video=videos[2], batch="youtube-b")]
-    prior = load_prior_hashes(tmp_path, exclude_batch="youtube-b")
+    prior = load_prior_hashes(StorageResource(root=str(tmp_path)), exclude_batch="youtube-b")
     assert set(prior.values()) >= {PriorHash("youtube-a", "youtube_a1", ("2026-11-01T00:00:00+00:00", "youtube-a"))}
     res_b = run(b, tmp_path, cfg, batch="youtube-b", registered_at="2026-11-02T00:00:00+00:00", prior=prior)
     assert (res_b.rows, res_b.duplicates_within, res_b.duplicates_across) == (1, 0, 1)
@@ -103,7 +104,7 @@ def test_across_batches_the_earlier_registered_batch_wins(tmp_path, cfg, videos)
         "youtube_b1", "across_batches", "youtube_a1", "youtube-a")
 
     # Rematerializing batch a ignores its own old hashes and b's copy (b never accepted it): nothing changes.
-    prior_a = load_prior_hashes(tmp_path, exclude_batch="youtube-a")
+    prior_a = load_prior_hashes(StorageResource(root=str(tmp_path)), exclude_batch="youtube-a")
     again = run(a, tmp_path, cfg, batch="youtube-a", registered_at="2026-11-01T00:00:00+00:00", prior=prior_a)
     assert (again.rows, again.duplicates_across, again.superseded) == (2, 0, {})
 
@@ -114,11 +115,11 @@ def test_registration_order_not_materialization_order_decides(tmp_path, cfg, vid
     run(late, tmp_path, cfg, batch="youtube-late", registered_at="2026-11-05T00:00:00+00:00")
     early = [make_item(tmp_path, "e1", 1, video=videos[0], batch="youtube-early")]
     res = run(early, tmp_path, cfg, batch="youtube-early", registered_at="2026-11-01T00:00:00+00:00",
-              prior=load_prior_hashes(tmp_path, exclude_batch="youtube-early"))
+              prior=load_prior_hashes(StorageResource(root=str(tmp_path)), exclude_batch="youtube-early"))
     assert (res.rows, res.duplicates_across) == (1, 0)
     assert res.superseded == {"youtube-late": 1}  # tells the lead to rematerialize youtube-late
     res_late = run(late, tmp_path, cfg, batch="youtube-late", registered_at="2026-11-05T00:00:00+00:00",
-                   prior=load_prior_hashes(tmp_path, exclude_batch="youtube-late"))
+                   prior=load_prior_hashes(StorageResource(root=str(tmp_path)), exclude_batch="youtube-late"))
     assert (res_late.rows, res_late.duplicates_across) == (0, 1)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from checks.metadata import check_license_policy, check_metadata_file
 from itemfactory import SOURCE, make_item, run
-from mm_assets.config import parse_config
+from mm_assets.config.pipeline import parse_config
 from mm_assets.etl.precedence import PRECEDENCE
 
 LAST_MODIFIED_TS = 1780315200  # Mon, 01 Jun 2026 12:00:00 GMT: what yt-dlp's generic extractor makes of the header

@@ -8,7 +8,7 @@ import pytest
 
 from checks.metadata import check_license_policy, check_quarantine
 from itemfactory import SOURCE, good_batch, make_item, run
-from mm_assets.config import MetadataConfig, parse_config
+from mm_assets.config.pipeline import MetadataConfig, parse_config
 
 REQUIRE = "license missing: neither the page nor yt-dlp states a license and metadata.license_policy.youtube is require"
 

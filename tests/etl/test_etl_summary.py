@@ -1,9 +1,10 @@
 """The closing summary of `mm ingest`, read from the ledger and the metadata files a batch wrote."""
 
 from itemfactory import BATCH, SOURCE, make_item, run
-from mm_assets.config import parse_config
-from mm_assets.crawl.records import CrawlRecord, write_ledger
+from mm_assets.config.pipeline import parse_config
+from mm_assets.crawl.ledger import CrawlRecord, write_ledger
 from mm_assets.etl.summary import format_quarantine_warning, format_summary, read_ingest_summary
+from resources.storage import StorageResource
 
 
 def _batch(root, videos, policy):
@@ -16,8 +17,7 @@ def _batch(root, videos, policy):
                        reason="page_unavailable", message="HTTP Error 404")
     write_ledger(root / "crawl" / BATCH / "items.parquet", [r for r, _ in items] + [dead])
     run(items, root, cfg)
-    return read_ingest_summary(root / "crawl" / BATCH, root / "metadata" / BATCH, batch=BATCH, source=SOURCE,
-                               cfg=cfg)
+    return read_ingest_summary(StorageResource(root=str(root)), batch=BATCH, source=SOURCE, cfg=cfg)
 
 
 def test_summary_under_the_unknown_policy(tmp_path, videos):
@@ -46,6 +46,6 @@ def test_summary_and_warning_under_the_require_policy(tmp_path, videos):
 
 
 def test_summary_of_a_run_that_stopped_before_the_metadata(tmp_path, cfg):
-    write_ledger(tmp_path / "items.parquet", [])
-    s = read_ingest_summary(tmp_path, tmp_path / "none", batch=BATCH, source=SOURCE, cfg=cfg)
+    write_ledger(tmp_path / "crawl" / BATCH / "items.parquet", [])
+    s = read_ingest_summary(StorageResource(root=str(tmp_path)), batch=BATCH, source=SOURCE, cfg=cfg)
     assert not s.over_limit and format_summary(s)[-1].startswith("  metadata    not written")

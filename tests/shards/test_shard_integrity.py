@@ -15,13 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from checks.shards import shard_files_consistent
-from mm_assets.etl.metadata import METADATA_FILE
 from mm_assets.partitions import crawl_batches
-from mm_assets.paths import LockBusyError, exclusive, sha256_file
-from mm_assets.shards import VocabLayout, write_shard
-from mm_assets.shards.assets import SHARD_PREFIX, VOCAB_FILE, fresh_staging, shard_manifest, staging_root, token_shards
-from mm_assets.shards.indexed import bin_path, idx_path, index_problems
-from mm_assets.shards.manifest import MANIFEST_FILE, ShardManifest, shard_problems
+from mm_assets.shards.assets import shard_manifest, token_shards
+from mm_assets.shards.indexed import bin_path, idx_path, index_problems, write_shard
+from mm_assets.shards.manifest import ShardManifest, shard_problems
+from mm_assets.shards.vocab import VocabLayout
+from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.storage.paths import LockBusyError, sha256_file
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
 
@@ -32,15 +32,16 @@ HEADER = 34  # bytes before the lengths (indexed.py)
 
 def publish(folder: Path, documents) -> Path:
     """A shard as token_shards leaves it: data, vocab.json, then manifest.json."""
-    files = write_shard(folder / SHARD_PREFIX, documents, eod_id=LAYOUT.eod_id)
-    LAYOUT.write(folder / VOCAB_FILE)
-    shard_manifest(folder, files, names=(VOCAB_FILE,)).write(folder)
-    return folder / SHARD_PREFIX
+    files = write_shard(folder / ArtifactLayout.SHARD_PREFIX, documents, eod_id=LAYOUT.eod_id)
+    LAYOUT.write(folder / ArtifactLayout.SHARD_VOCAB)
+    shard_manifest(folder, files, names=(ArtifactLayout.SHARD_VOCAB,)).write(folder)
+    return folder / ArtifactLayout.SHARD_PREFIX
 
 
 def write_metadata_rows(root: Path, batch: str, rows: int) -> None:
     """The batch's media_metadata.parquet with `rows` rows (only unique_id: the check counts rows)."""
-    path = StorageResource(root=str(root)).metadata_dir(batch) / METADATA_FILE
+    storage = StorageResource(root=str(root))
+    path = storage.store.local_path(storage.layout.metadata_file(batch))
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({"unique_id": [f"demo_{i}" for i in range(rows)]}, schema=pa.schema([("unique_id", pa.string())])), path)
 
@@ -62,7 +63,7 @@ def test_a_published_shard_is_consistent_and_matches_its_manifest(tmp_path):
     prefix = publish(tmp_path / "s", docs())
     assert index_problems(prefix) == [] and shard_problems(prefix) == []
     manifest = ShardManifest.read(prefix.parent)
-    assert (manifest.documents, set(manifest.files)) == (5, {"tokens.bin", "tokens.idx", VOCAB_FILE})
+    assert (manifest.documents, set(manifest.files)) == (5, {"tokens.bin", "tokens.idx", ArtifactLayout.SHARD_VOCAB})
     assert manifest.files["tokens.bin"].sha256 == sha256_file(bin_path(prefix))
     assert manifest.files["tokens.idx"].bytes == idx_path(prefix).stat().st_size
 
@@ -98,7 +99,7 @@ def test_an_empty_shard_and_a_bad_document_index_are_refused(tmp_path):
 
 def test_a_shard_without_its_manifest_is_incomplete(tmp_path):
     prefix = publish(tmp_path / "s", docs())
-    (prefix.parent / MANIFEST_FILE).unlink()
+    (prefix.parent / ArtifactLayout.SHARD_MANIFEST).unlink()
     assert any("manifest.json is missing" in p for p in shard_problems(prefix))
     assert shard_problems(prefix, manifest_required=False) == []
 
@@ -147,13 +148,11 @@ def test_an_empty_batch_may_have_an_empty_shard_that_no_consumer_accepts(tmp_pat
 
 _KILLED_WRITER = textwrap.dedent("""
     import os, signal, sys
-    from mm_assets.paths import exclusive
-    from mm_assets.shards.assets import fresh_staging, staging_root
     from resources.storage import StorageResource
 
     storage = StorageResource(root=sys.argv[1])
-    with exclusive(staging_root(storage) / "b1.lock", what="shard b1"):
-        staging = fresh_staging(storage, "b1")
+    with storage.store.publish(storage.layout.shard_dir("b1"), what="shard b1") as staging:
+        staging.mkdir()
         (staging / "tokens.bin").write_bytes(b"half a shard")
         print("writing", flush=True)
         if sys.argv[2] == "kill":
@@ -171,19 +170,21 @@ def _writer(root: Path, mode: str) -> subprocess.Popen:
 
 def test_a_killed_write_leaves_one_stable_folder_that_the_next_run_removes(tmp_path):
     storage = StorageResource(root=str(tmp_path / "data"))
-    shards = storage.path("shards")
-    shards.mkdir()
+    shards = storage.store.local_dir("shards")
+    staging_root = storage.store.scratch / "shards"
+    shards.mkdir(parents=True)
     legacy = [shards / ".staging-b1-4242", shards / ".b1.old-4242"]  # what the PID-named layout left
-    others = [shards / ".staging-b1-4242-7", staging_root(storage) / "b1-4242"]  # batch b1-4242's, not b1's
+    others = [shards / ".staging-b1-4242-7", staging_root / "b1-4242"]  # batch b1-4242's, not b1's
     for folder in legacy + others:
         folder.mkdir(parents=True)
     proc = _writer(tmp_path / "data", "kill")
     assert proc.wait(timeout=30) == -signal.SIGKILL
-    assert (staging_root(storage) / "b1" / "tokens.bin").read_bytes() == b"half a shard"
-    with exclusive(staging_root(storage) / "b1.lock", what="shard b1"):  # the dead writer's lock is free
-        staging = fresh_staging(storage, "b1")
-    assert list(staging.iterdir()) == [] and not any(p.exists() for p in legacy)
+    assert (staging_root / "b1" / "tokens.bin").read_bytes() == b"half a shard"
+    with storage.store.publish(storage.layout.shard_dir("b1"), what="shard b1") as staging:  # the lock is free
+        assert not staging.exists() and not any(p.exists() for p in legacy)
+        staging.mkdir()
     assert all(p.is_dir() for p in others)
+    assert storage.store.exists(storage.layout.shard_dir("b1")) and not (staging_root / "b1").exists()
 
 
 def test_a_second_writer_of_the_same_shard_is_refused_while_the_first_lives(tmp_path):
@@ -191,7 +192,7 @@ def test_a_second_writer_of_the_same_shard_is_refused_while_the_first_lives(tmp_
     try:
         storage = StorageResource(root=str(tmp_path / "data"))
         with pytest.raises(LockBusyError, match="shard b1 is being written by another process"):
-            with exclusive(staging_root(storage) / "b1.lock", what="shard b1"):
+            with storage.store.publish(storage.layout.shard_dir("b1"), what="shard b1"):
                 pass
     finally:
         proc.communicate("", timeout=30)

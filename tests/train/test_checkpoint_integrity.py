@@ -11,8 +11,8 @@ import pytest
 from mm_assets.definitions import build_definitions
 from mm_assets.etl.catalog import run_query
 from mm_assets.partitions import experiments
-from mm_assets.paths import sha256_file
-from mm_assets.train.verified_checkpoints import HASHES_FILE, CheckpointHashes
+from mm_assets.storage.paths import sha256_file
+from mm_assets.train.verified_checkpoints import CheckpointHashes
 from trainproject import write_experiment, write_project
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,7 @@ def trained(tmp_path_factory, slurm_cluster) -> Path:
         result = build_definitions(config).resolve_job_def("train_experiment").execute_in_process(
             partition_key=EXPERIMENT, instance=instance)
         assert result.success
-    assert sorted(CheckpointHashes.load(run_dir(root)).entries) == [20, 40]
+    assert sorted(CheckpointHashes.load(run_dir(root) / HASHES).entries) == [20, 40]
     return root
 
 
@@ -42,8 +42,11 @@ def project(trained, tmp_path) -> Path:
     return tmp_path / "project" / "configs" / "pipeline.yaml"
 
 
+HASHES = "checkpoint_hashes.json"  # beside run.json in the run folder (ArtifactLayout.checkpoint_hashes)
+
+
 def run_dir(root: Path) -> Path:
-    return root / "data" / "train" / EXPERIMENT
+    return root / "data" / "runs" / EXPERIMENT
 
 
 def checkpoints(project: Path) -> Path:
@@ -118,7 +121,7 @@ def test_a_mismatch_falls_back_to_the_previous_verified_checkpoint_where_configu
     assert "falling back from iteration 40 to iteration 20, the newest checkpoint whose files match" in warnings
     (rejected,) = (checkpoints(project) / "rejected").iterdir()
     assert rejected.name.startswith("iter_0000040.hash-mismatch.")
-    assert sorted(CheckpointHashes.load(run_dir(project.parents[1])).entries) == [20, 40, 60]  # 40 trained again
+    assert sorted(CheckpointHashes.load(run_dir(project.parents[1]) / HASHES).entries) == [20, 40, 60]  # 40 trained again
     assert tracker(project) == 60
 
 
@@ -132,7 +135,7 @@ def nan_weights(project: Path, iteration: int) -> None:
     (name,) = [k for k in state["model"] if k.endswith("word_embeddings.weight")]
     state["model"][name].fill_(float("nan"))
     torch.save(state, folder / WEIGHTS)
-    hashes = CheckpointHashes.load(run_dir(project.parents[1]))
+    hashes = CheckpointHashes.load(run_dir(project.parents[1]) / HASHES)
     hashes.record(iteration, folder, loss=None)
     hashes.save()
 
@@ -146,7 +149,7 @@ def test_a_nan_run_publishes_no_checkpoint_and_is_recorded_as_failed(project):
         assert "logged a non-finite loss at iteration 60, its last" in message
         assert "the latest checkpoint is iteration 40" in message
         assert tracker(project) == 40 and not (checkpoints(project) / "iter_0000060").exists()
-        assert sorted(CheckpointHashes.load(run_dir(project.parents[1])).entries) == [20, 40]
+        assert sorted(CheckpointHashes.load(run_dir(project.parents[1]) / HASHES).entries) == [20, 40]
         logs = [p.read_text() for p in (run_dir(project.parents[1]) / "logs").iterdir() if p.suffix == ".out"]
         (log,) = [text for text in logs if "iteration       60/" in text]
         assert "number of nan iterations:   5" in log
@@ -175,4 +178,4 @@ def test_records_list_a_result_only_while_its_blocking_checks_pass(project):
         row = records(project, instance)
     assert (row["status"], row["failed_at"]) == ("failed", "check checkpoint_complete")
     assert row["final_loss"] is None and "loss" not in row["result_summary"]
-    assert (run_dir(project.parents[1]) / HASHES_FILE).is_file()
+    assert (run_dir(project.parents[1]) / HASHES).is_file()

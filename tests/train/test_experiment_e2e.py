@@ -59,7 +59,7 @@ def test_experiment_trains_on_slurm_resumes_and_is_recorded(project, slurm_clust
         log = _metadata(first, "training_log")
         assert log["last_loss"] < log["first_loss"] - 0.5  # the loss falls
 
-        run_dir = project.parents[1] / "data" / "train" / EXPERIMENT
+        run_dir = project.parents[1] / "data" / "runs" / EXPERIMENT
         records = [json.loads(line) for line in (run_dir / "training_log.jsonl").read_text().splitlines()]
         assert list(records[0]) == ["timestamp", "iteration", "loss", "grad_norm", "lr", "consumed_tokens",
                                     "throughput_tps", "gpu_mem_used_gb", "loss_scale"]

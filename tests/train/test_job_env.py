@@ -7,7 +7,8 @@ import json
 import dagster as dg
 import pytest
 
-from mm_assets.config import ConfigError, parse_config
+from mm_assets.config.base import ConfigError
+from mm_assets.config.pipeline import parse_config
 from mm_assets.definitions import build_definitions
 from mm_assets.partitions import experiments
 from trainproject import write_experiment, write_project

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from mm_assets.paths import sha256_file
-from mm_assets.train.megatron_log import LM_LOSS, format_training_line, parse_log
+from mm_assets.storage.paths import sha256_file
+from mm_assets.train.megatron_log.events import LM_LOSS
+from mm_assets.train.megatron_log.format import format_training_line
+from mm_assets.train.megatron_log.stream import parse_log
 from mm_assets.train.verified_checkpoints import (
     CheckpointHashes,
     CheckpointMismatchError,
@@ -42,7 +44,7 @@ def records(*lines: str):
 
 
 def test_a_checkpoint_whose_loss_was_nan_is_moved_aside_and_the_tracker_goes_back(tmp_path):
-    ckpt, hashes = tmp_path / "checkpoints", CheckpointHashes.load(tmp_path)
+    ckpt, hashes = tmp_path / "checkpoints", CheckpointHashes.load(tmp_path / "checkpoint_hashes.json")
     save(ckpt, 20, b"good weights")
     save(ckpt, 40, b"nan weights")
     nan = float("nan")
@@ -53,7 +55,7 @@ def test_a_checkpoint_whose_loss_was_nan_is_moved_aside_and_the_tracker_goes_bac
     assert iteration == 40 and "non-finite loss (nan at iteration 40, 10 NaN iterations)" in why
     assert moved.parent == ckpt / "rejected" and (moved / WEIGHTS).read_bytes() == b"nan weights"
     assert (ckpt / "latest_checkpointed_iteration.txt").read_text() == "20"  # what Megatron resumes from
-    assert sorted(CheckpointHashes.load(tmp_path).entries) == [20]
+    assert sorted(CheckpointHashes.load(tmp_path / "checkpoint_hashes.json").entries) == [20]
     assert "iteration 40 logged a non-finite loss" in settled.describe()
 
 
@@ -62,7 +64,7 @@ def test_a_first_checkpoint_with_a_nan_loss_leaves_no_tracker(tmp_path):
     save(ckpt, 20, b"nan weights")
     bf16_nan = megatron_line(20, float("nan"))  # nothing skipped, the NaN average left out
     assert "lm loss" not in bf16_nan and "number of nan iterations:   0" in bf16_nan
-    settled = settle_after_job(ckpt, CheckpointHashes.load(tmp_path), records(bf16_nan), since=None)
+    settled = settle_after_job(ckpt, CheckpointHashes.load(tmp_path / "checkpoint_hashes.json"), records(bf16_nan), since=None)
     assert settled.latest is None and not (ckpt / "latest_checkpointed_iteration.txt").exists()
 
 
@@ -70,12 +72,12 @@ def test_an_interval_skipped_for_overflow_is_not_a_nan(tmp_path):
     ckpt = tmp_path / "checkpoints"
     save(ckpt, 20, b"fp16 weights")
     overflow = megatron_line(20, 0.0, skipped=10)  # loss scaling skipped every step: no loss, no NaN
-    settled = settle_after_job(ckpt, CheckpointHashes.load(tmp_path), records(overflow), since=None)
+    settled = settle_after_job(ckpt, CheckpointHashes.load(tmp_path / "checkpoint_hashes.json"), records(overflow), since=None)
     assert settled.recorded == [20] and settled.latest == 20
 
 
 def test_resume_refuses_changed_bytes_and_unrecorded_checkpoints(tmp_path):
-    ckpt, hashes = tmp_path / "checkpoints", CheckpointHashes.load(tmp_path)
+    ckpt, hashes = tmp_path / "checkpoints", CheckpointHashes.load(tmp_path / "checkpoint_hashes.json")
     save(ckpt, 20, b"weights 20")
     folder = save(ckpt, 40, b"weights 40")
     settle_after_job(ckpt, hashes, records(megatron_line(20, 2.5), megatron_line(40, 2.0)), since=None)
@@ -93,7 +95,7 @@ def test_resume_refuses_changed_bytes_and_unrecorded_checkpoints(tmp_path):
 
 
 def test_fallback_takes_the_newest_matching_checkpoint_and_moves_the_newer_ones_aside(tmp_path):
-    ckpt, hashes = tmp_path / "checkpoints", CheckpointHashes.load(tmp_path)
+    ckpt, hashes = tmp_path / "checkpoints", CheckpointHashes.load(tmp_path / "checkpoint_hashes.json")
     for iteration in (20, 40, 60):
         save(ckpt, iteration, f"weights {iteration}".encode())
     settle_after_job(ckpt, hashes, records(*(megatron_line(i, 2.0) for i in (20, 40, 60))), since=None)
@@ -103,12 +105,12 @@ def test_fallback_takes_the_newest_matching_checkpoint_and_moves_the_newer_ones_
     assert (resume.iteration, resume.fell_back_from) == (20, 60)
     assert (ckpt / "latest_checkpointed_iteration.txt").read_text() == "20"
     assert sorted(p.name.split(".")[0] for p in (ckpt / "rejected").iterdir()) == ["iter_0000040", "iter_0000060"]
-    assert sorted(CheckpointHashes.load(tmp_path).entries) == [20]
+    assert sorted(CheckpointHashes.load(tmp_path / "checkpoint_hashes.json").entries) == [20]
     assert any("falling back from iteration 60 to iteration 20" in n for n in resume.notes)
 
 
 def test_a_folder_newer_than_the_tracker_is_moved_aside_before_the_launch(tmp_path):
-    ckpt, hashes = tmp_path / "checkpoints", CheckpointHashes.load(tmp_path)
+    ckpt, hashes = tmp_path / "checkpoints", CheckpointHashes.load(tmp_path / "checkpoint_hashes.json")
     save(ckpt, 20, b"weights 20")
     settle_after_job(ckpt, hashes, records(megatron_line(20, 2.0)), since=None)
     (ckpt / "iter_0000030" / WEIGHTS).parent.mkdir(parents=True)  # a save killed before the tracker moved

@@ -8,13 +8,22 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from mm_assets.config import DEFAULT_CONFIG
-from mm_assets.shards import VocabLayout, write_shard
-from mm_assets.shards.assets import SHARD_PREFIX, VOCAB_FILE, shard_manifest
-from mm_assets.train.config import deep_merge
+from mm_assets.config.base import DEFAULT_CONFIG, read_yaml
+from mm_assets.config.pipeline import PipelineConfig, parse_config
+from mm_assets.shards.assets import shard_manifest
+from mm_assets.shards.indexed import write_shard
+from mm_assets.shards.vocab import VocabLayout
+from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.train.launch.experiment import ExperimentConfig, deep_merge
+from mm_assets.train.launch.run_folders import RunFolders
+from mm_assets.train.launch.sbatch import LaunchFiles, render_launch
+from resources.storage import StorageResource
 
-
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).resolve().parent / "golden"
+EXPERIMENTS = REPO / "configs" / "experiments"
 PATTERN_BATCH = "ci-pattern"
+CLUSTER = StorageResource(root="/lustre/mm-pretrain")  # the golden files' storage root: runs/<id>/ under it
 TINY_EXPERIMENT = """
 notes: CI run on the CPU trainer.
 model: {num_layers: 2, hidden_size: 64, num_attention_heads: 4, ffn_hidden_size: 176, seq_length: 64,
@@ -34,7 +43,7 @@ schedule:
 precision: {bf16: false, attention_backend: auto, recompute: {granularity: none, method: null, num_layers: null}}
 data: {blend: [{shard_batch: ci-pattern, weight: 1.0}], split: "98,1,1"}
 cluster: {nodes: 1, gpus_per_node: 0, gpu_type: null, cpus_per_task: 1, exclusive: false, time_limit: "00:10:00",
-          entrypoint: [python, -m, mm_assets.train.cpu_pretrain], use_torchrun: false, env: {OMP_NUM_THREADS: "1"}}
+          entrypoint: [python, -m, mm_assets.train.cpu], use_torchrun: false, env: {OMP_NUM_THREADS: "1"}}
 """
 
 
@@ -43,10 +52,10 @@ def publish_pattern_shard(folder: Path) -> Path:
     layout = VocabLayout.build(48, [])
     pattern = np.arange(2, 34, dtype=np.int32)
     docs = [np.concatenate([np.roll(pattern, i % 7), [layout.eod_id]]).astype(np.int32) for i in range(200)]
-    files = write_shard(folder / SHARD_PREFIX, docs, eod_id=layout.eod_id)
-    layout.write(folder / VOCAB_FILE)
-    shard_manifest(folder, files, names=(VOCAB_FILE,)).write(folder)
-    return folder / SHARD_PREFIX
+    files = write_shard(folder / ArtifactLayout.SHARD_PREFIX, docs, eod_id=layout.eod_id)
+    layout.write(folder / ArtifactLayout.SHARD_VOCAB)
+    shard_manifest(folder, files, names=(ArtifactLayout.SHARD_VOCAB,)).write(folder)
+    return folder / ArtifactLayout.SHARD_PREFIX
 
 
 def write_project(root: Path, *, compute: dict | None = None) -> Path:
@@ -68,3 +77,14 @@ def write_experiment(config: Path, experiment: str, text: str = TINY_EXPERIMENT,
     """root/experiments/<experiment>.yaml: `text` (YAML) deep-merged with `overrides` (section → mapping)."""
     data = deep_merge(yaml.safe_load(text), overrides)
     (config.parents[1] / "experiments" / f"{experiment}.yaml").write_text(yaml.safe_dump(data))
+
+
+def render(exp: ExperimentConfig, storage: StorageResource = CLUSTER, **kwargs) -> LaunchFiles:
+    """render_launch with the run folder `storage` gives the experiment (by default, the golden files')."""
+    return render_launch(exp, RunFolders.of(exp, storage), **kwargs)
+
+
+def golden_pipeline(experiments_dir: Path = EXPERIMENTS, base_dir: Path = REPO) -> PipelineConfig:
+    """A pipeline config whose training base is tests/train/golden/base_training.yaml (the reference's 10B run)."""
+    data = {**read_yaml(GOLDEN / "base_training.yaml"), "experiments_dir": str(experiments_dir)}
+    return parse_config(data, source=str(GOLDEN / "base_training.yaml"), base_dir=base_dir)

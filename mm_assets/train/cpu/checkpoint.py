@@ -18,14 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from mm_assets.paths import LockBusyError, atomic_write_text, exclusive, fsync_path, publish_dir, sha256_file
+from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.storage.paths import LockBusyError, atomic_write_text, exclusive, fsync_path, publish_dir, sha256_file
 from mm_assets.train.cpu import TrainerError
 
-TRACKER_FILE = "latest_checkpointed_iteration.txt"  # Megatron's tracker: the latest complete iteration
-CHECKPOINT_FILE = Path("mp_rank_00") / "model_optim_rng.pt"  # legacy "torch" format, TP = PP = 1
 CHECKPOINT_VERSION = 3.0
-STAGING_SUFFIX = ".staging"
-WRITER_LOCK = ".trainer.lock"
 # What killed saves leave: our staging folders, publish_dir's replaced folders (.<name>.old-<pid>), and the
 # random-named staging folders of earlier versions (.<name>.<random>).
 STALE = re.compile(r"^\.iter_\d{7}\..+$")
@@ -38,12 +35,12 @@ MODEL_SHAPE_ARGS = (
 
 
 def checkpoint_dir(root: str | Path, iteration: int) -> Path:
-    return Path(root) / f"iter_{iteration:07d}"
+    return Path(root) / ArtifactLayout.checkpoint_iteration(iteration)
 
 
 def read_tracker(root: str | Path) -> int | None:
     """The iteration in `latest_checkpointed_iteration.txt`, or None when there is no checkpoint yet."""
-    path = Path(root) / TRACKER_FILE
+    path = Path(root) / ArtifactLayout.CHECKPOINT_TRACKER
     if not path.is_file():
         return None
     text = path.read_text().strip()
@@ -55,7 +52,7 @@ def read_tracker(root: str | Path) -> int | None:
 @contextmanager
 def writer_lock(root: str | Path) -> Iterator[None]:
     """Hold `<root>/.trainer.lock` while training: two trainers saving into one folder would mix checkpoints."""
-    lock = Path(root) / WRITER_LOCK
+    lock = Path(root) / ArtifactLayout.CHECKPOINT_WRITER_LOCK
     try:
         with exclusive(lock, what=f"checkpoint folder {root}", unlink=True):
             yield
@@ -80,11 +77,11 @@ def save_checkpoint(root: str | Path, iteration: int, state: dict[str, Any]) -> 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = checkpoint_dir(root, iteration)
-    staged = root / f".{final.name}{STAGING_SUFFIX}"
+    staged = root / f".{final.name}{ArtifactLayout.CHECKPOINT_STAGING_SUFFIX}"
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir()
     try:
-        target = staged / CHECKPOINT_FILE
+        target = staged / ArtifactLayout.CHECKPOINT_MODEL
         target.parent.mkdir(parents=True)
         with open(target, "wb") as f:
             torch.save(state, f)
@@ -95,16 +92,16 @@ def save_checkpoint(root: str | Path, iteration: int, state: dict[str, Any]) -> 
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
-    atomic_write_text(root / TRACKER_FILE, str(iteration))
+    atomic_write_text(root / ArtifactLayout.CHECKPOINT_TRACKER, str(iteration))
     return final
 
 
 def load_checkpoint(root: str | Path, iteration: int) -> dict[str, Any]:
     import torch
 
-    path = checkpoint_dir(root, iteration) / CHECKPOINT_FILE
+    path = checkpoint_dir(root, iteration) / ArtifactLayout.CHECKPOINT_MODEL
     if not path.is_file():
-        raise TrainerError(f"{Path(root) / TRACKER_FILE} names iteration {iteration} but {path} does not exist")
+        raise TrainerError(f"{Path(root) / ArtifactLayout.CHECKPOINT_TRACKER} names iteration {iteration} but {path} does not exist")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
