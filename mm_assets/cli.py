@@ -51,8 +51,8 @@ def cmd_add_batch(args: argparse.Namespace) -> int:
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
-def _run_then_refresh(config: Path, job: str, partition_key: str, refresh: str, instance) -> bool:
-    """Materialize `job` for one partition, then the unpartitioned `refresh` job; True when both succeed.
+def _run_then_refresh(config: Path, job: str, partition_key: str, refresh: str | None, instance) -> bool:
+    """Materialize `job` for one partition, then the unpartitioned `refresh` job (if any); True when both succeed.
 
     Each run is tagged with this process (so a later `mm` can fail it if the process dies) and logs to the
     console without interrupt tracebacks; an interrupt between the two runs stops before the second."""
@@ -70,7 +70,7 @@ def _run_then_refresh(config: Path, job: str, partition_key: str, refresh: str, 
 
     ok = execute(job, partition_key=partition_key)
     raise_if_interrupted()
-    return ok and execute(refresh)
+    return ok and (refresh is None or execute(refresh))
 
 
 def run_ingest(config: Path, batch: str, instance=None) -> bool:
@@ -177,6 +177,52 @@ def cmd_train_render(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- releases (issue 12) ---------------------------------------------------------------------------------
+
+
+def run_release(config: Path, version: str, instance=None) -> bool:
+    """Register `version` (configs/releases/<version>.yaml, validated first) and build its bundle + checklist."""
+    from mm_assets.partitions import releases
+    from mm_assets.release.config import load_release
+
+    load_release(load_config(config), version)
+    instance = instance or _instance()
+    if not instance.has_dynamic_partition(releases.name, version):
+        instance.add_dynamic_partitions(releases.name, [version])
+    return _run_then_refresh(config, "build_release", version, None, instance)
+
+
+def print_release_checklist(config: Path, version: str, instance=None) -> bool:
+    """The reference's checklist as the release's checks left it; True when every box a check owns is ticked."""
+    from mm_assets.release.config import load_release
+    from mm_assets.release.report import checklist_markdown
+
+    release = load_release(load_config(config), version)
+    text, complete = checklist_markdown(instance or _instance(), version, release.model_name)
+    print(text, end="")
+    return complete
+
+
+def cmd_release_build(args: argparse.Namespace) -> int:
+    instance = _instance()
+    ok = run_release(args.config, args.version, instance)
+    print()
+    complete = print_release_checklist(args.config, args.version, instance)
+    return 0 if ok and complete else 1
+
+
+def cmd_release_checklist(args: argparse.Namespace) -> int:
+    return 0 if print_release_checklist(args.config, args.version) else 1
+
+
+def cmd_release_verify(args: argparse.Namespace) -> int:
+    from mm_assets.release.verify import open_bundle, verify_bundle
+
+    result = verify_bundle(open_bundle(args.bundle))
+    print(result.summary())
+    return 0 if result.ok else 1
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     """Read-only SQL on the catalog; needs only the layout and the store, so it starts without Dagster."""
     from mm_assets.etl.catalog import format_rows, run_query
@@ -237,6 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stand-in vocabulary size when no shards exist yet (<eod>, <pad> = its last two ids)")
     render.set_defaults(func=cmd_train_render)
 
+    release = sub.add_parser("release", help="release bundles (reference §B.7)").add_subparsers(
+        dest="release_command", required=True)
+    build = release.add_parser("build", help="build configs/releases/VERSION.yaml's bundle and run its checklist")
+    build.add_argument("version", help="release version, e.g. tiny-cpu-0.1")
+    build.set_defaults(func=cmd_release_build)
+    checklist = release.add_parser("checklist", help="print the release checklist as its checks left it")
+    checklist.add_argument("version")
+    checklist.set_defaults(func=cmd_release_checklist)
+    verify = release.add_parser("verify", help="recompute every hash of a bundle against its manifest.json")
+    verify.add_argument("bundle", help="a bundle folder (<storage.root>/releases/VERSION) or an s3:// URL")
+    verify.set_defaults(func=cmd_release_verify)
+
     demo = sub.add_parser("demo", help="generate synthetic media, serve it on 127.0.0.1 and run the graph")
     demo.add_argument("--port", type=int, default=8765, help="loopback port (falls back to a free one)")
     demo.set_defaults(func=cmd_demo)
@@ -264,13 +322,14 @@ def main(argv: list[str] | None = None) -> int:
     from mm_assets.crawl.batch import BatchError
     from mm_assets.etl.catalog import CatalogError
     from mm_assets.interrupts import Interrupted, raise_if_interrupted, watch_interrupts
+    from mm_assets.release.manifest import ManifestError
 
     try:
         with watch_interrupts():
             code = args.func(args)
             raise_if_interrupted()  # a signal Dagster handled ended its run as failed; say why, once
             return code
-    except (ConfigError, BatchError, CatalogError) as err:
+    except (ConfigError, BatchError, CatalogError, ManifestError) as err:
         print(f"mm: {err}", file=sys.stderr)
         return 2
     except Interrupted as stop:

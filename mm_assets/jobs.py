@@ -27,3 +27,10 @@ records_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("experiment_records", "metadata_catalog"),
     description="Rebuild the experiment table and the catalog that queries it.",
 )
+
+# One release version: the bundle and its checklist (blocking checks).
+release_job = dg.define_asset_job(
+    "build_release",
+    selection=dg.AssetSelection.groups("release"),
+    description="Build one release bundle (configs/releases/<version>.yaml) and check it against the release checklist.",
+)

@@ -25,7 +25,13 @@ local path or a URL; nothing else in the project spells a file or folder name.
     records/experiment_records.parquet, .md          the experiment table
     eval/<experiment>/report.json                    evaluation (issue 11): metrics and canary accuracy
     eval_sets/<name>/, canary/<name>/                evaluation and canary sets
-    releases/<version>/manifest.json                 release bundles (issue 12)
+    releases/<version>/                              a release bundle (release_bundle), published whole:
+                       checkpoint/iter_NNNNNNN/, latest_checkpointed_iteration.txt   the released checkpoint
+                       launch/, configs/         the rendered launch; the pipeline, experiment and release configs
+                       vocab.json, tokenizers/   the vocabulary layout; each tokenizer's identity (and weights)
+                       eval/                     the experiment's eval report
+                       model_card.md, data_card.md, LICENSE, inference.py
+                       manifest.json             sha256 + size of every file and the lineage (written last)
     demo_site/                                       `mm demo`'s synthetic site
 
 Names inside folders that are not keys (a shard folder beside any Megatron prefix, a Megatron checkpoint
@@ -256,7 +262,37 @@ class ArtifactLayout:
         return _key("releases", version)
 
     def release_manifest(self, version: str) -> str:
-        return f"{self.release_dir(version)}/manifest.json"
+        return f"{self.release_dir(version)}/{self.BUNDLE_MANIFEST}"
+
+    # Paths inside a release bundle (relative to its folder); the manifest records them under `contents`, so a
+    # reader of the bundle (its inference script, `mm release verify`) needs only the manifest's name.
+    BUNDLE_MANIFEST = "manifest.json"
+    BUNDLE_CHECKPOINT = "checkpoint"  # a Megatron --load folder holding the one released iteration
+    BUNDLE_LAUNCH = "launch"
+    BUNDLE_CONFIGS = "configs"
+    BUNDLE_VOCAB = "vocab.json"
+    BUNDLE_TOKENIZERS = "tokenizers"
+    BUNDLE_EVAL = "eval"
+    BUNDLE_MODEL_CARD = "model_card.md"
+    BUNDLE_DATA_CARD = "data_card.md"
+    BUNDLE_LICENSE = "LICENSE"
+    BUNDLE_INFERENCE = "inference.py"
+
+    @staticmethod
+    def bundle_configs(experiment: str, version: str) -> dict[str, str]:
+        """The configs that made a release, by kind, as the project keeps them."""
+        return {"pipeline": f"{ArtifactLayout.BUNDLE_CONFIGS}/pipeline.yaml",
+                "experiment": f"{ArtifactLayout.BUNDLE_CONFIGS}/experiments/{_part(experiment)}.yaml",
+                "release": f"{ArtifactLayout.BUNDLE_CONFIGS}/releases/{_part(version)}.yaml"}
+
+    @staticmethod
+    def bundle_tokenizer(modality: str) -> str:
+        """A tokenizer's identity in a bundle; its weights go to tokenizers/<modality>/<file name>."""
+        return f"{ArtifactLayout.BUNDLE_TOKENIZERS}/{_part(modality)}.json"
+
+    @staticmethod
+    def bundle_tokenizer_weights(modality: str, name: str) -> str:
+        return ArtifactLayout.inside(f"{ArtifactLayout.BUNDLE_TOKENIZERS}/{_part(modality)}", _part(name))
 
     # -- the demo ---------------------------------------------------------------------------------------------
     def demo_site(self) -> str:

@@ -1,0 +1,125 @@
+"""What a release was trained on, read from the metadata catalog: the items behind the documents of every shard
+its blend reads (each shard's documents.parquet names them), and their sources, modalities, hours, languages,
+licenses, crawl dates, plus the duplicates and quarantined items of those batches.
+
+The data card (cards.py) and the license check (checklist.py) both read these facts, so they cannot disagree.
+A blend entry made outside Dagster (a plain Megatron prefix) has no documents.parquet: its items are counted as
+unknown, with an unknown license.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mm_assets.config.pipeline import PipelineConfig
+from mm_assets.etl.catalog import CatalogError
+from mm_assets.etl.read_only import connect_read_only
+from mm_assets.release.config import license_id
+from mm_assets.storage.store import Storage
+
+UNKNOWN = "unknown"
+
+# The training items: every document of the blend's shards, joined to its metadata row (NULL when it has none).
+_ITEMS = """
+WITH docs AS (SELECT DISTINCT unique_id FROM read_parquet($documents))
+SELECT d.unique_id, m.source, m.batch, m.modalities, m.metadata.license AS license,
+       m.metadata.license_source AS license_source, m.metadata.language AS language,
+       m.metadata.duration_seconds AS seconds, m.metadata.upload_date AS upload_date,
+       m.data_card_info.pii_detection_method AS pii_method,
+       list_min([p.timestamp FOR p IN m.processing_log IF p.stage = 'crawl']) AS crawled_at
+FROM docs d LEFT JOIN media_metadata m USING (unique_id)
+ORDER BY d.unique_id
+"""
+_QUARANTINE = """
+SELECT batch, count(*) AS items, list(reason) AS reasons FROM quarantine
+WHERE list_contains($batches, batch) GROUP BY batch ORDER BY batch
+"""
+_DUPLICATES = """
+SELECT batch, count(*) AS items FROM duplicates WHERE list_contains($batches, batch) GROUP BY batch ORDER BY batch
+"""
+
+
+@dataclass(frozen=True)
+class LicenseCount:
+    source: str
+    license: str  # the SPDX id (license_id), or "unknown"
+    stated_as: str | None  # the license as the items state it
+    license_source: str  # where it was read (page_json_ld, config_default, none, …)
+    items: int
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    batches: tuple[str, ...]
+    items: list[dict[str, Any]]  # one per training document: unique_id, source, modalities, license, …
+    outside_dagster: tuple[str, ...] = ()  # blend prefixes with no crawl batch: their items are unknown
+    quarantined: dict[str, tuple[int, dict[str, int]]] = field(default_factory=dict)  # batch -> (items, reasons)
+    duplicates: dict[str, int] = field(default_factory=dict)
+
+    def licenses(self) -> list[LicenseCount]:
+        """Items per (source, license, where it was stated), the unknown ones included."""
+        counts: dict[tuple[str, str, str | None, str], int] = {}
+        for item in self.items:
+            source = item["source"] or f"{item['unique_id'].split('_', 1)[0]} (no metadata row)"
+            stated = item["license"]
+            key = (source, license_id(stated) or UNKNOWN, stated, item["license_source"] or "none")
+            counts[key] = counts.get(key, 0) + 1
+        rows = [LicenseCount(*key, n) for key, n in sorted(counts.items())]
+        rows += [LicenseCount(f"prefix {p} (made outside Dagster)", UNKNOWN, None, "none", 0) for p in self.outside_dagster]
+        return rows
+
+
+def _rows(storage: Storage, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """A read-only query on the catalog (files readable under the storage root only)."""
+    import duckdb
+
+    db = storage.store.local_path(storage.layout.catalog())
+    if not db.is_file():
+        raise CatalogError(f"no catalog at {db}: materialize metadata_catalog first")
+    root = db.resolve().parents[storage.layout.catalog().count("/")]  # the storage root the catalog belongs to
+    con = connect_read_only(db, root)
+    try:
+        cur = con.execute(sql, params)
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row)) for row in cur.fetchall()]
+    except duckdb.Error as err:
+        raise CatalogError(f"catalog query for the release failed: {err}") from None
+    finally:
+        con.close()
+
+
+def _views(storage: Storage) -> set[str]:
+    return {r["name"] for r in _rows(storage, "SELECT view_name AS name FROM duckdb_views() WHERE NOT internal", {})}
+
+
+def read_training_data(storage: Storage, batches: Sequence[str], outside_dagster: Sequence[str] = ()) -> TrainingData:
+    """The facts above for the blend's crawl batches (and the prefixes it reads that no batch made)."""
+    layout, store = storage.layout, storage.store
+    documents = [store.url(layout.shard_documents(b)) for b in batches]
+    missing = [d for b, d in zip(batches, documents) if not store.exists(layout.shard_documents(b))]
+    if missing:
+        raise CatalogError(f"shard documents missing: {', '.join(missing)}; rematerialize token_shards for them")
+    views = _views(storage)
+    if "media_metadata" not in views:
+        raise CatalogError("the catalog has no media_metadata view: materialize metadata_catalog")
+    items = _rows(storage, _ITEMS, {"documents": documents}) if documents else []
+    quarantined = {}
+    if "quarantine" in views:
+        for row in _rows(storage, _QUARANTINE, {"batches": list(batches)}):
+            reasons: dict[str, int] = {}
+            for reason in row["reasons"]:
+                head = (reason or "unknown").split(":", 1)[0]
+                reasons[head] = reasons.get(head, 0) + 1
+            quarantined[row["batch"]] = (row["items"], reasons)
+    duplicates = {}
+    if "duplicates" in views:
+        duplicates = {r["batch"]: r["items"] for r in _rows(storage, _DUPLICATES, {"batches": list(batches)})}
+    return TrainingData(tuple(batches), items, tuple(outside_dagster), quarantined, duplicates)
+
+
+def pii_methods(cfg: PipelineConfig, data: TrainingData) -> list[str]:
+    """The PII methods the items record (their data_card_info), else the configured one."""
+    recorded = sorted({i["pii_method"] for i in data.items if i["pii_method"]})
+    return recorded or [cfg.metadata.pii_detection_method]
