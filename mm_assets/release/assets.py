@@ -11,10 +11,8 @@ from mm_assets.config.base import ConfigError
 from mm_assets.etl.assets import metadata_catalog
 from mm_assets.etl.catalog import CatalogError
 from mm_assets.partitions import releases
-from mm_assets.release.bundle import BundleInputs, build_bundle, model_facts
+from mm_assets.release.bundle import publish_bundle
 from mm_assets.release.lineage import ReleaseError, ReleaseLineage, read_lineage
-from mm_assets.release.training_data import read_training_data
-from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.train.assets import checkpoint, git_commit
 from mm_assets.train.lineage import NO_CLAIMED_PARTITIONS
 from resources.config import PipelineConfigResource
@@ -47,13 +45,10 @@ def release_bundle(context: dg.AssetExecutionContext, pipeline: PipelineConfigRe
                    storage: StorageResource) -> dg.MaterializeResult:
     lineage = release_lineage(context, pipeline, storage)
     try:
-        data = read_training_data(storage, lineage.batches, lineage.outside_dagster)
+        manifest = publish_bundle(storage, lineage, git_commit())
     except CatalogError as err:
         raise dg.Failure(f"release {lineage.version}: {err}") from None
-    inputs = BundleInputs(data, model_facts(storage, lineage), {}, git_commit())
     key = storage.layout.release_dir(lineage.version)
-    with storage.store.publish(key, last=ArtifactLayout.BUNDLE_MANIFEST, what=f"release {lineage.version}") as staged:
-        manifest = build_bundle(staged, storage, lineage, inputs)
     for problem in lineage.tokenizer_problems:
         context.log.warning(f"release {lineage.version}: {problem}")
     return dg.MaterializeResult(data_version=dg.DataVersion(manifest.sha256[:24]), metadata={

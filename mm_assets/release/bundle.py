@@ -19,8 +19,8 @@ from typing import Any
 from mm_assets.release.cards import ModelFacts, data_card, model_card
 from mm_assets.release.lineage import ReleaseLineage, TokenizerUse
 from mm_assets.release.manifest import BundleManifest
-from mm_assets.release.training_data import TrainingData
-from mm_assets.storage.layout import ArtifactLayout as L
+from mm_assets.release.training_data import TrainingData, read_training_data
+from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.storage.store import Storage
 
 INFERENCE_SCRIPT = Path(__file__).with_name("inference.py")  # shipped verbatim: it imports nothing of ours
@@ -52,10 +52,10 @@ def _write(staged: Path, name: str, text: str) -> str:
 
 def _checkpoint(staged: Path, storage: Storage, lineage: ReleaseLineage) -> dict[str, str]:
     """The released iteration as a --load folder: iter_NNNNNNN/ and a tracker naming it."""
-    iteration = L.checkpoint_iteration(lineage.iteration)
-    folder = f"{L.BUNDLE_CHECKPOINT}/{iteration}"
+    iteration = ArtifactLayout.checkpoint_iteration(lineage.iteration)
+    folder = f"{ArtifactLayout.BUNDLE_CHECKPOINT}/{iteration}"
     shutil.copytree(storage.store.local_dir(lineage.checkpoint_key), staged / folder)
-    tracker = _write(staged, f"{L.BUNDLE_CHECKPOINT}/{L.CHECKPOINT_TRACKER}", str(lineage.iteration))
+    tracker = _write(staged, f"{ArtifactLayout.BUNDLE_CHECKPOINT}/{ArtifactLayout.CHECKPOINT_TRACKER}", str(lineage.iteration))
     return {"checkpoint": folder, "checkpoint_tracker": tracker}
 
 
@@ -64,7 +64,7 @@ def _launch_and_configs(staged: Path, storage: Storage, lineage: ReleaseLineage)
     parts = {}
     for kind, name in layout.launch_files(exp.id).items():
         source = storage.store.local_path(layout.launch_file(exp.id, kind))
-        parts[f"launch_{kind}"] = _copy(source, staged, f"{L.BUNDLE_LAUNCH}/{name}")
+        parts[f"launch_{kind}"] = _copy(source, staged, f"{ArtifactLayout.BUNDLE_LAUNCH}/{name}")
     sources = {"pipeline": lineage.cfg.path, "experiment": exp.path, "release": lineage.release.path}
     for kind, name in layout.bundle_configs(exp.id, lineage.version).items():
         parts[f"config_{kind}"] = _copy(Path(sources[kind]), staged, name)
@@ -74,13 +74,13 @@ def _launch_and_configs(staged: Path, storage: Storage, lineage: ReleaseLineage)
 def _tokenizer(staged: Path, use: TokenizerUse, mode: str) -> dict[str, Any]:
     """The identity as JSON and, when included and present, the weights file ("reference": the sha256 only).
     The text tokenizer is always included: the inference script encodes prompts with it."""
-    entry: dict[str, Any] = {"identity": _write(staged, L.bundle_tokenizer(use.modality),
+    entry: dict[str, Any] = {"identity": _write(staged, ArtifactLayout.bundle_tokenizer(use.modality),
                                                 json.dumps(use.identity, indent=2, sort_keys=True) + "\n"),
                              "weights": use.identity.get("weights"),
                              "weights_sha256": use.identity.get("weights_sha256"), "weights_file": None}
     source = use.weights_file
     if source is not None and source.is_file() and (mode == "include" or use.modality == "text"):
-        entry["weights_file"] = _copy(source, staged, L.bundle_tokenizer_weights(use.modality, source.name))
+        entry["weights_file"] = _copy(source, staged, ArtifactLayout.bundle_tokenizer_weights(use.modality, source.name))
     return entry
 
 
@@ -90,17 +90,17 @@ def build_bundle(staged: Path, storage: Storage, lineage: ReleaseLineage, inputs
     contents: dict[str, Any] = {**_checkpoint(staged, storage, lineage),
                                 **_launch_and_configs(staged, storage, lineage)}
     contents["vocab"] = _copy(storage.store.local_path(storage.store.key_of(lineage.blend["vocab_file"])),
-                              staged, L.BUNDLE_VOCAB)
+                              staged, ArtifactLayout.BUNDLE_VOCAB)
     tokenizers = {m: _tokenizer(staged, use, lineage.release.tokenizer_weights)
                   for m, use in sorted(lineage.tokenizers.items())}
     contents["tokenizers"] = tokenizers
     contents["text_tokenizer"] = tokenizers.get("text", {}).get("weights_file")
-    contents["eval"] = {name: _copy(path, staged, f"{L.BUNDLE_EVAL}/{name}")
+    contents["eval"] = {name: _copy(path, staged, f"{ArtifactLayout.BUNDLE_EVAL}/{name}")
                         for name, path in sorted(inputs.eval_files.items())}
-    contents["model_card"] = _write(staged, L.BUNDLE_MODEL_CARD, model_card(lineage, inputs.facts))
-    contents["data_card"] = _write(staged, L.BUNDLE_DATA_CARD, data_card(lineage, inputs.data))
-    contents["license"] = _copy(lineage.cfg.resolve(lineage.release.license.file), staged, L.BUNDLE_LICENSE)
-    contents["inference"] = _copy(INFERENCE_SCRIPT, staged, L.BUNDLE_INFERENCE)
+    contents["model_card"] = _write(staged, ArtifactLayout.BUNDLE_MODEL_CARD, model_card(lineage, inputs.facts))
+    contents["data_card"] = _write(staged, ArtifactLayout.BUNDLE_DATA_CARD, data_card(lineage, inputs.data))
+    contents["license"] = _copy(lineage.cfg.resolve(lineage.release.license.file), staged, ArtifactLayout.BUNDLE_LICENSE)
+    contents["inference"] = _copy(INFERENCE_SCRIPT, staged, ArtifactLayout.BUNDLE_INFERENCE)
     release = lineage.release
     manifest = BundleManifest.of_folder(staged, contents=contents, lineage=lineage.to_manifest(inputs.code_version),
                                         release={"version": release.version, "model_name": release.model_name,
@@ -127,7 +127,17 @@ def model_parameters(model_file: Path) -> int | None:
                if isinstance(t, torch.Tensor) and not name.endswith("_extra_state"))
 
 
+def publish_bundle(storage: Storage, lineage: ReleaseLineage, code_version: str) -> BundleManifest:
+    """Build the bundle of `lineage`'s release and publish it at releases/<version>/, whole (manifest last).
+    CatalogError when the catalog cannot say what the release was trained on."""
+    inputs = BundleInputs(read_training_data(storage, lineage.batches, lineage.outside_dagster),
+                          model_facts(storage, lineage), {}, code_version)
+    key = storage.layout.release_dir(lineage.version)
+    with storage.store.publish(key, last=ArtifactLayout.BUNDLE_MANIFEST, what=f"release {lineage.version}") as staged:
+        return build_bundle(staged, storage, lineage, inputs)
+
+
 def model_facts(storage: Storage, lineage: ReleaseLineage) -> ModelFacts:
     """What the model card states beyond the lineage, read from the run's checkpoint and the eval report."""
     folder = storage.store.local_dir(lineage.checkpoint_key)
-    return ModelFacts(model_parameters(folder / L.CHECKPOINT_MODEL))
+    return ModelFacts(model_parameters(folder / ArtifactLayout.CHECKPOINT_MODEL))
