@@ -23,7 +23,9 @@ def release_checklist(context: dg.AssetCheckExecutionContext, pipeline: Pipeline
     evidence = collect_evidence(storage, release_lineage(context, pipeline, storage))
     for item in CHECKLIST:
         verdict = item.rule(evidence)
-        if not verdict.passed:
+        if verdict.passed:
+            context.log.info(f"release {evidence.lineage.version}: {item.check} passed")
+        else:
             context.log.error(f"release {evidence.lineage.version}: {item.check}: {verdict.reason}")
         yield dg.AssetCheckResult(check_name=item.check, asset_key=release_bundle.key, passed=verdict.passed,
                                   metadata={"reason": verdict.reason,

@@ -178,6 +178,7 @@ def test_mm_demo_command(tmp_path):
     cfg = yaml.safe_load((REPO / "configs" / "pipeline.yaml").read_text())
     cfg["crawl"].update(item_timeout_s=60, retries=0)
     cfg["experiments_dir"] = str(REPO / "configs" / "experiments")
+    cfg["release"]["releases_dir"] = str(REPO / "configs" / "releases")
     (tmp_path / "configs").mkdir()
     project = tmp_path / "configs" / "pipeline.yaml"
     project.write_text(yaml.safe_dump(cfg))
@@ -198,6 +199,13 @@ def test_mm_demo_command(tmp_path):
     assert record["experiment_id"] == "exp-tiny-cpu" and record["iterations"] == 100
     bad = subprocess.run(mm + ["query", "SELECT * FROM nope"], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "query failed" in bad.stderr
+    # It ends with the internal release of exp-tiny-cpu, verified, and its checklist.
+    release = run.stdout[run.stdout.index("releasing exp-tiny-cpu as tiny-cpu-0.1"):]
+    assert "tiny-cpu-0.1: OK, 17 files" in release and "# Model Release Checklist: mm-tiny-cpu - tiny-cpu-0.1" in release
+    assert "- [x] 1. **Checkpoint Finalized**" in release and "- [x] 8. **Inference Code**" in release
+    verify = subprocess.run(mm + ["release", "verify", str(tmp_path / "data" / "releases" / "tiny-cpu-0.1")],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
 def _project(tmp_path, policy: str | dict = "unknown"):

@@ -85,6 +85,27 @@ def train_demo(cfg: PipelineConfig, config_path: Path, batch: str, instance: dg.
     return True
 
 
+DEMO_RELEASE = "tiny-cpu-0.1"  # configs/releases/tiny-cpu-0.1.yaml: exp-tiny-cpu, released internally
+
+
+def release_demo(cfg: PipelineConfig, config_path: Path, storage: Storage, instance: dg.DagsterInstance) -> bool:
+    """Release exp-tiny-cpu internally (its tokenizers have random weights), verify the bundle as a user
+    would, and print the release checklist as its checks left it."""
+    from mm_assets.cli import print_release_checklist, run_release
+    from mm_assets.release.config import release_file
+    from mm_assets.release.verify import LocalBundle, verify_bundle
+
+    if not release_file(cfg, DEMO_RELEASE).is_file():
+        print(f"\nrelease skipped: no {release_file(cfg, DEMO_RELEASE)}")
+        return True
+    print(f"\nreleasing {DEMO_EXPERIMENT} as {DEMO_RELEASE} (internal: its tokenizers have random weights) ...")
+    ok = run_release(config_path, DEMO_RELEASE, instance)
+    bundle = storage.store.local_dir(storage.layout.release_dir(DEMO_RELEASE))
+    print(f"\nmm release verify {bundle}\n{verify_bundle(LocalBundle(bundle)).summary()}\n")
+    print_release_checklist(config_path, DEMO_RELEASE, instance)
+    return ok
+
+
 def print_shard_summary(storage: Storage, batch: str) -> None:
     """The batch's shard as megatron-core sees it: the proof that training can read it."""
     import warnings
@@ -132,6 +153,9 @@ def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInst
         cols, rows = run_query(catalog, RECORDS_SQL)
         print(f"\nexperiment records (mm query \"SELECT * FROM experiment_records\"):\n{format_rows(cols, rows)}")
     if trained is False:
+        return 1
+    if trained and not release_demo(cfg, Path(config_path), storage, instance):
+        print(f"\nrelease {DEMO_RELEASE} was blocked by its checklist: see above (mm release checklist {DEMO_RELEASE})")
         return 1
     print(
         f"\ncatalog: {catalog}\n"

@@ -49,6 +49,8 @@ def release_bundle(context: dg.AssetExecutionContext, pipeline: PipelineConfigRe
     except CatalogError as err:
         raise dg.Failure(f"release {lineage.version}: {err}") from None
     key = storage.layout.release_dir(lineage.version)
+    context.log.info(f"release {lineage.version}: {len(manifest.files)} files ({manifest.total_bytes:,} bytes) "
+                     f"published at {storage.store.url(key)}, manifest.json last")
     for problem in lineage.tokenizer_problems:
         context.log.warning(f"release {lineage.version}: {problem}")
     return dg.MaterializeResult(data_version=dg.DataVersion(manifest.sha256[:24]), metadata={

@@ -55,7 +55,8 @@ def _checkpoint(staged: Path, storage: Storage, lineage: ReleaseLineage) -> dict
     iteration = ArtifactLayout.checkpoint_iteration(lineage.iteration)
     folder = f"{ArtifactLayout.BUNDLE_CHECKPOINT}/{iteration}"
     shutil.copytree(storage.store.local_dir(lineage.checkpoint_key), staged / folder)
-    tracker = _write(staged, f"{ArtifactLayout.BUNDLE_CHECKPOINT}/{ArtifactLayout.CHECKPOINT_TRACKER}", str(lineage.iteration))
+    tracker = f"{ArtifactLayout.BUNDLE_CHECKPOINT}/{ArtifactLayout.CHECKPOINT_TRACKER}"
+    _write(staged, tracker, str(lineage.iteration))
     return {"checkpoint": folder, "checkpoint_tracker": tracker}
 
 
@@ -99,7 +100,7 @@ def build_bundle(staged: Path, storage: Storage, lineage: ReleaseLineage, inputs
                         for name, path in sorted(inputs.eval_files.items())}
     contents["model_card"] = _write(staged, ArtifactLayout.BUNDLE_MODEL_CARD, model_card(lineage, inputs.facts))
     contents["data_card"] = _write(staged, ArtifactLayout.BUNDLE_DATA_CARD, data_card(lineage, inputs.data))
-    contents["license"] = _copy(lineage.cfg.resolve(lineage.release.license.file), staged, ArtifactLayout.BUNDLE_LICENSE)
+    contents["license"] = _copy(lineage.release.license_file, staged, ArtifactLayout.BUNDLE_LICENSE)
     contents["inference"] = _copy(INFERENCE_SCRIPT, staged, ArtifactLayout.BUNDLE_INFERENCE)
     release = lineage.release
     manifest = BundleManifest.of_folder(staged, contents=contents, lineage=lineage.to_manifest(inputs.code_version),

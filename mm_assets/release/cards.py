@@ -64,14 +64,15 @@ def model_card(lineage: ReleaseLineage, facts: ModelFacts) -> str:
         ["license", f"{release.license.id} (LICENSE)"], ["internal", "yes" if release.internal else "no"],
         ["notes", release.notes.strip()]]), ""]
     lines += ["## Architecture",
-              "A decoder-only GPT built with megatron-core's `GPTModel` (local layer spec), trained with "
-              f"Megatron's `pretrain_gpt.py` arguments ({'CPU trainer' if lineage.run.get('backend') == 'local' else 'on ' + str(lineage.run.get('backend'))}).", "",
+              "A decoder-only GPT (megatron-core `GPTModel`), trained from Megatron `pretrain_gpt.py` arguments "
+              f"on the `{lineage.run.get('backend')}` compute backend.", "",
               *_table(["setting", "value"], [
                   ["layers", model.num_layers], ["hidden size", model.hidden_size],
                   ["attention heads", model.num_attention_heads], ["query groups", model.num_query_groups or "— (MHA)"],
                   ["FFN hidden size", model.ffn_hidden_size], ["sequence length", model.seq_length],
                   ["position embedding", model.position_embedding_type], ["normalization", model.normalization],
-                  ["SwiGLU", model.swiglu], ["vocabulary", f"{vocab:,} ids (text, every modality's codebooks, special tokens)"],
+                  ["SwiGLU", model.swiglu],
+                  ["vocabulary", f"{vocab:,} ids (text, every modality's codebooks, special tokens)"],
                   ["parameters", f"{facts.parameters:,}" if facts.parameters else None]]), ""]
     lines += _training_section(lineage)
     lines += ["## Tokenizers", *_table(["modality", "tokenizer", "weights", "weights sha256", "identity sha256"], [
@@ -140,8 +141,8 @@ def data_card(lineage: ReleaseLineage, data: TrainingData) -> str:
     lines = _head(lineage, "Data card")
     lines += ["## Sources", *_table(["source", "crawl batches", "items in training"], _sources(data)), ""]
     if data.outside_dagster:
-        lines += [f"Also read: {', '.join(f'`{p}`' for p in data.outside_dagster)} (made outside Dagster: "
-                  "its items are not in the catalog).", ""]
+        lines += [f"Also read: {', '.join(f'`{p}` ({n} documents)' for p, n in data.outside_dagster.items())} "
+                  "(made outside Dagster: not in the catalog).", ""]
     lines += ["## Items and hours per modality and language",
               *_table(["modality", "language", "items", "hours"], _per_modality(data)), ""]
     lines += ["## Licenses", *_table(["source", "license", "as stated", "where stated", "items"],
@@ -160,7 +161,8 @@ def data_card(lineage: ReleaseLineage, data: TrainingData) -> str:
     lines += ["## Crawl dates", *_table(["crawl batch", "crawled from", "crawled to", "upload dates (as stated)"],
                                         _dates(data)), ""]
     lines += ["## For review",
-              f"- Collection and consent: {_reviewed(review.data_collection_notes, 'terms of each source, consent, takedown process')}",
+              "- Collection and consent: "
+              f"{_reviewed(review.data_collection_notes, 'terms of each source, consent, takedown process')}",
               f"- Reviewed by: {_reviewed(review.reviewed_by, 'name and date of the review')}", ""]
     return "\n".join(lines)
 

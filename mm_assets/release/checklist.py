@@ -79,14 +79,19 @@ def checkpoint_verified(ev: Evidence) -> Verdict:
                               f"sha256 recorded when it was saved: {_listed(problems)}")
     files = hashes.entries[iteration]["files"]
     listed = ", ".join(f"{name} {entry['sha256'][:12]}…" for name, entry in sorted(files.items()))
+    stored = f"{ev.bundle_url}/{folder.relative_to(ev.bundle)}"
     return Verdict(True, f"iteration {iteration}: {len(files)} file(s) match the sha256 recorded by the run that saved "
-                         f"them ({listed}); stored in the versioned location {ev.bundle_url}/{folder.relative_to(ev.bundle)}")
+                         f"them ({listed}); stored in the versioned location {stored}")
 
 
 # -- Pre-Release 2: tokenizers and encoders ------------------------------------------------------------------
 
 TOKENIZER_LABELS = {"text": "Text Tokenizer", "audio": "Audio Encoder", "image": "Image Encoder",
                     "video": "Video Encoder"}
+
+
+def _label_order(modality: str) -> int:
+    return list(TOKENIZER_LABELS).index(modality) if modality in TOKENIZER_LABELS else len(TOKENIZER_LABELS)
 
 
 def _tokenizer_problems(ev: Evidence, modality: str) -> list[str]:
@@ -137,7 +142,7 @@ def tokenizers_packaged(ev: Evidence) -> Verdict:
         return Verdict(False, "no tokenizer identity found in the training batches' token files")
     problems = list(lineage.tokenizer_problems)
     lines = []
-    for modality in sorted(lineage.tokenizers, key=lambda m: list(TOKENIZER_LABELS).index(m) if m in TOKENIZER_LABELS else 9):
+    for modality in sorted(lineage.tokenizers, key=_label_order):
         use = lineage.tokenizers[modality]
         own = _tokenizer_problems(ev, modality)
         problems += own
@@ -190,7 +195,7 @@ def license_compatible(ev: Evidence) -> Verdict:
     release.license_compatibility); unknown and incompatible licenses block, with their sources and counts."""
     release, policy = ev.lineage.release, ev.lineage.cfg.release
     shipped = _bundle_file(ev, "license")
-    configured = ev.lineage.cfg.resolve(release.license.file)
+    configured = release.license_file
     if shipped is None or not shipped.is_file():
         return Verdict(False, "LICENSE is missing from the bundle")
     if shipped.read_bytes() != configured.read_bytes():

@@ -43,9 +43,9 @@ def license_id(stated: str | None) -> str | None:
     return text
 
 
-def _license_name(value: str, what: str) -> str:
+def _license_name(value: str, what: str = "") -> str:
     if value != ANY_LICENSE and not LICENSE_ID.match(value):
-        raise ValueError(f"{what} {value!r} is not an SPDX license id (CC-BY-4.0, Apache-2.0, LicenseRef-<name>)")
+        raise ValueError(f"{what}{value!r} is not an SPDX license id (CC-BY-4.0, Apache-2.0, LicenseRef-<name>)")
     return value
 
 
@@ -62,9 +62,9 @@ class ReleasePolicy(Section):
     @classmethod
     def _spdx_ids(cls, table: dict[str, list[str]]) -> dict[str, list[str]]:
         for data, allowed in table.items():
-            _license_name(data, "data license")
+            _license_name(data, "data license ")
             for name in allowed:
-                _license_name(name, f"release license allowed for {data}:")
+                _license_name(name, f"release license allowed for {data}: ")
         return table
 
     def allows(self, data_license: str, release_license: str) -> bool:
@@ -74,14 +74,14 @@ class ReleasePolicy(Section):
 
 class LicenseSection(Section):
     id: str  # the SPDX id the model is released under (LicenseRef-<name> for a license of your own)
-    file: str  # its text, relative to the project root: copied into the bundle as LICENSE
+    file: str  # its text, relative to the release file's folder: copied into the bundle as LICENSE
 
     @field_validator("id")
     @classmethod
     def _spdx(cls, value: str) -> str:
         if value == ANY_LICENSE:
             raise ValueError("'*' is a policy wildcard, not a license")
-        return _license_name(value, "license id")
+        return _license_name(value)
 
 
 class InferenceSection(Section):
@@ -127,6 +127,12 @@ class ReleaseConfig(Section):
     version: str = Field(default="", exclude=True)  # the file's stem, set by load_release
     path: Path | None = Field(default=None, exclude=True)
 
+    @property
+    def license_file(self) -> Path:
+        """license.file, resolved against the release file's folder."""
+        file = Path(self.license.file)
+        return file if file.is_absolute() or self.path is None else self.path.parent / file
+
     @field_validator("model_name")
     @classmethod
     def _one_line(cls, value: str) -> str:
@@ -170,9 +176,9 @@ def load_release(cfg: PipelineConfig, version: str) -> ReleaseConfig:
         raise ConfigError(f"{path}: invalid release\n{lines}") from None
     except ConfigError as err:
         raise ConfigError(f"{path}: experiment: {err}") from None
-    if not cfg.resolve(release.license.file).is_file():
-        raise ConfigError(f"{path}: license.file: {cfg.resolve(release.license.file)} does not exist "
-                          "(the license text the bundle ships as LICENSE)")
+    if not release.license_file.is_file():
+        raise ConfigError(f"{path}: license.file: {release.license_file} does not exist (the license text the "
+                          "bundle ships as LICENSE, relative to the release file's folder)")
     return release
 
 

@@ -140,7 +140,8 @@ def build_gpt(args: dict):
     )
 
 
-def greedy(model, prompt: list[int], *, seq_length: int, max_new_tokens: int, eod_id: int, device) -> tuple[list[int], str]:
+def greedy(model, prompt: list[int], *, seq_length: int, max_new_tokens: int, eod_id: int,
+           device) -> tuple[list[int], str]:
     """Generated ids (the <eod> that stops it included) and why it stopped (eod or length)."""
     import torch
 

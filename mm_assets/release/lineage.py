@@ -121,7 +121,8 @@ def _recorded(storage: Storage, experiment: str, iteration: int) -> dict[str, Fi
     return {name: FileDigest.from_dict(d, where=f"{where} {name}") for name, d in entry["files"].items()}
 
 
-def tokenizer_uses(storage: Storage, modalities: list[str], batches: tuple[str, ...]) -> tuple[dict[str, TokenizerUse], list[str]]:
+def tokenizer_uses(storage: Storage, modalities: list[str],
+                   batches: tuple[str, ...]) -> tuple[dict[str, TokenizerUse], list[str]]:
     """Each modality's tokenizer identity across the batches' token files; batches that disagree are problems."""
     found: dict[str, dict[str, list[str]]] = {}  # modality -> identity fingerprint -> batches
     identities: dict[str, dict[str, Any]] = {}
@@ -142,7 +143,8 @@ def tokenizer_uses(storage: Storage, modalities: list[str], batches: tuple[str, 
     uses = {}
     for modality, by_identity in found.items():
         if len(by_identity) > 1:
-            listed = "; ".join(f"{identities[f]['tokenizer']} ({f[:12]}) in {', '.join(b)}" for f, b in by_identity.items())
+            listed = "; ".join(f"{identities[f]['tokenizer']} ({f[:12]}) in {', '.join(b)}"
+                               for f, b in by_identity.items())
             problems.append(f"{modality}: the training batches were tokenized by different tokenizers: {listed}")
         fingerprint, used_by = max(by_identity.items(), key=lambda kv: len(kv[1]))
         uses[modality] = TokenizerUse(modality, identities[fingerprint], tuple(used_by))
@@ -173,7 +175,8 @@ def read_lineage(cfg: PipelineConfig, storage: Storage, version: str) -> Release
             raise ReleaseError(f"release {version}: experiment {experiment.id} has no {store.url(key)}: "
                                f"materialize {asset} for it first")
         docs[what] = json.loads(store.read_text(key))
-    checkpoint_key = f"{layout.run_checkpoints(experiment.id)}/{ArtifactLayout.checkpoint_iteration(release.checkpoint_iteration)}"
+    iteration = ArtifactLayout.checkpoint_iteration(release.checkpoint_iteration)
+    checkpoint_key = f"{layout.run_checkpoints(experiment.id)}/{iteration}"
     if not store.exists(checkpoint_key):
         recorded = sorted(CheckpointHashes.load(store.local_path(layout.checkpoint_hashes(experiment.id))).entries)
         raise ReleaseError(f"release {version}: experiment {experiment.id} has no checkpoint at iteration "

@@ -87,7 +87,8 @@ class BundleManifest:
         files = {}
         for name, digest in data["files"].items():
             try:
-                files[bundle_path(name, where=f"{where}: files")] = FileDigest.from_dict(digest, where=f"{where}: files.{name}")
+                name = bundle_path(name, where=f"{where}: files")
+                files[name] = FileDigest.from_dict(digest, where=f"{where}: files.{name}")
             except ValueError as err:
                 raise ManifestError(str(err)) from None
         return cls(data["release"], data["contents"], data["lineage"], files)

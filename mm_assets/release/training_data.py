@@ -54,7 +54,7 @@ class LicenseCount:
 class TrainingData:
     batches: tuple[str, ...]
     items: list[dict[str, Any]]  # one per training document: unique_id, source, modalities, license, …
-    outside_dagster: tuple[str, ...] = ()  # blend prefixes with no crawl batch: their items are unknown
+    outside_dagster: dict[str, int] = field(default_factory=dict)  # blend prefix no batch made -> its documents
     quarantined: dict[str, tuple[int, dict[str, int]]] = field(default_factory=dict)  # batch -> (items, reasons)
     duplicates: dict[str, int] = field(default_factory=dict)
 
@@ -67,7 +67,8 @@ class TrainingData:
             key = (source, license_id(stated) or UNKNOWN, stated, item["license_source"] or "none")
             counts[key] = counts.get(key, 0) + 1
         rows = [LicenseCount(*key, n) for key, n in sorted(counts.items())]
-        rows += [LicenseCount(f"prefix {p} (made outside Dagster)", UNKNOWN, None, "none", 0) for p in self.outside_dagster]
+        rows += [LicenseCount(f"prefix {p} (made outside Dagster)", UNKNOWN, None, "none", n)
+                 for p, n in self.outside_dagster.items()]
         return rows
 
 
@@ -116,7 +117,17 @@ def read_training_data(storage: Storage, batches: Sequence[str], outside_dagster
     duplicates = {}
     if "duplicates" in views:
         duplicates = {r["batch"]: r["items"] for r in _rows(storage, _DUPLICATES, {"batches": list(batches)})}
-    return TrainingData(tuple(batches), items, tuple(outside_dagster), quarantined, duplicates)
+    return TrainingData(tuple(batches), items, {p: _documents(p) for p in outside_dagster}, quarantined, duplicates)
+
+
+def _documents(prefix: str) -> int:
+    """Documents in a Megatron prefix no crawl batch made (0 when it cannot be read here)."""
+    from mm_assets.shards.indexed import read_index
+
+    try:
+        return read_index(prefix).documents
+    except (OSError, ValueError):
+        return 0
 
 
 def pii_methods(cfg: PipelineConfig, data: TrainingData) -> list[str]:

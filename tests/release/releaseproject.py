@@ -72,7 +72,7 @@ def make_release_project(root: Path, demo_site, demo_server) -> Iterator[Release
     config = root / "configs" / "pipeline.yaml"
     config.write_text(yaml.safe_dump(cfg))
     (root / "experiments" / f"{EXPERIMENT}.yaml").write_text(yaml.safe_dump(_tiny_experiment()))
-    shutil.copyfile(REPO / "configs" / "releases" / "licenses" / "mm-internal.txt", root / "LICENSE.internal.txt")
+    shutil.copyfile(REPO / "configs" / "releases" / "licenses" / "mm-internal.txt", root / "releases" / "LICENSE.internal.txt")
     manifest = write_manifest(demo_site, demo_server.base_url, root / "sources" / "demo" / "site.txt")
     with dg.instance_for_test() as instance:
         project = ReleaseProject(root, config, instance)

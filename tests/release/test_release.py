@@ -197,7 +197,7 @@ def test_unknown_and_incompatible_licenses_block_naming_sources_and_counts(relea
     assert list(failed) == ["license_compatible"], failed
     assert "source demo: 2 item(s) with no license (license_source none" in failed["license_compatible"]
 
-    (project.root / "LICENSE.apache.txt").write_text("Apache License 2.0 (the text)\n")
+    (project.root / "releases" / "LICENSE.apache.txt").write_text("Apache License 2.0 (the text)\n")
     project.write_release("tiny-rel-apache", license={"id": "Apache-2.0", "file": "LICENSE.apache.txt"})
     _publish(project, "tiny-rel-apache")
     failed = _failed(_verdicts(project, "tiny-rel-apache"))
