@@ -84,6 +84,35 @@ def run_experiment(config: Path, experiment: str, instance=None) -> bool:
     return _run_then_refresh(config, "train_experiment", experiment, "refresh_records", instance)
 
 
+def prepare_eval(config: Path, instance=None) -> bool:
+    """Render the configured eval sets and draw their canaries (before training a canary-injected blend)."""
+    from mm_assets.definitions import build_definitions
+
+    return build_definitions(config).resolve_job_def("prepare_eval").execute_in_process(
+        instance=instance or _instance(), raise_on_error=False, run_config=QUIET).success
+
+
+def evaluate_experiment(config: Path, experiment: str, instance=None) -> bool:
+    """Evaluate a trained experiment (eval report + decontamination; the leakage check blocks), then refresh
+    records and catalog. False when anything failed, the leakage check included."""
+    return _run_then_refresh(config, "evaluate_experiment", experiment, "refresh_records", instance or _instance())
+
+
+def cmd_eval_prepare(args: argparse.Namespace) -> int:
+    return 0 if prepare_eval(args.config) else 1
+
+
+def cmd_eval_run(args: argparse.Namespace) -> int:
+    from mm_assets.partitions import experiments
+
+    instance = _instance()
+    if not instance.has_dynamic_partition(experiments.name, args.experiment):
+        print(f"mm: no experiment {args.experiment!r}; train it first with `mm train run {args.experiment}`",
+              file=sys.stderr)
+        return 2
+    return 0 if evaluate_experiment(args.config, args.experiment, instance) else 1
+
+
 def _load_experiment(args: argparse.Namespace):
     from mm_assets.train.experiments import load_experiment_file
 
@@ -122,7 +151,8 @@ def cmd_train_render(args: argparse.Namespace) -> int:
     exp = _load_experiment(args)
     vocab = ShardVocab(vocab_size=args.vocab_size, eod_id=args.vocab_size - 2, pad_id=args.vocab_size - 1) \
         if args.vocab_size is not None else None
-    files = render_launch(exp, vocab=vocab, shard_prefix=shard_resolver(build_resources(args.config)["storage"]))
+    storage = build_resources(args.config)["storage"]
+    files = render_launch(exp, vocab=vocab, shard_prefix=shard_resolver(storage), canary_prefix=storage.canary_prefix)
     if args.out:
         for kind, path in files.write(Path(args.out)).items():
             print(f"{kind}: {path}")
@@ -188,6 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--vocab-size", type=vocab_size_arg,
                         help="stand-in vocabulary size when no shards exist yet (<eod>, <pad> = its last two ids)")
     render.set_defaults(func=cmd_train_render)
+
+    evaluation = sub.add_parser("eval", help="eval sets, canaries and eval reports").add_subparsers(
+        dest="eval_command", required=True)
+    prepare = evaluation.add_parser("prepare", help="render the eval sets of eval.tasks and draw their canaries")
+    prepare.set_defaults(func=cmd_eval_prepare)
+    run_eval = evaluation.add_parser("run", help="evaluate a trained experiment, then refresh records + catalog")
+    run_eval.add_argument("experiment", help="experiment id, e.g. exp-tiny-cpu")
+    run_eval.set_defaults(func=cmd_eval_run)
 
     demo = sub.add_parser("demo", help="generate synthetic media, serve it on 127.0.0.1 and run the graph")
     demo.add_argument("--port", type=int, default=8765, help="loopback port (falls back to a free one)")

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mm_assets.eval.config import EvalConfig
 from mm_assets.project import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError, type_hint  # noqa: F401 (re-exported)
 from mm_assets.tokens.config import TokenizersConfig
 from mm_assets.train.config import TrainingConfig
@@ -130,6 +131,7 @@ class PipelineConfig(_Section):
     shards: ShardsConfig = ShardsConfig()
     compute: ComputeConfig = ComputeConfig()
     training: TrainingConfig | None = None  # the base every configs/experiments/<id>.yaml overrides
+    eval: EvalConfig = EvalConfig()
     experiments_dir: str = "configs/experiments"
     # Where the file was read from: relative paths in it are relative to its project root.
     base_dir: Path = Field(default=PROJECT_ROOT, exclude=True)

@@ -23,6 +23,12 @@ class StorageLayout:
       metadata/<batch>/media_metadata.parquet     unified metadata; quarantine.parquet beside it
       catalog/metadata.duckdb                     DuckDB views over all batches
       cache/tokens/<modality>/                    per-item token cache (safe to delete: a rerun recomputes)
+      eval/sets/<task>/samples.parquet, set.json  an eval set rendered to prompt ids (eval_sets)
+      eval/canary/<task>/tokens.bin/.idx, vocab.json, canary.json   a set's canary samples as a shard
+      eval/reports/<experiment>/report.parquet    metrics (task x split x metric); predictions.parquet and
+                                                  report.json beside it
+      eval/decontamination/<experiment>.parquet   eval samples sharing an n-gram with the training text
+    Eval datasets named by a relative path live under the root (e.g. eval/datasets/<name>.jsonl).
     """
 
     root: str
@@ -59,6 +65,26 @@ class StorageLayout:
 
     def token_cache_dir(self, modality: str) -> Path:
         return self.path("cache", "tokens", sanitize_component(modality))
+
+    def eval_input(self, relative: str) -> Path:
+        """An eval dataset (or video folder) given relative to the storage root; refused if it leaves the root."""
+        return self.path(*[p for p in str(relative).split("/") if p])
+
+    def eval_set_dir(self, task: str) -> Path:
+        return self.path("eval", "sets", sanitize_component(task))
+
+    def canary_dir(self, task: str) -> Path:
+        return self.path("eval", "canary", sanitize_component(task))
+
+    def canary_prefix(self, task: str) -> Path:
+        """The Megatron prefix of a set's canary shard (a blend entry `canary_set: <task>` points here)."""
+        return self.canary_dir(task) / "tokens"
+
+    def eval_report_dir(self, experiment: str) -> Path:
+        return self.path("eval", "reports", sanitize_component(experiment))
+
+    def decontamination_path(self, experiment: str) -> Path:
+        return self.path("eval", "decontamination", f"{sanitize_component(experiment)}.parquet")
 
 
 def catalog_storage_root(db_path: str | Path) -> Path:

@@ -25,6 +25,9 @@ VIEWS = {
     "duplicates": ("metadata/*/duplicates.parquet", True),
     "crawl_items": ("crawl/*/items.parquet", True),
     "experiment_records": ("records/experiment_records.parquet", False),
+    "eval_reports": ("eval/reports/*/report.parquet", False),
+    "eval_predictions": ("eval/reports/*/predictions.parquet", False),
+    "eval_contamination": ("eval/decontamination/*.parquet", False),
 }
 
 EXAMPLE_QUERIES = {

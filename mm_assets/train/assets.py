@@ -46,7 +46,7 @@ def git_commit() -> str:
 def render_experiment(exp: ExperimentConfig, storage: StorageResource) -> LaunchFiles:
     blend = json.loads((exp.run_dir / BLEND_FILE).read_text())
     vocab = ShardVocab.from_layout(VocabLayout.read(Path(blend["vocab_file"])))
-    return render_launch(exp, vocab=vocab, shard_prefix=shard_resolver(storage))
+    return render_launch(exp, vocab=vocab, shard_prefix=shard_resolver(storage), canary_prefix=storage.canary_prefix)
 
 
 def checkpoint_files(folder: Path) -> dict[str, str]:

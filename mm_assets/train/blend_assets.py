@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 
 from mm_assets.config import PipelineConfig
+from mm_assets.eval.canary import CANARY_FILE
 from mm_assets.partitions import experiments
 from mm_assets.paths import atomic_write_text, sha256_file
 from mm_assets.shards import VocabLayout
@@ -39,12 +40,29 @@ def blend_layout(blend: Blend) -> tuple[VocabLayout, list[str]]:
     return next(iter(layouts.values())), problems
 
 
+def injected_canaries(exp: ExperimentConfig, storage: StorageResource) -> dict[str, dict[str, Any]]:
+    """The canary sets the blend injects: task -> prefix, marker and sample ids (from canary.json)."""
+    out = {}
+    for entry in exp.training.data.blend:
+        if entry.canary_set is not None:
+            folder = storage.canary_dir(entry.canary_set)
+            manifest = json.loads((folder / CANARY_FILE).read_text()) if (folder / CANARY_FILE).is_file() else {}
+            out[entry.canary_set] = {"prefix": str(storage.canary_prefix(entry.canary_set)), "weight": entry.weight,
+                                     "marker": manifest.get("marker"), "sample_ids": manifest.get("sample_ids", [])}
+    return out
+
+
 def resolve_experiment_blend(exp: ExperimentConfig, storage: StorageResource) -> dict[str, Any]:
     """Everything training needs to know about its data, as written to <run dir>/blend.json."""
-    blend = resolve_blend(exp.training.data.blend, base_dir=exp.base_dir, shard_prefix=shard_resolver(storage))
+    blend = resolve_blend(exp.training.data.blend, base_dir=exp.base_dir, shard_prefix=shard_resolver(storage),
+                          canary_prefix=storage.canary_prefix)
+    canaries = injected_canaries(exp, storage)
+    canary_prefixes = {c["prefix"] for c in canaries.values()}
     missing = missing_shard_files([i.prefix for i in blend.items])
     if missing:
-        raise LaunchConfigError([f"missing {m}: materialize token_shards for that batch" for m in missing],
+        what = lambda m: "canary_set (mm eval prepare)" if str(m.with_suffix("")) in canary_prefixes \
+            else "token_shards for that batch"  # noqa: E731
+        raise LaunchConfigError([f"missing {m}: materialize {what(m)}" for m in missing],
                                 source=f"experiment {exp.id} blend")
     layout, problems = blend_layout(blend)
     if problems:
@@ -58,6 +76,7 @@ def resolve_experiment_blend(exp: ExperimentConfig, storage: StorageResource) ->
         "vocab_sha256": layout.sha256,
         "vocab_size": layout.vocab_size,
         "vocab_file": str(Path(blend.items[0].prefix).parent / VOCAB_FILE),
+        "canary": canaries,  # injected on purpose: decontamination skips these shards, eval_report splits on them
     }
 
 
@@ -70,8 +89,9 @@ def experiment_for(context, pipeline: PipelineConfigResource) -> tuple[PipelineC
 
 
 @dg.asset(partitions_def=experiments, group_name="train", kinds={"megatron"},
-          deps=[dg.AssetDep(token_shards, partition_mapping=dg.AllPartitionMapping())],
-          description="The experiment's blend: weights + Megatron shard prefixes (--data-path), one vocabulary.")
+          deps=[dg.AssetDep(token_shards, partition_mapping=dg.AllPartitionMapping()), dg.AssetKey("canary_set")],
+          description="The experiment's blend: weights + Megatron shard prefixes (--data-path), one vocabulary; "
+                      "optionally an eval set's canary shard, injected on purpose (data.blend canary_set).")
 def training_blend(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
                    storage: StorageResource) -> dg.MaterializeResult:
     _, exp, _ = experiment_for(context, pipeline)
@@ -87,6 +107,7 @@ def training_blend(context: dg.AssetExecutionContext, pipeline: PipelineConfigRe
         "shards": len(blend["shares"]),
         "vocab_size": blend["vocab_size"],
         "vocab_sha256": blend["vocab_sha256"],
+        "canary_sets": ", ".join(blend["canary"]) or "none",
         "path": dg.MetadataValue.path(str(out)),
     })
 

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SHARD_BATCH = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")  # crawl batch keys (mm_assets.crawl.batch)
+CANARY_SET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # eval task names (mm_assets.eval.config)
 FROM_SHARDS = "from_shards"
 
 
@@ -151,10 +152,12 @@ class PrecisionConfig(_Section):
 
 
 class BlendEntry(_Section):
-    """One dataset of the blend: a Megatron prefix (`<prefix>.bin/.idx`) or a shard batch, and its weight."""
+    """One dataset of the blend: a Megatron prefix (`<prefix>.bin/.idx`), a shard batch, or an eval set's
+    canary shard (`canary_set: <task_name>`, the leakage canary injected on purpose), and its weight."""
 
     prefix: str | None = None
     shard_batch: str | None = None
+    canary_set: str | None = None
     weight: Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
     @field_validator("prefix")
@@ -177,10 +180,17 @@ class BlendEntry(_Section):
             raise ValueError(f"shard_batch {batch!r} must match {SHARD_BATCH.pattern} (a crawl batch key)")
         return batch
 
+    @field_validator("canary_set")
+    @classmethod
+    def _canary(cls, task: str | None) -> str | None:
+        if task is not None and not CANARY_SET.match(task):
+            raise ValueError(f"canary_set {task!r} must be an eval task_name matching {CANARY_SET.pattern}")
+        return task
+
     @model_validator(mode="after")
     def _one_source(self) -> BlendEntry:
-        if (self.prefix is None) == (self.shard_batch is None):
-            raise ValueError("give exactly one of prefix or shard_batch")
+        if sum(v is not None for v in (self.prefix, self.shard_batch, self.canary_set)) != 1:
+            raise ValueError("give exactly one of prefix, shard_batch or canary_set")
         return self
 
 

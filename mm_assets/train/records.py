@@ -9,6 +9,8 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mm_assets.eval.assets import eval_report
+from mm_assets.eval.report import eval_summary
 from mm_assets.partitions import experiments
 from mm_assets.paths import atomic_path, atomic_write_text
 from mm_assets.project import ConfigError, PROJECT_ROOT
@@ -42,8 +44,9 @@ def result_summary(records: list[dict[str, Any]], run: dict[str, Any]) -> str:
             + (f" ({tokens:,} tokens)" if tokens else "") + f"; checkpoint iter {run.get('iteration')}")
 
 
-def experiment_row(exp, notes: str) -> dict[str, Any] | None:
-    """One table row from the experiment's run.json and JSONL log; None when it has not been trained."""
+def experiment_row(exp, notes: str, evaluation: str = "") -> dict[str, Any] | None:
+    """One table row from the experiment's run.json and JSONL log (and its eval summary, when evaluated);
+    None when it has not been trained."""
     run_path, log_path = exp.run_dir / RUN_FILE, exp.run_dir / LOG_JSONL
     if not run_path.is_file() or not log_path.is_file():
         return None
@@ -55,7 +58,7 @@ def experiment_row(exp, notes: str) -> dict[str, Any] | None:
         "git_commit": run.get("git_commit", "unknown"),
         "config_path": _relative(str(exp.path)),
         "key_changes": list(exp.key_changes),
-        "result_summary": result_summary(records, run),
+        "result_summary": result_summary(records, run) + (f"; {evaluation}" if evaluation else ""),
         "notes": notes,
         "final_loss": losses[-1] if losses else None,
         "iterations": records[-1]["iteration"] if records else None,
@@ -78,7 +81,8 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 @dg.asset(group_name="records", kinds={"parquet"},
-          deps=[dg.AssetDep(a, partition_mapping=dg.AllPartitionMapping()) for a in (checkpoint, training_log)],
+          deps=[dg.AssetDep(a, partition_mapping=dg.AllPartitionMapping())
+                for a in (checkpoint, training_log, eval_report)],
           description="The experiment table: id, date, git commit, config path, key changes, result summary, notes.")
 def experiment_records(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
                        storage: StorageResource) -> dg.MaterializeResult:
@@ -90,7 +94,8 @@ def experiment_records(context: dg.AssetExecutionContext, pipeline: PipelineConf
         except ConfigError as err:
             context.log.warning(f"experiment {exp_id} skipped: {err}")
             continue
-        if (row := experiment_row(exp, notes)) is not None:
+        evaluation = eval_summary(storage.eval_report_dir(exp_id), cfg.eval.leakage)
+        if (row := experiment_row(exp, notes, evaluation)) is not None:
             rows.append(row)
     folder = storage.path("records")
     parquet = folder / "experiment_records.parquet"

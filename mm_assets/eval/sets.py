@@ -1,0 +1,86 @@
+"""An eval set rendered once into prompt ids: what the evaluator feeds the model and the canary injects.
+
+`eval/sets/<task>/samples.parquet` holds one row per sample (id, prompt ids, the prompt as text, references,
+the sample's own text, video path and how many video codes it contributed); `set.json` beside it records the task, the dataset's
+sha256, the vocabulary layout's sha256 and the tokenizer identities, so an eval report can prove it fed the
+model the same id space the checkpoint was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mm_assets.eval.config import EvalTask
+from mm_assets.eval.datasets import Sample
+from mm_assets.eval.prompts import display_prompt, prompt_ids, render_segments
+from mm_assets.paths import atomic_path, atomic_write_text
+from mm_assets.shards.documents import DocumentAssembler
+
+SAMPLES_FILE = "samples.parquet"
+SET_FILE = "set.json"
+SAMPLES_SCHEMA = pa.schema([
+    ("sample_id", pa.string()), ("prompt_ids", pa.list_(pa.int32())), ("prompt", pa.string()),
+    ("references", pa.list_(pa.string())), ("content", pa.string()), ("video", pa.string()),
+    ("video_tokens", pa.int64()),
+])
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """A rendered set as the evaluator and the canary read it back."""
+
+    manifest: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+    @property
+    def task(self) -> EvalTask:
+        return EvalTask(**self.manifest["task"])
+
+    @property
+    def ids(self) -> list[str]:
+        return [r["sample_id"] for r in self.rows]
+
+
+def render_samples(task: EvalTask, samples: list[Sample], encode: Callable[[str], np.ndarray],
+                   assembler: DocumentAssembler, video_codes: Callable[[Path], np.ndarray]) -> list[dict[str, Any]]:
+    """One row per sample: the filled template as unified ids (video codes inside their markers)."""
+    rows = []
+    for sample in samples:
+        segments = render_segments(task.prompt_template, sample.fields)
+        codes = video_codes(sample.video) if sample.video is not None else None
+        ids = prompt_ids(segments, encode, assembler, codes)
+        n_video = 0 if codes is None else int(np.asarray(codes).size)
+        rows.append({"sample_id": sample.id, "prompt_ids": ids.astype(np.int32), "prompt": display_prompt(segments, n_video),
+                     "references": list(sample.references), "content": sample_content(sample), "video": None if sample.video is None else str(sample.video),
+                     "video_tokens": n_video})
+    return rows
+
+
+def sample_content(sample: Sample) -> str:
+    """The sample's own text (its template fields and references, not the template): what decontamination
+    searches the training text for."""
+    return "\n".join([*sample.fields.values(), *sample.references])
+
+
+def write_eval_set(folder: Path, rows: list[dict[str, Any]], manifest: dict[str, Any]) -> None:
+    """samples.parquet first, set.json last: a set.json always describes a complete samples file."""
+    table = pa.Table.from_pylist(rows, schema=SAMPLES_SCHEMA)
+    with atomic_path(folder / SAMPLES_FILE) as tmp:
+        pq.write_table(table, tmp)
+    atomic_write_text(folder / SET_FILE, json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def read_eval_set(folder: Path) -> EvalSet:
+    manifest_path = folder / SET_FILE
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"no eval set at {folder}: materialize eval_sets first")
+    rows = pq.read_table(folder / SAMPLES_FILE).to_pylist()
+    return EvalSet(json.loads(manifest_path.read_text()), rows)
