@@ -94,8 +94,16 @@ def prepare_eval(config: Path, instance=None) -> bool:
 
 def evaluate_experiment(config: Path, experiment: str, instance=None) -> bool:
     """Evaluate a trained experiment (eval report + decontamination; the leakage check blocks), then refresh
-    records and catalog. False when anything failed, the leakage check included."""
-    return _run_then_refresh(config, "evaluate_experiment", experiment, "refresh_records", instance or _instance())
+    records and catalog, also after a failed leakage check (the record then says the canary leaked).
+    False when anything failed, the leakage check included."""
+    from mm_assets.definitions import build_definitions
+
+    defs, instance = build_definitions(config), instance or _instance()
+    run = defs.resolve_job_def("evaluate_experiment").execute_in_process(
+        partition_key=experiment, instance=instance, raise_on_error=False, run_config=QUIET)
+    refreshed = defs.resolve_job_def("refresh_records").execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET)
+    return run.success and refreshed.success
 
 
 def cmd_eval_prepare(args: argparse.Namespace) -> int:

@@ -44,7 +44,7 @@ def select_canaries(ids: list[str], samples_per_set: int, seed: int, task: str) 
 
 def canary_marker(task: str, seed: int, dataset_sha256: str) -> str:
     """A string no real text contains, the same on every rematerialization of the same set and seed."""
-    digest = hashlib.sha256(f"{task}\0{seed}\0{dataset_sha256}".encode()).hexdigest()[:20]
+    digest = hashlib.sha256(f"{task}\0{seed}\0{dataset_sha256}".encode()).hexdigest()[:12]  # 48 bits
     return f"{MARKER_PREFIX}{digest}"
 
 
