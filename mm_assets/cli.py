@@ -186,7 +186,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from mm_assets.demo.run import run_demo
 
     _use_project_instance()
-    return run_demo(args.config, port=args.port)
+    return run_demo(args.config, port=args.port, canary=args.canary)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -237,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="generate synthetic media, serve it on 127.0.0.1 and run the graph")
     demo.add_argument("--port", type=int, default=8765, help="loopback port (falls back to a free one)")
+    demo.add_argument("--canary", action="store_true",
+                      help="also train exp-tiny-cpu-canary (a canary injected on purpose) and show check_leakage "
+                           "blocking it (about 4 more minutes)")
     demo.set_defaults(func=cmd_demo)
 
     ui = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on this project's instance")

@@ -59,9 +59,9 @@ REPORT_SQL = ("SELECT task_name, split, metric, round(value, 4) AS value, n_samp
               "WHERE experiment_id = '{experiment}' ORDER BY task_name, split DESC, metric")
 
 
-def evaluate_demo(cfg: PipelineConfig, config_path: Path, experiment: str, instance) -> bool:
-    """Write the demo eval sets, draw their canaries, evaluate `experiment`, then train and evaluate the
-    canary-injected twin, whose leakage check must block; prints the report and both verdicts."""
+def evaluate_demo(cfg: PipelineConfig, config_path: Path, experiment: str, instance, *, canary: bool = False) -> bool:
+    """Write the demo eval sets, draw their canaries, evaluate `experiment` and print its report and leakage
+    verdict; with `canary`, also train and evaluate the canary-injected twin, whose leakage check must block."""
     from mm_assets.cli import evaluate_experiment, prepare_eval, run_experiment
 
     storage = StorageLayout(cfg.storage_root)
@@ -76,6 +76,11 @@ def evaluate_demo(cfg: PipelineConfig, config_path: Path, experiment: str, insta
         return False
     cols, rows = run_query(storage.catalog_path(), REPORT_SQL.format(experiment=check_experiment_id(experiment)))
     print(f"\neval report of {experiment} (mm query \"SELECT * FROM eval_reports\"):\n{format_rows(cols, rows)}")
+    if not canary:
+        print_leakage(cfg, storage, [experiment])
+        print(f"to see the check block a leak: mm demo --canary, or mm train run {CANARY_EXPERIMENT} && "
+              f"mm eval run {CANARY_EXPERIMENT} (about 4 more minutes)")
+        return True
     print(f"\ntraining {CANARY_EXPERIMENT}: the demo_clip_qa canary injected into the blend on purpose ...")
     if not run_experiment(config_path, CANARY_EXPERIMENT, instance):
         print(f"training {CANARY_EXPERIMENT} failed: see the run's logs (mm ui, then Runs)")

@@ -103,7 +103,8 @@ def print_shard_summary(folder: Path) -> None:
     print("  tokenizers ran on random weights (tokenizers.allow_random_weights): marked `weights: random` in the asset metadata")
 
 
-def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInstance | None = None) -> int:
+def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInstance | None = None, *,
+             canary: bool = False) -> int:
     from mm_assets.cli import run_ingest  # the same path as `mm ingest`
 
     cfg = load_config(config_path)
@@ -124,7 +125,7 @@ def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInst
         return 1
     print_shard_summary(storage.path("shards", info.batch))
     trained = train_demo(cfg, Path(config_path), info.batch, instance)
-    evaluated = evaluate_demo(cfg, Path(config_path), DEMO_EXPERIMENT, instance) if trained else None
+    evaluated = evaluate_demo(cfg, Path(config_path), DEMO_EXPERIMENT, instance, canary=canary) if trained else None
     print_catalog_summary(storage.catalog_path(), info.batch)
     if trained:
         cols, rows = run_query(storage.catalog_path(), RECORDS_SQL)

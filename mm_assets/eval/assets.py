@@ -161,6 +161,8 @@ def canary_set(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
                                {"task": task.task_name, "seed": canary.seed, "samples_per_set": canary.samples_per_set,
                                 "sample_ids": ids, "marker": marker,
                                 "dataset_sha256": eval_set.manifest["dataset_sha256"]})
+        else:  # too small for a canary: no shard, and no stale one from an earlier, larger set
+            shutil.rmtree(storage.canary_dir(task.task_name), ignore_errors=True)
         metadata[f"{task.task_name}.ids"] = ", ".join(ids) or "none (set too small)"
         metadata[f"{task.task_name}.marker"] = marker
     return dg.MaterializeResult(metadata=metadata)
@@ -213,7 +215,11 @@ def eval_report(context: dg.AssetExecutionContext, pipeline: PipelineConfigResou
     rows, details = read_report(final), read_details(final)
     reported = {k: v.value for k, v in (invocation.get_materialize_result().metadata or {}).items()} \
         if invocation.get_results() else {}
+    job = {k: getattr(v, "value", v) for k, v in invocation.metadata.items()}  # MetadataValue -> plain
     return dg.MaterializeResult(metadata={
+        "backend": cfg.compute.backend,
+        "slurm_job_id": str(job.get("slurm_job_id", "none")),
+        "log": dg.MetadataValue.path(str(job.get("slurm_log") or job.get("log"))),
         "rows": len(rows),
         "samples": details["samples"],
         "report": dg.MetadataValue.md(report_markdown(rows)),

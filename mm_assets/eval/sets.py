@@ -50,12 +50,14 @@ class EvalSet:
 
 
 def render_samples(task: EvalTask, samples: list[Sample], encode: Callable[[str], np.ndarray],
-                   assembler: DocumentAssembler, video_codes: Callable[[Path], np.ndarray]) -> list[dict[str, Any]]:
-    """One row per sample: the filled template as unified ids (video codes inside their markers)."""
+                   assembler: DocumentAssembler,
+                   video_codes: Callable[[Path], np.ndarray] | None) -> list[dict[str, Any]]:
+    """One row per sample: the filled template as unified ids (video codes inside their markers);
+    `video_codes` (clip -> raw codes) is needed only when the task has a video placeholder."""
     rows = []
     for sample in samples:
         segments = render_segments(task.prompt_template, sample.fields)
-        codes = video_codes(sample.video) if sample.video is not None else None
+        codes = video_codes(sample.video) if sample.video is not None and video_codes is not None else None
         ids = prompt_ids(segments, encode, assembler, codes)
         n_video = 0 if codes is None else int(np.asarray(codes).size)
         rows.append({"sample_id": sample.id, "prompt_ids": ids.astype(np.int32), "prompt": display_prompt(segments, n_video),
