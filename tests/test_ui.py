@@ -29,7 +29,8 @@ def webserver(tmp_path):
     port = find_free_port()
     exe = Path(sys.executable).with_name("dagster-webserver")
     proc = subprocess.Popen(
-        [str(exe), "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+        # under this interpreter, whatever the script's shebang says (a venv copied from elsewhere keeps its old one)
+        [sys.executable, str(exe), "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
         cwd=tmp_path, env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
