@@ -98,7 +98,8 @@ def resolve_blend(
         if named:
             field, value, resolver = named[0]
             if resolver is None:
-                problems.append(f"{key}.{field}={value}: no resolver was given to find its prefix")
+                kind = "shard" if field == "shard_batch" else "canary"
+                problems.append(f"{key}.{field}={value}: no {kind} resolver was given to find its prefix")
                 continue
             try:
                 prefix = Path(resolver(value))
