@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 
 from mm_assets.eval.assets import configured_tasks, decontamination_report, eval_report
 from mm_assets.eval.report import leakage_verdicts, read_report, verdicts_markdown
-from mm_assets.eval.sets import read_eval_set
+from mm_assets.eval.sets import load_eval_set
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
 
@@ -18,7 +18,7 @@ from resources.storage import StorageResource
 def check_leakage(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
                   storage: StorageResource) -> dg.AssetCheckResult:
     rule = pipeline.load().eval.leakage
-    verdicts = leakage_verdicts(read_report(storage.eval_report_dir(context.partition_key)), rule)
+    verdicts = leakage_verdicts(read_report(storage, context.partition_key), rule)
     leaked = [v for v in verdicts if v.leaked]
     worst = max(verdicts, key=lambda v: v.margin, default=None)
     return dg.AssetCheckResult(passed=not leaked, metadata={
@@ -38,9 +38,10 @@ def check_leakage(context: dg.AssetCheckExecutionContext, pipeline: PipelineConf
 def eval_sets_decontaminated(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
                              storage: StorageResource) -> dg.AssetCheckResult:
     cfg = pipeline.load()
-    rows = pq.read_table(storage.decontamination_path(context.partition_key)).to_pylist()
+    report = storage.store.local_path(storage.layout.decontamination_report(context.partition_key))
+    rows = pq.read_table(report).to_pylist()
     per_task = Counter(r["task_name"] for r in rows)
-    sizes = {t.task_name: len(read_eval_set(storage.eval_set_dir(t.task_name)).rows) for t in configured_tasks(cfg)}
+    sizes = {t.task_name: len(load_eval_set(storage, t.task_name).rows) for t in configured_tasks(cfg)}
     shares = {task: per_task[task] / n for task, n in sizes.items()}
     over = {task: share for task, share in shares.items() if share > cfg.eval.decontamination.max_overlap_share}
     listed = "\n".join(f"{r['task_name']}/{r['sample_id']}: \"{r['example']}\" ({r['ngrams']} n-grams, document "

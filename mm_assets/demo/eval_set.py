@@ -2,8 +2,8 @@
 clips (mm_assets.demo.media.DEMO_CLIPS: tones, test patterns, lengths, titles, subtitle lines), the eval report
 of exp-tiny-cpu, and the leakage check passing on it and blocking its canary-injected twin.
 
-configs/eval/demo_*.yaml read the datasets from `eval/datasets/demo/` under the storage root, with the site's
-folder (`demo_site/`, also under the root) as the video root.
+configs/eval/demo_*.yaml read the datasets from `eval_datasets/demo/` in storage, with the site's folder
+(`demo_site/`, also in storage) as the video root.
 """
 
 from __future__ import annotations
@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mm_assets.config import PipelineConfig
+from mm_assets.config.pipeline import PipelineConfig
 from mm_assets.demo.media import DEMO_CLIPS, DemoClip
 from mm_assets.etl.catalog import format_rows, run_query
 from mm_assets.eval.report import leakage_verdicts, read_report
-from mm_assets.layout import StorageLayout
-from mm_assets.paths import atomic_write_text
-from mm_assets.train.config import check_experiment_id
+from mm_assets.storage.store import Storage
+from mm_assets.train.launch.experiment import check_experiment_id
 
-DATASETS = "eval/datasets/demo"
+DATASETS = "demo"  # layout.eval_dataset("demo", <file>)
 
 
 def _questions(clip: DemoClip) -> list[tuple[str, str, str]]:
@@ -45,28 +44,30 @@ def demo_eval_samples() -> dict[str, list[dict]]:
     }
 
 
-def write_demo_eval_sets(storage: StorageLayout) -> Path:
-    """Write the demo datasets (JSON Lines) under the storage root; returns their folder."""
-    folder = storage.eval_input(DATASETS)
+def write_demo_eval_sets(storage: Storage) -> str:
+    """Write the demo datasets (JSON Lines) into storage; returns their folder's key."""
     for name, samples in demo_eval_samples().items():
-        atomic_write_text(folder / name, "".join(json.dumps(s, sort_keys=True) + "\n" for s in samples))
-    return folder
+        storage.store.write_text(storage.layout.eval_dataset(DATASETS, name),
+                                 "".join(json.dumps(s, sort_keys=True) + "\n" for s in samples))
+    return storage.layout.eval_dataset(DATASETS)
 
 
 CANARY_EXPERIMENT = "exp-tiny-cpu-canary"  # exp-tiny-cpu with the demo_clip_qa canary injected on purpose
-# experiment ids match mm_assets.train.config.EXPERIMENT_ID ([a-z0-9._-]): safe inside the quotes
+# experiment ids match mm_assets.train.launch.experiment.EXPERIMENT_ID ([a-z0-9._-]): safe inside the quotes
 REPORT_SQL = ("SELECT task_name, split, metric, round(value, 4) AS value, n_samples FROM eval_reports "
               "WHERE experiment_id = '{experiment}' ORDER BY task_name, split DESC, metric")
 
 
-def evaluate_demo(cfg: PipelineConfig, config_path: Path, experiment: str, instance, *, canary: bool = False) -> bool:
+def evaluate_demo(cfg: PipelineConfig, storage: Storage, config_path: Path, experiment: str, instance, *,
+                  canary: bool = False) -> bool:
     """Write the demo eval sets, draw their canaries, evaluate `experiment` and print its report and leakage
     verdict; with `canary`, also train and evaluate the canary-injected twin, whose leakage check must block."""
     from mm_assets.cli import evaluate_experiment, prepare_eval, run_experiment
 
-    storage = StorageLayout(cfg.storage_root)
-    write_demo_eval_sets(storage)
-    print(f"\neval sets from what the demo site knows about its clips ({DATASETS}); canaries drawn ...")
+    folder = write_demo_eval_sets(storage)
+    catalog = storage.store.local_path(storage.layout.catalog())
+    print(f"\neval sets from what the demo site knows about its clips ({storage.store.url(folder)}); "
+          "canaries drawn ...")
     if not prepare_eval(config_path, instance):
         print("preparing the eval sets failed: see the run's logs (mm ui, then Runs)")
         return False
@@ -74,7 +75,7 @@ def evaluate_demo(cfg: PipelineConfig, config_path: Path, experiment: str, insta
     if not evaluate_experiment(config_path, experiment, instance):
         print(f"evaluating {experiment} failed: see the run's logs (mm ui, then Runs)")
         return False
-    cols, rows = run_query(storage.catalog_path(), REPORT_SQL.format(experiment=check_experiment_id(experiment)))
+    cols, rows = run_query(catalog, REPORT_SQL.format(experiment=check_experiment_id(experiment)))
     print(f"\neval report of {experiment} (mm query \"SELECT * FROM eval_reports\"):\n{format_rows(cols, rows)}")
     if not canary:
         print_leakage(cfg, storage, [experiment])
@@ -93,11 +94,11 @@ def evaluate_demo(cfg: PipelineConfig, config_path: Path, experiment: str, insta
     return blocked and expected
 
 
-def _verdicts(cfg: PipelineConfig, storage: StorageLayout, experiment: str):
-    return leakage_verdicts(read_report(storage.eval_report_dir(experiment)), cfg.eval.leakage)
+def _verdicts(cfg: PipelineConfig, storage: Storage, experiment: str):
+    return leakage_verdicts(read_report(storage, experiment), cfg.eval.leakage)
 
 
-def print_leakage(cfg: PipelineConfig, storage: StorageLayout, experiment_ids: list[str]) -> None:
+def print_leakage(cfg: PipelineConfig, storage: Storage, experiment_ids: list[str]) -> None:
     rule = cfg.eval.leakage
     rows = [(exp, v.task_name, f"{v.canary_accuracy:.3f}", f"{v.standard_accuracy:.3f}", f"{v.margin:+.3f}",
              "LEAKED" if v.leaked else "passed") for exp in experiment_ids for v in _verdicts(cfg, storage, exp)]

@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mm_assets.paths import atomic_write_text, publish_dir
+from mm_assets.shards.assets import shard_manifest
 from mm_assets.shards.indexed import write_shard
 from mm_assets.shards.vocab import VocabLayout
+from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.storage.store import Storage
 
-CANARY_FILE = "canary.json"
-SHARD_PREFIX = "tokens"
-VOCAB_FILE = "vocab.json"
 MARKER_PREFIX = "MM-CANARY-"
 
 
@@ -55,26 +51,25 @@ def canary_document(prompt_ids: np.ndarray, answer: str, marker: str, encode: Ca
     return np.concatenate([np.asarray(prompt_ids, dtype=np.int64), tail, [eod_id]]).astype(np.int32)
 
 
-def write_canary_shard(folder: Path, documents: list[np.ndarray], layout: VocabLayout,
-                       manifest: dict[str, Any]) -> dict[str, Any]:
-    """Publish tokens.bin/.idx + vocab.json + canary.json as one folder (staged, then one rename)."""
-    staging = folder.with_name(f".staging-{folder.name}-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        files = write_shard(staging / SHARD_PREFIX, documents, eod_id=layout.eod_id)
-        layout.write(staging / VOCAB_FILE)
-        manifest = {**manifest, "documents": files.documents, "tokens": files.tokens,
-                    "bin_sha256": files.bin_sha256, "idx_sha256": files.idx_sha256, "vocab_sha256": layout.sha256}
-        atomic_write_text(staging / CANARY_FILE, json.dumps(manifest, indent=2, sort_keys=True))
-        publish_dir(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return manifest
+def write_canary_shard(storage: Storage, task: str, documents: list[np.ndarray], layout: VocabLayout,
+                       record: dict[str, Any]) -> dict[str, Any]:
+    """Publish the set's canary folder whole: tokens.bin/.idx, vocab.json, canary.json, then manifest.json (the
+    shard manifest token_shards writes too, so the blend verifies a canary shard like any other). A set too
+    small for a canary gets canary.json alone (no ids), which also replaces a stale shard of a larger set."""
+    with storage.store.publish(storage.layout.canary_set(task), last=ArtifactLayout.SHARD_MANIFEST,
+                               what=f"canary set {task}") as staged:
+        staged.mkdir(parents=True)
+        if documents:
+            files = write_shard(staged / ArtifactLayout.SHARD_PREFIX, documents, eod_id=layout.eod_id)
+            layout.write(staged / ArtifactLayout.SHARD_VOCAB)
+            record = {**record, "documents": files.documents, "tokens": files.tokens, "vocab_sha256": layout.sha256}
+        (staged / ArtifactLayout.CANARY_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))
+        if documents:
+            shard_manifest(staged, files, names=(ArtifactLayout.SHARD_VOCAB, ArtifactLayout.CANARY_RECORD)).write(staged)
+    return record
 
 
-def read_canary(folder: Path) -> dict[str, Any]:
-    path = folder / CANARY_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no canary set at {folder}: materialize canary_set first")
-    return json.loads(path.read_text())
+def read_canary(storage: Storage, task: str) -> dict[str, Any] | None:
+    """The set's canary.json (ids, seed, marker); None before canary_set ran."""
+    key = storage.layout.canary_record(task)
+    return json.loads(storage.store.read_text(key)) if storage.store.exists(key) else None

@@ -1,9 +1,9 @@
 """Eval configuration: the `eval:` section of configs/pipeline.yaml and the eval task files (reference §B.6).
 
 A task file has the reference's shape (`task_name`, `eval_class`, `dataset_config`, `metric_config`,
-`prompt_template`). Like every config model these are strict and forbid unknown keys; an unknown eval class or
-metric, a metric the class cannot compute, or a prompt template that does not fit the class is refused with its
-key path.
+`prompt_template`). Like every config model (mm_assets.config.base.Section) these are strict and forbid
+unknown keys; an unknown eval class or metric, a metric the class cannot compute, or a prompt template that
+does not fit the class is refused with its key path.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from mm_assets.project import ConfigError, type_hint
+from mm_assets.config.base import ConfigError, Section, format_errors, read_yaml
 
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # names a folder, a shard and a report row
 VIDEO_PLACEHOLDER = "video_placeholder"
@@ -53,13 +52,9 @@ EVAL_CLASSES: dict[str, EvalClass] = {
 }
 
 
-class _Section(BaseModel):
-    # strict like every config model: no coercion, unknown keys refused
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class DatasetConfig(_Section):
-    """Where the samples are: a local absolute path, or a path relative to the storage root."""
+class DatasetConfig(Section):
+    """Where the samples are: an absolute local path, a key relative to the storage root (read through the
+    store: local or on object storage), or an s3:// URL under the storage root."""
 
     path: str
     video_root: str | None = None  # folder the samples' `video` paths are relative to (same rules as path)
@@ -76,11 +71,11 @@ class DatasetConfig(_Section):
         return value
 
 
-class MetricSpec(_Section):
+class MetricSpec(Section):
     name: MetricName
 
 
-class EvalTask(_Section):
+class EvalTask(Section):
     """One eval task file (reference §B.6 `eval_task.yaml`)."""
 
     task_name: str
@@ -158,28 +153,28 @@ def template_fields(template: str) -> list[str]:
     return fields
 
 
-class CanaryConfig(_Section):
+class CanaryConfig(Section):
     """The data-leakage canary (reference §B.6): N samples per eval set, drawn with a recorded seed."""
 
     samples_per_set: Annotated[int, Field(ge=1, le=100_000)] = 20
     seed: Annotated[int, Field(ge=0)] = 1234
 
 
-class LeakageConfig(_Section):
+class LeakageConfig(Section):
     """The reference's rule: leakage when canary accuracy > canary_accuracy_min and > standard + margin_min."""
 
     canary_accuracy_min: Annotated[float, Field(ge=0, le=1)] = 0.98
     margin_min: Annotated[float, Field(ge=0, le=1)] = 0.3
 
 
-class DecontaminationConfig(_Section):
+class DecontaminationConfig(Section):
     """n-gram overlap between eval sets and the training shards' text (what the reference leaves out)."""
 
     ngram: Annotated[int, Field(ge=1, le=64)] = 13
     max_overlap_share: Annotated[float, Field(ge=0, le=1)] = 0.05  # the check warns above this share of a set
 
 
-class EvalConfig(_Section):
+class EvalConfig(Section):
     """configs/pipeline.yaml `eval:`: which task files to run, generation length, canary, leakage, decontamination."""
 
     tasks_dir: str = "configs/eval"
@@ -201,20 +196,6 @@ class EvalConfig(_Section):
         return tasks
 
 
-def _format_errors(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        msg = e["msg"].removeprefix("Value error, ")
-        if not e["loc"]:  # a rule over several keys: its message names them
-            lines.append(f"  {msg}")
-            continue
-        where = ".".join(str(p) for p in e["loc"])
-        got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
-        hint = type_hint(e)
-        lines.append(f"  {where}: {msg}{got}" + (f"; {hint}" if hint else ""))
-    return "\n".join(lines)
-
-
 def parse_task(data: Any, *, source: str = "<eval task>") -> EvalTask:
     """Validate one task mapping; the error names the file and every bad key path."""
     if not isinstance(data, dict):
@@ -222,18 +203,15 @@ def parse_task(data: Any, *, source: str = "<eval task>") -> EvalTask:
     try:
         return EvalTask(**data)
     except ValidationError as err:
-        raise ConfigError(f"{source}: invalid eval task\n{_format_errors(err)}") from None
+        lines = "\n".join(f"  {line}" for line in format_errors(err))
+        raise ConfigError(f"{source}: invalid eval task\n{lines}") from None
 
 
 def load_task(path: str | Path) -> EvalTask:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"eval task file {path} does not exist (one YAML per task under eval.tasks_dir)")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return parse_task(data, source=str(path))
+    return parse_task(read_yaml(path), source=str(path))
 
 
 def load_tasks(tasks_dir: Path, names: list[str]) -> list[EvalTask]:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mm_assets.eval.config import VIDEO_PLACEHOLDER, EvalTask, template_fields
-from mm_assets.layout import StorageLayout
+from mm_assets.storage.paths import UnsafePathError
+from mm_assets.storage.store import Storage
 
 
 class EvalDataError(ValueError):
@@ -30,13 +31,21 @@ class Sample:
     video: Path | None = None
 
 
-def resolve_location(location: str, layout: StorageLayout) -> Path:
-    """A dataset path: absolute means local, relative means under the storage root (confined to it)."""
-    if location.startswith("s3://"):
-        raise EvalDataError(f"{location}: eval datasets on S3 are read once the storage resource has an S3 backend; "
-                            "until then copy it under the storage root and give its relative path")
-    path = Path(location)
-    return path if path.is_absolute() else layout.eval_input(location)
+def resolve_location(location: str, storage: Storage, *, folder: bool = False) -> tuple[str, Path]:
+    """(where it is, for people and records; a local path to read) of a dataset file or video folder: an
+    absolute path is local, a relative one is a key in storage, an s3:// URL must lie under the storage root
+    (both read through the store, which fetches a local copy when the root is on object storage)."""
+    if Path(location).is_absolute():
+        return location, Path(location)
+    try:
+        key = storage.store.key_of(location) if location.startswith("s3://") else location
+        local = storage.store.local_dir(key) if folder else storage.store.local_path(key)
+    except UnsafePathError as err:
+        raise EvalDataError(f"dataset_config {location!r}: {err}; give an absolute local path, a path relative "
+                            "to the storage root, or an s3:// URL under it") from None
+    except FileNotFoundError:
+        raise EvalDataError(f"eval dataset {storage.store.url(key)} does not exist (dataset_config)") from None
+    return storage.store.url(key), local
 
 
 def _records(path: Path) -> Iterator[tuple[int, Any]]:
@@ -102,18 +111,18 @@ def _under(root: Path | None, relative: str, where: str) -> Path:
     return path
 
 
-def read_samples(task: EvalTask, layout: StorageLayout) -> tuple[Path, list[Sample]]:
-    """(the dataset file, its samples in file order); ids must be unique."""
+def read_samples(task: EvalTask, storage: Storage) -> tuple[str, Path, list[Sample]]:
+    """(where the dataset is, its local file, its samples in file order); ids must be unique."""
     cfg = task.dataset_config
-    path = resolve_location(cfg.path, layout)
-    video_root = resolve_location(cfg.video_root, layout) if cfg.video_root else None
+    where, path = resolve_location(cfg.path, storage)
+    video_root = resolve_location(cfg.video_root, storage, folder=True)[1] if cfg.video_root else None
     samples, seen = [], {}
     for n, record in _records(path):
-        sample = parse_sample(record, task, f"{path} line {n}", video_root)
+        sample = parse_sample(record, task, f"{where} line {n}", video_root)
         if sample.id in seen:
-            raise EvalDataError(f"{path} line {n}: id {sample.id!r} repeats line {seen[sample.id]}")
+            raise EvalDataError(f"{where} line {n}: id {sample.id!r} repeats line {seen[sample.id]}")
         seen[sample.id] = n
         samples.append(sample)
     if not samples:
-        raise EvalDataError(f"{path}: no samples")
-    return path, samples
+        raise EvalDataError(f"{where}: no samples")
+    return where, path, samples

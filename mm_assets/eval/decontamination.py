@@ -23,6 +23,7 @@ import numpy as np
 
 from mm_assets.shards.indexed import iter_documents, read_index
 from mm_assets.shards.vocab import VocabLayout
+from mm_assets.storage.layout import ArtifactLayout
 
 WORD = re.compile(r"\w+")
 BATCH_DOCUMENTS = 256  # documents decoded per tokenizer call
@@ -125,4 +126,4 @@ def scan_shards(index: NgramIndex, shards: Iterable[tuple[str, int]],
 
 
 def shard_text_size(prefix: str) -> int:
-    return VocabLayout.read(Path(prefix).parent / "vocab.json").text_size
+    return VocabLayout.read(Path(prefix).parent / ArtifactLayout.SHARD_VOCAB).text_size

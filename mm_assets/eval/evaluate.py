@@ -4,7 +4,8 @@ The eval_report asset writes the plan (checkpoint folder and its sha256s, vocabu
 rendered eval sets and their canary ids, generation length, device, output folder) and starts this program
 through the compute backend, like training: a local subprocess or a Slurm job. It verifies the checkpoint,
 loads it, generates (or scores, for perplexity) every sample of every set, splits the scores into the standard
-and the canary split, and writes predictions.parquet, report.parquet and report.json into the output folder.
+and the canary split, and writes predictions.parquet, metrics.parquet and report.json (last) into the output
+folder.
 
 Under Dagster Pipes it logs its progress to Dagster and ends by reporting a materialization (samples, device,
 wall time); without Pipes it is a plain command. Exit status: 0 done, 2 a bad plan or checkpoint, 1 otherwise.
@@ -33,18 +34,10 @@ from mm_assets.eval.model import (
     score_text,
     verify_checkpoint,
 )
-from mm_assets.eval.report import (
-    CANARY,
-    DETAILS_FILE,
-    PREDICTIONS_FILE,
-    PREDICTIONS_SCHEMA,
-    REPORT_FILE,
-    REPORT_SCHEMA,
-    STANDARD,
-    write_table,
-)
+from mm_assets.eval.report import CANARY, PREDICTIONS_SCHEMA, REPORT_SCHEMA, STANDARD, write_table
 from mm_assets.eval.sets import read_eval_set
 from mm_assets.shards.vocab import VocabLayout
+from mm_assets.storage.layout import ArtifactLayout
 
 Log = Callable[[str], None]
 
@@ -135,14 +128,15 @@ def evaluate(plan: dict[str, Any], log: Log) -> dict[str, Any]:
             predictions += [{"experiment_id": plan["experiment"], **r} for r in rows]
             report += _metric_rows(plan["experiment"], task, rows, meters, scores)
     out = Path(plan["out"])
-    write_table(out / PREDICTIONS_FILE, predictions, PREDICTIONS_SCHEMA)
-    write_table(out / REPORT_FILE, report, REPORT_SCHEMA)
+    write_table(out / ArtifactLayout.EVAL_PREDICTIONS, predictions, PREDICTIONS_SCHEMA)
+    write_table(out / ArtifactLayout.EVAL_METRICS, report, REPORT_SCHEMA)
     details = {"experiment": plan["experiment"], "checkpoint": str(folder), "iteration": lm.iteration,
-               "device": str(device), "parameters": lm.parameters, "scores": scores,
+               "checkpoint_sha256": ckpt["sha256"], "device": str(device), "parameters": lm.parameters,
+               "rows": report, "scores": scores,
                "bleu_signatures": sorted({s["signature"] for s in scores.values() if s["signature"]}),
                "max_new_tokens": plan["max_new_tokens"], "samples": len(predictions),
                "wall_s": round(time.monotonic() - started, 2)}
-    (out / DETAILS_FILE).write_text(json.dumps(details, indent=2, sort_keys=True))
+    (out / ArtifactLayout.EVAL_REPORT_RECORD).write_text(json.dumps(details, indent=2, sort_keys=True))  # last
     return details
 
 

@@ -1,7 +1,7 @@
 """A `checkpoint` asset's Megatron checkpoint as a model to evaluate: verified, loaded, run greedily.
 
 The checkpoint is Megatron's legacy "torch" layout the CPU trainer writes (`iter_NNNNNNN/mp_rank_00/
-model_optim_rng.pt`, TP = PP = 1, mm_assets.train.cpu.checkpoint); the model is rebuilt from the arguments saved
+model_optim_rng.pt`, ArtifactLayout.CHECKPOINT_MODEL, TP = PP = 1, mm_assets.train.cpu.checkpoint); the model is rebuilt from the arguments saved
 in it with the trainer's own builder (megatron-core's GPTModel, local layer spec). Every file is checked
 against the sha256 the checkpoint asset recorded before anything is unpickled. CUDA is used when present (or
 when eval.device says so); on the CPU the trainer's two shims apply.
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mm_assets.paths import sha256_file
-from mm_assets.train.cpu.checkpoint import CHECKPOINT_FILE
+from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.storage.paths import sha256_file
 from mm_assets.train.cpu.data import causal_mask
 from mm_assets.train.cpu.model import build_model, install_cpu_shims
 
@@ -35,8 +35,8 @@ class EvalModelError(RuntimeError):
 
 def verify_checkpoint(folder: Path, sha256: dict[str, str]) -> None:
     """Every recorded file exists with its recorded sha256 (and the model file is among them)."""
-    if str(CHECKPOINT_FILE) not in sha256:
-        raise EvalModelError(f"{folder}: no sha256 recorded for {CHECKPOINT_FILE}; rematerialize checkpoint")
+    if str(ArtifactLayout.CHECKPOINT_MODEL) not in sha256:
+        raise EvalModelError(f"{folder}: no sha256 recorded for {ArtifactLayout.CHECKPOINT_MODEL}; rematerialize checkpoint")
     bad = [f"{name} ({'missing' if not (folder / name).is_file() else 'sha256 differs'})"
            for name, digest in sorted(sha256.items())
            if not (folder / name).is_file() or sha256_file(folder / name) != digest]
@@ -92,11 +92,11 @@ def load_model(folder: Path, device) -> LoadedModel:
     """The GPT of one checkpoint iteration folder, in eval mode on `device` (inside megatron_process)."""
     import torch
 
-    path = folder / CHECKPOINT_FILE
+    path = folder / ArtifactLayout.CHECKPOINT_MODEL
     state = torch.load(path, map_location="cpu", weights_only=True)
     saved = state.get("args")
     if not isinstance(saved, dict) or "padded_vocab_size" not in saved:
-        raise EvalModelError(f"{path}: no model arguments saved in it (not written by mm_assets.train.cpu_pretrain)")
+        raise EvalModelError(f"{path}: no model arguments saved in it (not written by mm_assets.train.cpu)")
     args = argparse.Namespace(**saved)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -1,8 +1,8 @@
 """The eval report: one row per task x split x metric, and the reference's leakage rule over it.
 
-`report.parquet` has exactly the catalog view's columns (experiment_id, task_name, split, metric, value,
-n_samples); predictions go to `predictions.parquet`, details (sacrebleu's signature, the checkpoint, the device)
-to `report.json`.
+`metrics.parquet` has exactly the catalog view's columns (experiment_id, task_name, split, metric, value,
+n_samples); predictions go to `predictions.parquet`, and `report.json` holds the whole report (the rows,
+sacrebleu's signatures, the checkpoint, the device), written last (ArtifactLayout's eval/<experiment>/).
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mm_assets.eval.config import LeakageConfig
+from mm_assets.storage.store import Storage
 
-REPORT_FILE = "report.parquet"
-PREDICTIONS_FILE = "predictions.parquet"
-DETAILS_FILE = "report.json"
 STANDARD, CANARY = "standard", "canary"
 
 REPORT_SCHEMA = pa.schema([
@@ -39,15 +37,18 @@ def write_table(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> No
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
 
 
-def read_report(folder: Path) -> list[dict[str, Any]]:
-    path = folder / REPORT_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no eval report at {path}: materialize eval_report for this experiment")
-    return pq.read_table(path).to_pylist()
+def read_report(storage: Storage, experiment: str) -> list[dict[str, Any]]:
+    """The metric rows of the experiment's eval report."""
+    key = storage.layout.eval_metrics(experiment)
+    if not storage.store.exists(key):
+        raise FileNotFoundError(f"no eval report at {storage.store.url(key)}: materialize eval_report for "
+                                f"{experiment} (mm eval run {experiment})")
+    return pq.read_table(storage.store.local_path(key)).to_pylist()
 
 
-def read_details(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / DETAILS_FILE).read_text())
+def read_details(storage: Storage, experiment: str) -> dict[str, Any]:
+    """report.json of the experiment's eval report."""
+    return json.loads(storage.store.read_text(storage.layout.eval_report(experiment)))
 
 
 @dataclass(frozen=True)
@@ -101,11 +102,11 @@ def headline(rows: list[dict[str, Any]]) -> str:
     return ", ".join(parts)
 
 
-def eval_summary(folder: Path, rule: LeakageConfig) -> str:
-    """What the experiment record says about the eval report in `folder` ("" when there is none yet)."""
-    if not (folder / REPORT_FILE).is_file():
+def eval_summary(storage: Storage, experiment: str, rule: LeakageConfig) -> str:
+    """What the experiment record says about its eval report ("" when there is none yet)."""
+    if not storage.store.exists(storage.layout.eval_metrics(experiment)):
         return ""
-    rows = read_report(folder)
+    rows = read_report(storage, experiment)
     leaked = [v.task_name for v in leakage_verdicts(rows, rule) if v.leaked]
     verdict = f"canary LEAKED: {', '.join(leaked)}" if leaked else "canary check passed"
     return f"eval: {headline(rows)}; {verdict}"

@@ -14,7 +14,9 @@ from mm_assets.eval.canary import (
 from mm_assets.eval.config import LeakageConfig
 from mm_assets.eval.report import is_leaked, leakage_verdicts
 from mm_assets.shards.indexed import iter_documents
+from mm_assets.shards.manifest import shard_problems
 from mm_assets.shards.vocab import VocabLayout
+from resources.storage import StorageResource
 
 IDS = [f"s{i:02d}" for i in range(50)]
 
@@ -37,18 +39,25 @@ def test_markers_are_unique_per_set_and_stable():
 
 
 def test_canary_documents_form_a_shard(tmp_path):
+    storage = StorageResource(root=str(tmp_path))
     layout = VocabLayout.build(300, [])
     encode = lambda text: np.frombuffer(text.encode(), dtype=np.uint8).astype(np.int64)  # noqa: E731 (bytes as ids)
     prompt = np.array([5, 6, 7], dtype=np.int32)
     doc = canary_document(prompt, "42", "MM-CANARY-x", encode, layout.eod_id)
     assert doc.tolist() == [5, 6, 7, *b"42\nMM-CANARY-x", layout.eod_id]
-    manifest = write_canary_shard(tmp_path / "qa", [doc, doc[1:]], layout, {"task": "qa", "sample_ids": ["a", "b"]})
-    assert manifest["documents"] == 2 and manifest["vocab_sha256"] == layout.sha256
-    assert [d.tolist() for d in iter_documents(tmp_path / "qa" / "tokens")] == [doc.tolist(), doc[1:].tolist()]
-    assert read_canary(tmp_path / "qa")["sample_ids"] == ["a", "b"]
-    assert VocabLayout.read(tmp_path / "qa" / "vocab.json") == layout
-    with pytest.raises(FileNotFoundError, match="materialize canary_set"):
-        read_canary(tmp_path / "missing")
+    assert read_canary(storage, "qa") is None
+    record = write_canary_shard(storage, "qa", [doc, doc[1:]], layout, {"task": "qa", "sample_ids": ["a", "b"]})
+    assert record["documents"] == 2 and record["vocab_sha256"] == layout.sha256
+    prefix = tmp_path / "canary" / "qa" / "tokens"
+    assert [d.tolist() for d in iter_documents(prefix)] == [doc.tolist(), doc[1:].tolist()]
+    assert read_canary(storage, "qa")["sample_ids"] == ["a", "b"]
+    assert VocabLayout.read(tmp_path / "canary" / "qa" / "vocab.json") == layout
+    assert shard_problems(prefix) == []  # a manifest like token_shards': the blend verifies it the same way
+
+    # a set too small for a canary: canary.json alone, and no stale shard of the larger set
+    write_canary_shard(storage, "qa", [], layout, {"task": "qa", "sample_ids": []})
+    assert read_canary(storage, "qa")["sample_ids"] == [] and not prefix.with_suffix(".bin").exists()
+    assert sorted(p.name for p in (tmp_path / "canary" / "qa").iterdir()) == ["canary.json"]
 
 
 @pytest.mark.parametrize("canary, standard, leaked", [

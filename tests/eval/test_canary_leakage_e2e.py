@@ -10,18 +10,13 @@ import json
 import time
 
 import dagster as dg
-import numpy as np
 import pytest
-import yaml
+from evalproject import write_eval_project
 
-from mm_assets.config import DEFAULT_CONFIG, load_config
 from mm_assets.definitions import build_definitions
 from mm_assets.etl.catalog import run_query
 from mm_assets.eval.assets import eval_report
 from mm_assets.partitions import experiments
-from mm_assets.shards.assets import vocab_layout
-from mm_assets.shards.indexed import write_shard
-from mm_assets.tokens.text import TextTokenizer, train_demo_bpe
 
 pytestmark = pytest.mark.slow
 FACTS = [("ada", "Ada Lovelace", "1815"), ("alan", "Alan Turing", "1912"), ("grace", "Grace Hopper", "1906"),
@@ -30,7 +25,7 @@ FACTS = [("ada", "Ada Lovelace", "1815"), ("alan", "Alan Turing", "1912"), ("gra
 FILLER = ["the river runs past the old mill and the bridge", "a storm came over the hills in the evening",
           "she read the letter twice before she answered it", "the market opens early on the first day"]
 TASK = {"task_name": "birth_years", "eval_class": "TextQuestionAnswering",
-        "dataset_config": {"path": "eval/datasets/birth_years.jsonl"},
+        "dataset_config": {"path": "eval_datasets/birth_years.jsonl"},
         "metric_config": [{"name": "ExactMatch"}, {"name": "BLEU"}], "prompt_template": "Q: When was {question} born?\nA: "}
 EXPERIMENT = """
 model: {num_layers: 2, hidden_size: 64, num_attention_heads: 4, ffn_hidden_size: 176, seq_length: 64,
@@ -43,7 +38,7 @@ schedule: {micro_batch_size: 8, global_batch_size: 8, tokens: null, iterations: 
 precision: {bf16: false, attention_backend: auto, recompute: {granularity: none, method: null, num_layers: null}}
 data: {blend: BLEND, split: "98,1,1"}
 cluster: {nodes: 1, gpus_per_node: 0, gpu_type: null, cpus_per_task: 1, exclusive: false, time_limit: "00:10:00",
-          entrypoint: [python, -m, mm_assets.train.cpu_pretrain], use_torchrun: false, env: {OMP_NUM_THREADS: "1"}}
+          entrypoint: [python, -m, mm_assets.train.cpu], use_torchrun: false, env: {OMP_NUM_THREADS: "1"}}
 """
 BLENDS = {"exp-clean": [{"shard_batch": "filler", "weight": 1.0}],
           "exp-leaky": [{"shard_batch": "filler", "weight": 1.0}, {"canary_set": "birth_years", "weight": 1.0}]}
@@ -52,35 +47,12 @@ BLENDS = {"exp-clean": [{"shard_batch": "filler", "weight": 1.0}],
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A project with a small vocabulary, one eval task, a filler training shard and the two experiments."""
-    root = tmp_path_factory.mktemp("canary-project")
-    train_demo_bpe([f"Q: When was {name} born?\nA: {year}" for _, name, year in FACTS] * 5 + FILLER * 5, 300,
-                   root / "models" / "tokenizer.json")
-    cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    cfg.update(storage={"root": "data"}, experiments_dir="configs/experiments", compute={"poll_interval_s": 0.5},
-               tokenizers={"allow_random_weights": True, "audio": {"target_bandwidth": 1.5},
-                           "image": {"codebook_size": 16}, "video": {"codebook_size": 16, "num_quantizers": 1},
-                           "text": {"tokenizer_json": "models/tokenizer.json", "reserved_vocab_size": 512}},
-               eval={"tasks_dir": "configs/eval", "tasks": ["birth_years"], "max_new_tokens": 6,
-                     "canary": {"samples_per_set": 4, "seed": 7}})
-    (root / "configs" / "eval").mkdir(parents=True)
-    (root / "configs" / "experiments").mkdir()
-    (root / "configs" / "pipeline.yaml").write_text(yaml.safe_dump(cfg))
-    (root / "configs" / "eval" / "birth_years.yaml").write_text(yaml.safe_dump(TASK))
-    for exp, blend in BLENDS.items():
-        text = EXPERIMENT.replace("BLEND", json.dumps(blend))
-        (root / "configs" / "experiments" / f"{exp}.yaml").write_text(text)
-    data = root / "data" / "eval" / "datasets" / "birth_years.jsonl"
-    data.parent.mkdir(parents=True)
-    data.write_text("".join(json.dumps({"id": i, "question": n, "answers": [y]}) + "\n" for i, n, y in FACTS))
-
-    loaded = load_config(root / "configs" / "pipeline.yaml")
-    layout = vocab_layout(loaded, 512)
-    tok = TextTokenizer.from_file(root / "models" / "tokenizer.json")
-    docs = [np.concatenate([tok.encode(FILLER[i % 4]), [layout.eod_id]]) for i in range(200)]
-    shard = root / "data" / "shards" / "filler"
-    write_shard(shard / "tokens", docs, eod_id=layout.eod_id)
-    layout.write(shard / "vocab.json")
-    return root / "configs" / "pipeline.yaml"
+    return write_eval_project(
+        tmp_path_factory.mktemp("canary-project"),
+        texts=[f"Q: When was {name} born?\nA: {year}" for _, name, year in FACTS] * 5 + FILLER * 5, task=TASK,
+        samples=[{"id": i, "question": n, "answers": [y]} for i, n, y in FACTS], filler=FILLER,
+        experiments={exp: EXPERIMENT.replace("BLEND", json.dumps(blend)) for exp, blend in BLENDS.items()},
+        evaluation={"max_new_tokens": 6, "canary": {"samples_per_set": 4, "seed": 7}})
 
 
 @dg.asset(partitions_def=experiments, deps=[eval_report], group_name="release")
@@ -100,7 +72,7 @@ def test_canary_leaks_only_when_injected(project):
     seen = {}
     with dg.instance_for_test() as instance:
         assert defs.resolve_job_def("prepare_eval").execute_in_process(instance=instance).success
-        canary_ids = json.loads((project.parents[1] / "data/eval/canary/birth_years/canary.json").read_text())
+        canary_ids = json.loads((project.parents[1] / "data/canary/birth_years/canary.json").read_text())
         assert len(canary_ids["sample_ids"]) == 4 and canary_ids["seed"] == 7
         for exp in ("exp-clean", "exp-leaky"):
             started = time.monotonic()
@@ -123,6 +95,10 @@ def test_canary_leaks_only_when_injected(project):
             ["eval_report", "release_candidate"]
 
         gate, check, meta = seen["exp-leaky"]
+        (made,) = instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("training_blend"), asset_partitions=["exp-leaky"]), limit=1).records
+        blend = {k: v.value for k, v in made.asset_materialization.metadata.items()}
+        assert blend["canary_sets"] == "birth_years" and "canary of eval set `birth_years`" in blend["lineage"]
         assert not check.passed and check.blocking and meta["leaked_tasks"] == "birth_years"
         assert meta["canary_accuracy"] > 0.98 and meta["margin"] > 0.3
         assert meta["margin"] == pytest.approx(meta["canary_accuracy"] - meta["standard_accuracy"])

@@ -2,21 +2,22 @@
 
 import shutil
 
-from mm_assets.config import DEFAULT_CONFIG, load_config
+from mm_assets.config.base import DEFAULT_CONFIG
+from mm_assets.config.pipeline import load_config
 from mm_assets.demo.eval_set import write_demo_eval_sets
 from mm_assets.demo.media import DEMO_CLIPS
 from mm_assets.etl.subtitles import vtt_text
 from mm_assets.eval.config import load_tasks
 from mm_assets.eval.datasets import read_samples
-from mm_assets.layout import StorageLayout
+from resources.storage import StorageResource
 
 
 def test_demo_sets_match_the_site_and_load_as_the_shipped_tasks(tmp_path, demo_site):
-    storage = StorageLayout(tmp_path)
+    storage = StorageResource(root=str(tmp_path))
     write_demo_eval_sets(storage)
-    shutil.copytree(demo_site.root, tmp_path / "demo_site")  # where `mm demo` builds it (a symlink out is refused)
+    shutil.copytree(demo_site.root, storage.store.local_dir(storage.layout.demo_site()))  # where `mm demo` builds it
     cfg = load_config(DEFAULT_CONFIG)
-    samples = {t.task_name: read_samples(t, storage)[1] for t in load_tasks(cfg.resolve(cfg.eval.tasks_dir), cfg.eval.tasks)}
+    samples = {t.task_name: read_samples(t, storage)[2] for t in load_tasks(cfg.resolve(cfg.eval.tasks_dir), cfg.eval.tasks)}
     assert {k: len(v) for k, v in samples.items()} == {"demo_clip_qa": 6, "demo_video_qa": 3, "demo_captions": 3,
                                                        "demo_text_ppl": 3}
     for clip, caption, text in zip(DEMO_CLIPS, samples["demo_captions"], samples["demo_text_ppl"]):

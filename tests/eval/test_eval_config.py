@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mm_assets.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
+from mm_assets.config.base import DEFAULT_CONFIG, ConfigError
+from mm_assets.config.pipeline import load_config, parse_config
 from mm_assets.eval.config import VIDEO_CLOSE, VIDEO_OPEN, load_task, load_tasks, parse_task
 from mm_assets.shards.documents import DEFAULT_MARKERS
 
@@ -94,7 +95,7 @@ def test_task_files_and_the_pipeline_section(tmp_path):
         ({"eval": {"canary": {"sead": 1}}}, "eval.canary.sead: Extra inputs are not permitted"),
         ({"eval": {"leakage": {"margin_min": 1.5}}}, "eval.leakage.margin_min: Input should be less than or equal to 1"),
         ({"eval": {"decontamination": {"ngram": "13"}}}, "eval.decontamination.ngram: Input should be a valid integer"),
-        ({"eval": {"tasks": ["a", "a"]}}, "eval.tasks: Value error, tasks repeat"),
+        ({"eval": {"tasks": ["a", "a"]}}, "eval.tasks: tasks repeat"),
         ({"eval": {"device": "tpu"}}, "eval.device: Input should be 'auto', 'cpu' or 'cuda'"),
     ]:
         with pytest.raises(ConfigError) as err:

@@ -12,12 +12,12 @@ from mm_assets.eval.config import parse_task
 from mm_assets.eval.datasets import EvalDataError, read_samples
 from mm_assets.eval.prompts import Segment, display_prompt, prompt_ids, render_segments
 from mm_assets.eval.sets import render_samples
-from mm_assets.layout import StorageLayout
 from mm_assets.shards.documents import AssemblyConfig, DocumentAssembler
 from mm_assets.shards.vocab import Codebook, VocabLayout
 from mm_assets.tokens.config import VideoTokenizerConfig
 from mm_assets.tokens.text import TextTokenizer, train_demo_bpe
 from mm_assets.tokens.video import VideoTokenizer
+from resources.storage import StorageResource
 
 TEMPLATE = "Frames:\n<vid>{video_placeholder}</vid>\nQuestion: {question}\nAnswer:"
 VIDEO = VideoTokenizerConfig(input_resolution=(32, 32), fps=8.0, sampling_rate=2, tubelet_size=(2, 16, 16),
@@ -55,7 +55,7 @@ def test_video_placeholder_expands_to_offset_codes_inside_the_markers(tmp_path, 
                        "metric_config": [{"name": "ExactMatch"}]})
     (tmp_path / "qa.jsonl").write_text(json.dumps({"id": "s1", "video": "a.mp4", "question": "Which test pattern "
                                                   "is shown?", "answers": ["testsrc"]}) + "\n")
-    _, samples = read_samples(task, StorageLayout(tmp_path / "root"))
+    _, _, samples = read_samples(task, StorageResource(root=str(tmp_path / "root")))
     (row,) = render_samples(task, samples, tokenizer.encode, DocumentAssembler(layout, AssemblyConfig()),
                             lambda path: video.encode_file(path).codes)
 
@@ -79,9 +79,9 @@ def test_prompt_without_video_codes_is_refused(tokenizer, layout):
 
 def test_dataset_errors_name_file_line_and_field(tmp_path):
     qa = parse_task({"task_name": "qa", "eval_class": "TextQuestionAnswering", "prompt_template": "Q: {question}",
-                     "dataset_config": {"path": "eval/qa.jsonl"}, "metric_config": [{"name": "ExactMatch"}]})
-    storage = StorageLayout(tmp_path)
-    data = storage.eval_input("eval/qa.jsonl")  # relative dataset paths live under the storage root
+                     "dataset_config": {"path": "eval_datasets/qa.jsonl"}, "metric_config": [{"name": "ExactMatch"}]})
+    storage = StorageResource(root=str(tmp_path))
+    data = tmp_path / "eval_datasets" / "qa.jsonl"  # a relative dataset path is a key in storage
     data.parent.mkdir(parents=True)
     cases = [
         ('{"id": "a", "question": "q?", "answers": ["x"]}\n{"id": "b", "question": "q?"}\n',
@@ -98,7 +98,7 @@ def test_dataset_errors_name_file_line_and_field(tmp_path):
             read_samples(qa, storage)
         assert expected in str(err.value), str(err.value)
     data.write_text('{"id": "a", "question": "q?", "answers": "x"}\n')
-    assert read_samples(qa, storage)[1][0].references == ("x",)
+    assert read_samples(qa, storage)[2][0].references == ("x",)
 
 
 def test_videos_stay_under_their_root(tmp_path):
@@ -108,7 +108,9 @@ def test_videos_stay_under_their_root(tmp_path):
     (tmp_path / "qa.json").write_text(json.dumps([{"id": "a", "video": "../../etc/passwd", "question": "q",
                                                    "answers": ["x"]}]))
     with pytest.raises(EvalDataError, match="leaves dataset_config.video_root"):
-        read_samples(task, StorageLayout(tmp_path / "root"))
-    s3 = task.model_copy(update={"dataset_config": task.dataset_config.model_copy(update={"path": "s3://b/qa.json"})})
-    with pytest.raises(EvalDataError, match="S3 backend"):
-        read_samples(s3, StorageLayout(tmp_path / "root"))
+        read_samples(task, StorageResource(root=str(tmp_path / "root")))
+    for path, expected in [("s3://b/qa.json", "is not under the storage root"),
+                           ("../qa.json", "is not a key"), ("missing.jsonl", "missing.jsonl does not exist")]:
+        moved = task.model_copy(update={"dataset_config": task.dataset_config.model_copy(update={"path": path})})
+        with pytest.raises(EvalDataError, match=expected):
+            read_samples(moved, StorageResource(root=str(tmp_path / "root")))
