@@ -6,10 +6,15 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from checks.eval import check_leakage
+from mm_assets.records.outcome import latest_evaluation
 from mm_assets.release.assets import release_bundle, release_lineage
 from mm_assets.release.checklist import CHECKLIST, collect_evidence
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
+
+
+LEAKAGE = next(iter(check_leakage.check_keys))  # the canary item reads its latest evaluation
 
 
 @dg.multi_asset_check(
@@ -20,7 +25,9 @@ from resources.storage import StorageResource
 )
 def release_checklist(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
                       storage: StorageResource) -> Iterator[dg.AssetCheckResult]:
-    evidence = collect_evidence(storage, release_lineage(context, pipeline, storage))
+    lineage = release_lineage(context, pipeline, storage)
+    leakage = latest_evaluation(context.instance, LEAKAGE, lineage.experiment.id)
+    evidence = collect_evidence(storage, lineage, leakage)
     for item in CHECKLIST:
         verdict = item.rule(evidence)
         if verdict.passed:

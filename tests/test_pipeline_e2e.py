@@ -174,10 +174,12 @@ def test_sensor_registers_new_manifests(project, demo_site, demo_server, instanc
 
 def test_mm_demo_command(tmp_path):
     """The README's first Quickstart command path: `mm demo` on a fresh instance crawls, shards and trains the
-    tiny experiment on the CPU, and ends with a non-empty catalog and an experiment record."""
+    tiny experiment on the CPU, evaluates it, and ends with a non-empty catalog, an eval report and an experiment
+    record."""
     cfg = yaml.safe_load((REPO / "configs" / "pipeline.yaml").read_text())
     cfg["crawl"].update(item_timeout_s=60, retries=0)
     cfg["experiments_dir"] = str(REPO / "configs" / "experiments")
+    cfg["eval"]["tasks_dir"] = str(REPO / "configs" / "eval")
     cfg["release"]["releases_dir"] = str(REPO / "configs" / "releases")
     (tmp_path / "configs").mkdir()
     project = tmp_path / "configs" / "pipeline.yaml"
@@ -197,6 +199,11 @@ def test_mm_demo_command(tmp_path):
                                "--format", "json"], env=env, capture_output=True, text=True, timeout=60)
     (record,) = json.loads(out.stdout)
     assert record["experiment_id"] == "exp-tiny-cpu" and record["iterations"] == 100
+    assert "check_leakage (canary accuracy > 0.98" in run.stdout  # the demo evaluates exp-tiny-cpu: it passes
+    out = subprocess.run(mm + ["query", "SELECT DISTINCT experiment_id, task_name FROM eval_reports ORDER BY 2",
+                               "--format", "json"], env=env, capture_output=True, text=True, timeout=60)
+    assert [r["task_name"] for r in json.loads(out.stdout)] == ["demo_captions", "demo_clip_qa", "demo_text_ppl",
+                                                                "demo_video_qa"]
     bad = subprocess.run(mm + ["query", "SELECT * FROM nope"], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "query failed" in bad.stderr
     # It ends with the internal release of exp-tiny-cpu, verified, and its checklist.

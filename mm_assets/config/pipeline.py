@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from mm_assets.config.base import DEFAULT_CONFIG, ENV_NAME, PROJECT_ROOT, ConfigError, Section, format_errors, read_yaml
+from mm_assets.eval.config import EvalConfig
 from mm_assets.release.config import ReleasePolicy
 from mm_assets.tokens.config import TokenizersConfig
 from mm_assets.train.launch.config import TrainingConfig
@@ -212,6 +213,7 @@ class PipelineConfig(Section):
     shards: ShardsConfig = ShardsConfig()
     compute: ComputeConfig = ComputeConfig()
     training: TrainingConfig | None = None  # the base every configs/experiments/<id>.yaml overrides
+    eval: EvalConfig = EvalConfig()
     experiments_dir: str = "configs/experiments"
     release: ReleasePolicy = ReleasePolicy()  # release bundles: configs/releases/<version>.yaml, license policy
     # Where the file was read from: relative paths in it are relative to its project root.

@@ -1,7 +1,8 @@
 """`mm demo`: the main job on the embedded default, offline.
 
 Generates a small synthetic site (clips with audio, WebVTT tracks, a JSON-LD-only page, a dead link),
-serves it on 127.0.0.1, registers it as a crawl batch, materializes the graph for that batch, refreshes the
+serves it on 127.0.0.1, registers it as a crawl batch, materializes the graph for that batch, trains and
+evaluates exp-tiny-cpu (and its canary-injected twin, which the leakage check must block), refreshes the
 catalog and prints what it holds.
 """
 
@@ -15,6 +16,7 @@ import dagster as dg
 
 from mm_assets.config.pipeline import PipelineConfig, load_config
 from mm_assets.crawl.batch import register_batch
+from mm_assets.demo.eval_set import evaluate_demo
 from mm_assets.demo.media import build_demo_site, write_manifest
 from mm_assets.demo.server import LoopbackServer, serve
 from mm_assets.etl.catalog import EXAMPLE_QUERIES, format_rows, run_query
@@ -125,7 +127,8 @@ def print_shard_summary(storage: Storage, batch: str) -> None:
     print("  tokenizers ran on random weights (tokenizers.allow_random_weights): marked `weights: random` in the asset metadata")
 
 
-def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInstance | None = None) -> int:
+def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInstance | None = None, *,
+             canary: bool = False) -> int:
     from mm_assets.cli import run_ingest  # the same path as `mm ingest`
 
     cfg = load_config(config_path)
@@ -148,11 +151,12 @@ def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInst
         return 1
     print_shard_summary(storage, info.batch)
     trained = train_demo(cfg, Path(config_path), info.batch, instance)
+    evaluated = evaluate_demo(cfg, storage, Path(config_path), DEMO_EXPERIMENT, instance, canary=canary) if trained else None
     print_catalog_summary(catalog, info.batch)
     if trained:
         cols, rows = run_query(catalog, RECORDS_SQL)
         print(f"\nexperiment records (mm query \"SELECT * FROM experiment_records\"):\n{format_rows(cols, rows)}")
-    if trained is False:
+    if trained is False or evaluated is False:
         return 1
     if trained and not release_demo(cfg, Path(config_path), storage, instance):
         print(f"\nrelease {DEMO_RELEASE} was blocked by its checklist: see above (mm release checklist {DEMO_RELEASE})")

@@ -10,6 +10,7 @@ import dagster as dg
 from mm_assets.config.base import ConfigError
 from mm_assets.etl.assets import metadata_catalog
 from mm_assets.etl.catalog import CatalogError
+from mm_assets.eval.assets import eval_report
 from mm_assets.partitions import releases
 from mm_assets.release.bundle import publish_bundle
 from mm_assets.release.lineage import ReleaseError, ReleaseLineage, read_lineage
@@ -29,7 +30,8 @@ def release_lineage(context, pipeline: PipelineConfigResource, storage: StorageR
 def _lineage_table(lineage: ReleaseLineage) -> str:
     exp = lineage.experiment.id
     rows = [f"| experiment | [{exp}](/assets/checkpoint?partition={exp}) | iteration {lineage.iteration}, trained at "
-            f"`{lineage.run.get('git_commit')}` |"]
+            f"`{lineage.run.get('git_commit')}` |",
+            f"| evaluation | [{exp}](/assets/eval_report?partition={exp}) | the experiment's eval report |"]
     rows += [f"| crawl batch | [{b}](/assets/token_shards?partition={b}) | |" for b in lineage.batches]
     rows += [f"| blend prefix | `{p}` | made outside Dagster |" for p in lineage.outside_dagster]
     rows += [f"| {t.modality} tokenizer | {t.identity.get('tokenizer')} | {t.label()} |"
@@ -38,7 +40,8 @@ def _lineage_table(lineage: ReleaseLineage) -> str:
 
 
 @dg.asset(partitions_def=releases, group_name="release", kinds={"json"},
-          deps=[dg.AssetDep(checkpoint, partition_mapping=NO_CLAIMED_PARTITIONS), metadata_catalog],
+          deps=[dg.AssetDep(checkpoint, partition_mapping=NO_CLAIMED_PARTITIONS),
+                dg.AssetDep(eval_report, partition_mapping=NO_CLAIMED_PARTITIONS), metadata_catalog],
           description="A release bundle (reference §B.7): checkpoint, launch and configs, vocabulary, tokenizers, "
                       "eval report, model and data cards, LICENSE, inference script; manifest.json last.")
 def release_bundle(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mm_assets.eval.report import read_report
 from mm_assets.release.cards import ModelFacts, data_card, model_card
+from mm_assets.release.evaluation import eval_files
 from mm_assets.release.lineage import ReleaseLineage, TokenizerUse
 from mm_assets.release.manifest import BundleManifest
 from mm_assets.release.training_data import TrainingData, read_training_data
@@ -132,7 +134,7 @@ def publish_bundle(storage: Storage, lineage: ReleaseLineage, code_version: str)
     """Build the bundle of `lineage`'s release and publish it at releases/<version>/, whole (manifest last).
     CatalogError when the catalog cannot say what the release was trained on."""
     inputs = BundleInputs(read_training_data(storage, lineage.batches, lineage.outside_dagster),
-                          model_facts(storage, lineage), {}, code_version)
+                          model_facts(storage, lineage), eval_files(storage, lineage.experiment.id), code_version)
     key = storage.layout.release_dir(lineage.version)
     with storage.store.publish(key, last=ArtifactLayout.BUNDLE_MANIFEST, what=f"release {lineage.version}") as staged:
         return build_bundle(staged, storage, lineage, inputs)
@@ -141,4 +143,8 @@ def publish_bundle(storage: Storage, lineage: ReleaseLineage, code_version: str)
 def model_facts(storage: Storage, lineage: ReleaseLineage) -> ModelFacts:
     """What the model card states beyond the lineage, read from the run's checkpoint and the eval report."""
     folder = storage.store.local_dir(lineage.checkpoint_key)
-    return ModelFacts(model_parameters(folder / ArtifactLayout.CHECKPOINT_MODEL))
+    try:
+        rows = read_report(storage, lineage.experiment.id)
+    except FileNotFoundError:
+        rows = []
+    return ModelFacts(model_parameters(folder / ArtifactLayout.CHECKPOINT_MODEL), rows)

@@ -26,7 +26,6 @@ class ModelFacts:
 
     parameters: int | None
     eval_rows: Sequence[dict[str, Any]] = ()
-    eval_note: str = ""
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -83,7 +82,9 @@ def model_card(lineage: ReleaseLineage, facts: ModelFacts) -> str:
         lines += _table(["task", "split", "metric", "value", "samples"],
                         [[r["task_name"], r["split"], r["metric"], f"{r['value']:.4g}", r["n_samples"]]
                          for r in facts.eval_rows])
-    lines += [facts.eval_note or ("" if facts.eval_rows else "No evaluation report for this experiment."), ""]
+    else:
+        lines += ["No evaluation report for this experiment."]
+    lines += [""]
     lines += ["## Known limits", *[f"- {limit}" for limit in known_limits(lineage, facts)],
               f"- {_reviewed(review.limitations, 'Limitations a person has found (failure modes, biases).')}", ""]
     lines += ["## For review",

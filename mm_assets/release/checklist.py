@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mm_assets.etl.catalog import CatalogError
+from mm_assets.eval.report import leakage_verdicts
+from mm_assets.records.outcome import CheckEvaluation
 from mm_assets.release.bundle import model_facts
 from mm_assets.release.cards import ModelFacts, data_card, model_card
 from mm_assets.release.config import ReviewSection
+from mm_assets.release.evaluation import EvalEvidence, read_evaluation
 from mm_assets.release.lineage import ReleaseLineage
 from mm_assets.release.manifest import BundleManifest, ManifestError
 from mm_assets.release.training_data import UNKNOWN, TrainingData, read_training_data
@@ -52,6 +55,7 @@ class Evidence:
     data_error: str | None
     facts: ModelFacts
     checkpoint_hashes: CheckpointHashes
+    evaluation: EvalEvidence
     inference_timeout_s: float = 300.0
     python: str = field(default=sys.executable)
 
@@ -155,6 +159,77 @@ def tokenizers_packaged(ev: Evidence) -> Verdict:
     extra = f"; {', '.join(random)} with random weights, stated in the first line of both cards" if random else ""
     return Verdict(True, f"{len(lineage.tokenizers)} tokenizer identities packaged as the token files recorded "
                          f"them{extra}", tuple(lines))
+
+
+# -- Pre-Release 3 and 4: evaluation and the canary -----------------------------------------------------------
+
+
+def _task_line(ev: Evidence, task: str) -> str:
+    rows = ev.evaluation.standard(task)
+    if not rows:
+        return f"[ ] {task}: not evaluated"
+    first = rows[0]  # each task's first configured metric
+    name = "PPL" if first["metric"] == "Perplexity" else first["metric"]
+    return f"[x] {task}: `{name} {first['value']:.4g}` ({first['n_samples']} samples)"
+
+
+def _evaluated_checkpoint_problems(ev: Evidence) -> list[str]:
+    """The report evaluated the released iteration, with the bytes its run recorded."""
+    details, iteration = ev.evaluation.details, ev.lineage.iteration
+    if details.get("iteration") != iteration:
+        return [f"the report evaluated iteration {details.get('iteration')}, the release ships iteration {iteration}: "
+                f"evaluate that checkpoint, or release the one evaluated"]
+    recorded = {name: e["sha256"] for name, e in ev.checkpoint_hashes.entries.get(iteration, {}).get("files", {}).items()}
+    if details.get("checkpoint_sha256") != recorded:
+        return [f"the report evaluated checkpoint files {details.get('checkpoint_sha256')}, not the ones recorded for "
+                f"iteration {iteration} ({recorded})"]
+    return []
+
+
+def eval_complete(ev: Evidence) -> Verdict:
+    """The experiment's eval report holds standard-split results for every task in eval.tasks, for the released
+    checkpoint (the iteration and sha256s the report's evaluator verified)."""
+    evaluation, exp = ev.evaluation, ev.lineage.experiment.id
+    if evaluation.tasks_error:
+        return Verdict(False, f"eval.tasks cannot be read: {evaluation.tasks_error}")
+    if not evaluation.tasks:
+        return Verdict(False, "eval.tasks in the pipeline config lists no task: nothing says what to evaluate")
+    lines = tuple(_task_line(ev, task) for task in evaluation.tasks)
+    if evaluation.error:
+        return Verdict(False, f"experiment {exp} has no eval report: {evaluation.error}", lines)
+    problems = [f"task {t} has no standard-split result in the report (mm eval run {exp})"
+                for t in evaluation.tasks if not evaluation.standard(t)]
+    problems += _evaluated_checkpoint_problems(ev)
+    if problems:
+        return Verdict(False, f"evaluation incomplete: {_listed(problems)}", lines)
+    return Verdict(True, f"every configured task ({len(evaluation.tasks)}) evaluated on iteration {ev.lineage.iteration} "
+                         "of the released checkpoint, whose sha256s the evaluator verified", lines)
+
+
+def canary_passed(ev: Evidence) -> Verdict:
+    """check_leakage passed on the experiment's latest eval report, and the reference's rule, recomputed from
+    the report, finds no task whose canary was memorised."""
+    evaluation, exp = ev.evaluation, ev.lineage.experiment.id
+    if evaluation.error:
+        return Verdict(False, f"no canary result: experiment {exp} has no eval report ({evaluation.error})")
+    rule = ev.lineage.cfg.eval.leakage
+    verdicts = leakage_verdicts(evaluation.rows, rule)
+    if not verdicts:
+        return Verdict(False, f"the eval report of {exp} has no task with canary and standard accuracy: the canary "
+                              "was never tested")
+    leaked = [f"{v.task_name} (canary {v.canary_accuracy:.3f}, standard {v.standard_accuracy:.3f})"
+              for v in verdicts if v.leaked]
+    check = evaluation.leakage
+    if check is None or check.status is None:
+        return Verdict(False, f"check_leakage has not evaluated the latest eval_report of {exp}")
+    if leaked or not check.passed:
+        return Verdict(False, f"canary test failed for {exp}: check_leakage {check.status.value.lower()}"
+                              + (f"; leaked: {', '.join(leaked)}" if leaked else ""))
+    worst = max(verdicts, key=lambda v: v.margin)
+    return Verdict(True, f"check_leakage passed on the eval report of {exp}; recomputed: {len(verdicts)} task(s), "
+                         f"the largest margin {worst.task_name} canary {worst.canary_accuracy:.3f} vs standard "
+                         f"{worst.standard_accuracy:.3f} (leak: > {rule.canary_accuracy_min} and > standard + "
+                         f"{rule.margin_min})")
 
 
 # -- Pre-Release 5 and 6: the cards --------------------------------------------------------------------------
@@ -293,6 +368,10 @@ CHECKLIST = (
     ChecklistItem("tokenizers_packaged", "Pre-Release", 2,
                   "**Tokenizer & Encoders**: All tokenizer and discrete encoder versions are documented and packaged.",
                   tokenizers_packaged),
+    ChecklistItem("eval_complete", "Pre-Release", 3,
+                  "**Evaluation Complete**: Final evaluation results on all key benchmarks are recorded.",
+                  eval_complete),
+    ChecklistItem("canary_passed", "Pre-Release", 4, "**Data Leakage Check**: Canary test passed.", canary_passed),
     ChecklistItem("model_card_generated", "Pre-Release", 5, "**Model Card**: `model_card.md` written and reviewed.",
                   model_card_generated),
     ChecklistItem("data_card_generated", "Pre-Release", 6, "**Data Card**: `data_card.md` written and reviewed.",
@@ -306,8 +385,9 @@ CHECKLIST = (
 )
 
 
-def collect_evidence(storage: Storage, lineage: ReleaseLineage) -> Evidence:
-    """The published bundle of `lineage`'s release (a local copy) and what its checks compare it with."""
+def collect_evidence(storage: Storage, lineage: ReleaseLineage, leakage: CheckEvaluation | None = None) -> Evidence:
+    """The published bundle of `lineage`'s release (a local copy) and what its checks compare it with;
+    `leakage` is how check_leakage last evaluated the experiment's eval report."""
     key = storage.layout.release_dir(lineage.version)
     bundle = storage.store.local_dir(key)
     try:
@@ -320,4 +400,6 @@ def collect_evidence(storage: Storage, lineage: ReleaseLineage) -> Evidence:
         data, data_error = None, str(err)
     hashes = CheckpointHashes.load(storage.store.local_path(storage.layout.checkpoint_hashes(lineage.experiment.id)))
     return Evidence(lineage, bundle, storage.store.url(key), manifest, manifest_error, data, data_error,
-                    model_facts(storage, lineage), hashes, lineage.cfg.release.inference_timeout_s)
+                    model_facts(storage, lineage), hashes,
+                    read_evaluation(lineage.cfg, storage, lineage.experiment.id, leakage),
+                    lineage.cfg.release.inference_timeout_s)

@@ -13,17 +13,7 @@ import dagster as dg
 from mm_assets.records.outcome import latest_evaluation
 from mm_assets.release.checklist import CHECKLIST, ChecklistItem
 
-# The reference's Pre-Release items, for those no check of this build owns.
-PRE_RELEASE = {
-    1: "**Checkpoint Finalized**: Checkpoint hash verified and stored in a versioned location.",
-    2: "**Tokenizer & Encoders**: All tokenizer and discrete encoder versions are documented and packaged.",
-    3: "**Evaluation Complete**: Final evaluation results on all key benchmarks are recorded.",
-    4: "**Data Leakage Check**: Canary test passed.",
-    5: "**Model Card**: `model_card.md` written and reviewed.",
-    6: "**Data Card**: `data_card.md` written and reviewed.",
-    7: "**License**: `LICENSE` file included and correct.",
-    8: "**Inference Code**: Sample inference script is working and tested.",
-}
+# The reference's Release steps that no check owns.
 RELEASE_STEPS = {
     2: "Upload to model hub / object storage.",
     3: "Announce release with links and documentation.",
@@ -77,15 +67,13 @@ def latest_bundle(instance: dg.DagsterInstance, version: str) -> dict[str, Any] 
 
 def checklist_markdown(instance: dg.DagsterInstance, version: str, model_name: str) -> tuple[str, bool]:
     """The checklist, and whether every box a check owns is ticked."""
-    items = {(i.section, i.number): (i, _box(instance, i, version)) for i in CHECKLIST}
+    boxes = {(i.section, i.number): _box(instance, i, version) for i in CHECKLIST}
     lines = [f"# Model Release Checklist: {model_name} - {version}", "", "## Pre-Release"]
-    for number, text in PRE_RELEASE.items():
-        box = items[("Pre-Release", number)][1] if ("Pre-Release", number) in items else \
-            Box(False, text, "no check of this build owns this item")
-        lines += box.markdown(number)
-    complete = items[("Release", 1)][1]
+    for (section, number), box in sorted(boxes.items()):
+        if section == "Pre-Release":
+            lines += box.markdown(number)
+    complete = boxes[("Release", 1)]
     lines += ["", "## Release", *complete.markdown(1)]
     lines += _upload_box(latest_bundle(instance, version), complete).markdown(2)
     lines += Box(False, RELEASE_STEPS[3], "left to a person: mm-pretrain does not announce releases").markdown(3)
-    every = all(box.ticked for _, box in items.values()) and len(items) == len(PRE_RELEASE) + 1
-    return "\n".join(lines) + "\n", every
+    return "\n".join(lines) + "\n", all(box.ticked for box in boxes.values())

@@ -12,11 +12,12 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from mm_assets.cli import run_experiment, run_ingest
+from mm_assets.cli import evaluate_experiment, prepare_eval, run_experiment, run_ingest
 from mm_assets.config.base import DEFAULT_CONFIG
 from mm_assets.config.pipeline import PipelineConfig, load_config
 from mm_assets.crawl.batch import register_batch
 from mm_assets.definitions import build_resources
+from mm_assets.demo.eval_set import write_demo_eval_sets
 from mm_assets.demo.media import write_manifest
 from mm_assets.partitions import crawl_batches
 from resources.storage import StorageResource
@@ -66,13 +67,16 @@ def make_release_project(root: Path, demo_site, demo_server) -> Iterator[Release
     cfg["crawl"].update(item_timeout_s=60, retries=0)
     cfg["experiments_dir"] = "experiments"
     cfg["release"]["releases_dir"] = "releases"
+    cfg["eval"]["tasks_dir"] = "eval"  # a copy of configs/eval: tests add a task to it
     (root / "configs").mkdir()
     (root / "experiments").mkdir()
     (root / "releases").mkdir()
     config = root / "configs" / "pipeline.yaml"
     config.write_text(yaml.safe_dump(cfg))
     (root / "experiments" / f"{EXPERIMENT}.yaml").write_text(yaml.safe_dump(_tiny_experiment()))
-    shutil.copyfile(REPO / "configs" / "releases" / "licenses" / "mm-internal.txt", root / "releases" / "LICENSE.internal.txt")
+    licenses = REPO / "configs" / "releases" / "licenses"
+    shutil.copyfile(licenses / "mm-internal.txt", root / "releases" / "LICENSE.internal.txt")
+    shutil.copytree(REPO / "configs" / "eval", root / "eval")
     manifest = write_manifest(demo_site, demo_server.base_url, root / "sources" / "demo" / "site.txt")
     with dg.instance_for_test() as instance:
         project = ReleaseProject(root, config, instance)
@@ -81,5 +85,9 @@ def make_release_project(root: Path, demo_site, demo_server) -> Iterator[Release
         assert info.batch == "demo-site"
         assert run_ingest(config, info.batch, instance)
         assert run_experiment(config, EXPERIMENT, instance)
+        # The demo's video QA task reads the site's clips where `mm demo` builds it: in storage.
+        shutil.copytree(demo_site.root, project.storage.store.local_dir(project.storage.layout.demo_site()))
+        write_demo_eval_sets(project.storage)
+        assert prepare_eval(config, instance) and evaluate_experiment(config, EXPERIMENT, instance)
         project.write_release(VERSION)
         yield project

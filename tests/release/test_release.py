@@ -15,10 +15,13 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from checks.release import LEAKAGE
 from mm_assets.cli import run_release
 from mm_assets.etl.catalog import build_catalog
-from mm_assets.records.outcome import latest_evaluation
+from mm_assets.records.outcome import CheckEvaluation, latest_evaluation
 from mm_assets.release.assets import release_bundle
 from mm_assets.release.bundle import publish_bundle
 from mm_assets.release.checklist import CHECKLIST, collect_evidence
@@ -35,9 +38,12 @@ def _bundle(project, version: str) -> Path:
     return project.storage.store.local_dir(project.storage.layout.release_dir(version))
 
 
-def _verdicts(project, version: str, *, inference: bool = False) -> dict:
-    """Every checklist rule on the version's published bundle (the inference script's only when asked)."""
-    evidence = collect_evidence(project.storage, read_lineage(project.cfg, project.storage, version))
+def _verdicts(project, version: str, *, inference: bool = False, leakage: CheckEvaluation | None = None) -> dict:
+    """Every checklist rule on the version's published bundle (the inference script's only when asked), with
+    check_leakage's latest evaluation from the instance (or `leakage`)."""
+    lineage = read_lineage(project.cfg, project.storage, version)
+    leakage = leakage or latest_evaluation(project.instance, LEAKAGE, lineage.experiment.id)
+    evidence = collect_evidence(project.storage, lineage, leakage)
     return {item.check: item.rule(evidence) for item in CHECKLIST if inference or item.check != "inference_runs"}
 
 
@@ -67,11 +73,13 @@ def test_a_complete_release_passes_its_checklist_and_verifies(release_project, t
     for item in CHECKLIST:
         evaluation = latest_evaluation(project.instance, dg.AssetCheckKey(release_bundle.key, item.check), VERSION)
         assert evaluation.passed, (item.check, evaluation.metadata)
-    text, _ = checklist_markdown(project.instance, VERSION, "mm-tiny-rel")
-    for number in (1, 2, 5, 6, 7, 8):
+    text, complete = checklist_markdown(project.instance, VERSION, "mm-tiny-rel")
+    assert complete
+    for number in range(1, 9):
         assert f"- [x] {number}. " in text.split("## Release")[0]
+    assert "  - [x] demo_text_ppl: `PPL " in text and "check_leakage passed on the eval report" in text
     assert "## Release\n- [x] 1. Package all artifacts" in text
-    assert "[x] Audio Encoder: `encodec_24khz @ weights random` (random weights: accepted for an internal release)" in text
+    assert "[x] Audio Encoder: `encodec_24khz @ weights random` (random weights: accepted for an internal " in text
 
     bundle = _bundle(project, VERSION)
     manifest = BundleManifest.read(bundle)
@@ -82,6 +90,7 @@ def test_a_complete_release_passes_its_checklist_and_verifies(release_project, t
     assert lineage["checkpoint"]["iteration"] == ITERATIONS and lineage["code_version"]["trained_at"]
     assert {"torch", "megatron-core", "tokenizers", "python"} <= set(lineage["library_versions"])
     assert set(lineage["tokenizers"]) == {"text", "audio", "image", "video"}
+    assert {"eval/metrics.parquet", "eval/report.json", "eval/predictions.parquet"} <= set(manifest.files)
     assert f"checkpoint/iter_{ITERATIONS:07d}/mp_rank_00/model_optim_rng.pt" in manifest.files
     assert (bundle / "checkpoint" / "latest_checkpointed_iteration.txt").read_text() == str(ITERATIONS)
     for card in ("model_card.md", "data_card.md"):
@@ -262,3 +271,59 @@ def test_a_bundle_file_changed_after_publishing_blocks(release_project):
     (_bundle(project, version) / ArtifactLayout.BUNDLE_VOCAB).write_text("{}")
     failed = _failed(_verdicts(project, version))
     assert "vocab.json: sha256 mismatch" in failed["bundle_complete"]
+
+
+def test_a_task_missing_from_the_eval_report_blocks(release_project):
+    """A task configured in eval.tasks that the report has no result for: evaluation is not complete."""
+    project, version = release_project, "tiny-rel-new-task"
+    task = (project.root / "eval" / "demo_clip_qa.yaml").read_text().replace("demo_clip_qa", "demo_clip_qa_v2")
+    (project.root / "eval" / "demo_clip_qa_v2.yaml").write_text(task)
+    original = project.config.read_text()
+    cfg = yaml.safe_load(original)
+    cfg["eval"]["tasks"].append("demo_clip_qa_v2")
+    project.config.write_text(yaml.safe_dump(cfg))
+    try:
+        project.write_release(version)
+        _publish(project, version)
+        failed = _failed(_verdicts(project, version))
+    finally:
+        project.config.write_text(original)
+    assert list(failed) == ["eval_complete"], failed
+    assert "task demo_clip_qa_v2 has no standard-split result in the report" in failed["eval_complete"]
+
+
+def test_releasing_a_checkpoint_that_was_not_evaluated_blocks(release_project):
+    project, version = release_project, "tiny-rel-earlier"
+    project.write_release(version, checkpoint_iteration=ITERATIONS // 2)
+    _publish(project, version)
+    failed = _failed(_verdicts(project, version))
+    assert list(failed) == ["eval_complete"], failed
+    assert (f"the report evaluated iteration {ITERATIONS}, the release ships iteration {ITERATIONS // 2}"
+            in failed["eval_complete"])
+
+
+def test_a_failed_canary_blocks(release_project):
+    """A memorised canary in the report (the reference's rule recomputed), or check_leakage failed on it."""
+    project, version = release_project, "tiny-rel-canary"
+    project.write_release(version)
+    storage = project.storage
+    metrics = storage.store.local_path(storage.layout.eval_metrics(EXPERIMENT))
+    original = metrics.read_bytes()
+    table = pq.read_table(metrics)
+    rows = table.to_pylist()
+    for row in rows:
+        if row["task_name"] == "demo_clip_qa" and row["metric"] == "Accuracy":
+            row["value"] = 1.0 if row["split"] == "canary" else 0.0
+    try:
+        pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), metrics)
+        _publish(project, version)
+        failed = _failed(_verdicts(project, version))
+    finally:
+        metrics.write_bytes(original)
+    assert list(failed) == ["canary_passed"], failed
+    assert "leaked: demo_clip_qa (canary 1.000, standard 0.000)" in failed["canary_passed"]
+
+    _publish(project, version)
+    leak = CheckEvaluation(AssetCheckExecutionRecordStatus.FAILED, {})
+    failed = _failed(_verdicts(project, version, leakage=leak))
+    assert list(failed) == ["canary_passed"] and "check_leakage failed" in failed["canary_passed"], failed
