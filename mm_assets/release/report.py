@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 
 from mm_assets.records.outcome import latest_evaluation
+from mm_assets.release.assets import release_bundle
 from mm_assets.release.checklist import CHECKLIST, ChecklistItem
 
 # The reference's Release steps that no check owns.
@@ -33,8 +34,6 @@ class Box:
 
 
 def _box(instance: dg.DagsterInstance, item: ChecklistItem, version: str) -> Box:
-    from mm_assets.release.assets import release_bundle
-
     evaluation = latest_evaluation(instance, dg.AssetCheckKey(release_bundle.key, item.check), version)
     if evaluation.status is None:
         return Box(False, item.text, f"not checked yet: `mm release build {version}` (check {item.check})")
@@ -56,8 +55,6 @@ def _upload_box(materialization: dict[str, Any] | None, complete: Box) -> Box:
 
 
 def latest_bundle(instance: dg.DagsterInstance, version: str) -> dict[str, Any] | None:
-    from mm_assets.release.assets import release_bundle
-
     found = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=release_bundle.key, asset_partitions=[version]), limit=1).records
     if not found or found[0].asset_materialization is None:
