@@ -241,6 +241,9 @@ def print_release_checklist(config: Path, version: str, instance=None) -> bool:
 
 
 def cmd_release_build(args: argparse.Namespace) -> int:
+    from mm_assets.release.config import load_release
+
+    load_release(load_config(args.config), args.version)  # a bad release file fails before anything runs
     instance = _instance()
     ok = run_release(args.config, args.version, instance)
     print()

@@ -94,3 +94,16 @@ def test_a_manifest_refuses_paths_outside_the_bundle(tmp_path, name):
         BundleManifest.read(tmp_path)
     result = verify_bundle(LocalBundle(tmp_path))
     assert not result.ok and "is not a path inside the bundle" in result.problems[0]
+
+
+def test_the_cli_refuses_a_bad_release_before_anything_runs(cfg, tmp_path, capsys):
+    from mm_assets.cli import main
+
+    config = cfg.base_dir / "configs" / "pipeline.yaml"
+    config.write_text(yaml.safe_dump({"release": {"releases_dir": "configs/releases"}}))
+    _write(cfg, "v1", {**GOOD, "checkpoint_iteration": -1})
+    assert main(["--config", str(config), "release", "build", "v1"]) == 2
+    assert "checkpoint_iteration: Input should be greater than or equal to 0" in capsys.readouterr().err
+    assert main(["--config", str(config), "release", "checklist", "v9"]) == 2
+    assert "v9.yaml does not exist" in capsys.readouterr().err
+    assert main(["--config", str(config), "release", "verify", str(tmp_path / "nowhere")]) == 2
