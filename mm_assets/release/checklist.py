@@ -25,7 +25,7 @@ from mm_assets.release.cards import ModelFacts, data_card, model_card
 from mm_assets.release.config import ReviewSection
 from mm_assets.release.evaluation import EvalEvidence, read_evaluation
 from mm_assets.release.lineage import ReleaseLineage
-from mm_assets.release.manifest import BundleManifest, ManifestError
+from mm_assets.release.manifest import BundleManifest, ManifestError, bundle_path
 from mm_assets.release.training_data import UNKNOWN, TrainingData, read_training_data
 from mm_assets.release.verify import LocalBundle, verify_bundle
 from mm_assets.storage.layout import ArtifactLayout
@@ -66,8 +66,13 @@ def _listed(problems: list[str]) -> str:
 
 
 def _bundle_file(ev: Evidence, role: str) -> Path | None:
-    name = ev.manifest.contents.get(role) if ev.manifest else None
-    return ev.bundle / name if isinstance(name, str) else None
+    """The bundle's part `role` as the manifest names it (None when it names none, or a path outside)."""
+    if ev.manifest is None or not isinstance(ev.manifest.contents.get(role), str):
+        return None
+    try:
+        return ev.bundle / ev.manifest.part(role)
+    except ManifestError:
+        return None
 
 
 # -- Pre-Release 1: the checkpoint ---------------------------------------------------------------------------
@@ -104,7 +109,10 @@ def _tokenizer_problems(ev: Evidence, modality: str) -> list[str]:
     if not entry:
         return [f"{modality}: not packaged (manifest.json contents.tokenizers.{modality} is missing)"]
     problems = []
-    packaged = ev.bundle / entry["identity"]
+    try:
+        packaged = ev.bundle / bundle_path(entry.get("identity"), where=f"contents.tokenizers.{modality}")
+    except ManifestError as err:
+        return [f"{modality}: {err}"]
     if not packaged.is_file() or json.loads(packaged.read_text(encoding="utf-8")) != use.identity:
         problems.append(f"{modality}: {entry['identity']} is not the identity written into the training batches' "
                         "token files")

@@ -32,6 +32,8 @@ class BundleError(RuntimeError):
 
 def verified(bundle: Path, manifest: dict, name: str) -> Path:
     """`bundle/name`, after checking its sha256 and size against the manifest."""
+    if not isinstance(name, str) or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise BundleError(f"{MANIFEST} names {name!r}, which is not a path inside the bundle")
     recorded = manifest["files"].get(name)
     path = bundle / name
     if recorded is None:
