@@ -33,7 +33,7 @@ def _lineage_table(lineage: ReleaseLineage) -> str:
             f"`{lineage.run.get('git_commit')}` |",
             f"| evaluation | [{exp}](/assets/eval_report?partition={exp}) | the experiment's eval report |"]
     rows += [f"| crawl batch | [{b}](/assets/token_shards?partition={b}) | |" for b in lineage.batches]
-    rows += [f"| blend prefix | `{p}` | made outside Dagster |" for p in lineage.outside_dagster]
+    rows += [f"| blend entry | `{prefix}` | {label} |" for label, prefix in lineage.other_sources.items()]
     rows += [f"| {t.modality} tokenizer | {t.identity.get('tokenizer')} | {t.label()} |"
              for _, t in sorted(lineage.tokenizers.items())]
     return "\n".join(["| from | what | detail |", "|---|---|---|", *rows])

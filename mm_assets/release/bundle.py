@@ -133,7 +133,7 @@ def model_parameters(model_file: Path) -> int | None:
 def publish_bundle(storage: Storage, lineage: ReleaseLineage, code_version: str) -> BundleManifest:
     """Build the bundle of `lineage`'s release and publish it at releases/<version>/, whole (manifest last).
     CatalogError when the catalog cannot say what the release was trained on."""
-    inputs = BundleInputs(read_training_data(storage, lineage.batches, lineage.outside_dagster),
+    inputs = BundleInputs(read_training_data(storage, lineage.batches, lineage.other_sources),
                           model_facts(storage, lineage), eval_files(storage, lineage.experiment.id), code_version)
     key = storage.layout.release_dir(lineage.version)
     with storage.store.publish(key, last=ArtifactLayout.BUNDLE_MANIFEST, what=f"release {lineage.version}") as staged:

@@ -141,9 +141,9 @@ def data_card(lineage: ReleaseLineage, data: TrainingData) -> str:
     review = lineage.release.review
     lines = _head(lineage, "Data card")
     lines += ["## Sources", *_table(["source", "crawl batches", "items in training"], _sources(data)), ""]
-    if data.outside_dagster:
-        lines += [f"Also read: {', '.join(f'`{p}` ({n} documents)' for p, n in data.outside_dagster.items())} "
-                  "(made outside Dagster: not in the catalog).", ""]
+    if data.other_sources:
+        lines += ["Also trained on (not in the catalog): "
+                  + ", ".join(f"{label}, {n} documents" for label, n in data.other_sources.items()) + ".", ""]
     lines += ["## Items and hours per modality and language",
               *_table(["modality", "language", "items", "hours"], _per_modality(data)), ""]
     lines += ["## Licenses", *_table(["source", "license", "as stated", "where stated", "items"],

@@ -403,7 +403,7 @@ def collect_evidence(storage: Storage, lineage: ReleaseLineage, leakage: CheckEv
     except ManifestError as err:
         manifest, manifest_error = None, str(err)
     try:
-        data, data_error = read_training_data(storage, lineage.batches, lineage.outside_dagster), None
+        data, data_error = read_training_data(storage, lineage.batches, lineage.other_sources), None
     except CatalogError as err:
         data, data_error = None, str(err)
     hashes = CheckpointHashes.load(storage.store.local_path(storage.layout.checkpoint_hashes(lineage.experiment.id)))

@@ -64,7 +64,8 @@ class ReleaseLineage:
     blend: dict[str, Any]
     run: dict[str, Any]
     batches: tuple[str, ...]
-    outside_dagster: tuple[str, ...]  # blend prefixes no crawl batch made
+    # blend entries no crawl batch made, label -> prefix: a canary set injected on purpose, a prefix made elsewhere
+    other_sources: dict[str, str]
     checkpoint_key: str  # runs/<experiment>/checkpoints/iter_NNNNNNN
     recorded: dict[str, FileDigest] | None  # the iteration's files as its run recorded them (None: never recorded)
     tokenizers: dict[str, TokenizerUse]
@@ -184,8 +185,9 @@ def read_lineage(cfg: PipelineConfig, storage: Storage, version: str) -> Release
                            f"{recorded or 'none'}. Set checkpoint_iteration in {release.path}")
     sources = docs["blend"].get("sources", [])
     batches = tuple(dict.fromkeys(s["shard_batch"] for s in sources if s.get("shard_batch")))
-    outside = tuple(s["prefix"] for s in sources if not s.get("shard_batch"))
+    other = {(f"canary of eval set {s['canary_set']}" if s.get("canary_set") else f"prefix {s['prefix']} (made "
+              "outside Dagster)"): s["prefix"] for s in sources if not s.get("shard_batch")}
     uses, problems = tokenizer_uses(storage, list(cfg.shards.order), batches)
-    return ReleaseLineage(cfg, release, experiment, docs["blend"], docs["run"], batches, outside, checkpoint_key,
+    return ReleaseLineage(cfg, release, experiment, docs["blend"], docs["run"], batches, other, checkpoint_key,
                           _recorded(storage, experiment.id, release.checkpoint_iteration), uses, tuple(problems),
                           _training_record(storage, experiment.id, release.checkpoint_iteration))

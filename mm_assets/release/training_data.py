@@ -3,13 +3,13 @@ its blend reads (each shard's documents.parquet names them), and their sources, 
 licenses, crawl dates, plus the duplicates and quarantined items of those batches.
 
 The data card (cards.py) and the license check (checklist.py) both read these facts, so they cannot disagree.
-A blend entry made outside Dagster (a plain Megatron prefix) has no documents.parquet: its items are counted as
-unknown, with an unknown license.
+A blend entry no crawl batch made (a canary set injected on purpose, a plain Megatron prefix made elsewhere)
+has no documents.parquet: its documents are counted, with an unknown license.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +54,7 @@ class LicenseCount:
 class TrainingData:
     batches: tuple[str, ...]
     items: list[dict[str, Any]]  # one per training document: unique_id, source, modalities, license, …
-    outside_dagster: dict[str, int] = field(default_factory=dict)  # blend prefix no batch made -> its documents
+    other_sources: dict[str, int] = field(default_factory=dict)  # lineage.other_sources' label -> documents
     quarantined: dict[str, tuple[int, dict[str, int]]] = field(default_factory=dict)  # batch -> (items, reasons)
     duplicates: dict[str, int] = field(default_factory=dict)
 
@@ -67,8 +67,7 @@ class TrainingData:
             key = (source, license_id(stated) or UNKNOWN, stated, item["license_source"] or "none")
             counts[key] = counts.get(key, 0) + 1
         rows = [LicenseCount(*key, n) for key, n in sorted(counts.items())]
-        rows += [LicenseCount(f"prefix {p} (made outside Dagster)", UNKNOWN, None, "none", n)
-                 for p, n in self.outside_dagster.items()]
+        rows += [LicenseCount(label, UNKNOWN, None, "none", n) for label, n in self.other_sources.items()]
         return rows
 
 
@@ -95,8 +94,9 @@ def _views(storage: Storage) -> set[str]:
     return {r["name"] for r in _rows(storage, "SELECT view_name AS name FROM duckdb_views() WHERE NOT internal", {})}
 
 
-def read_training_data(storage: Storage, batches: Sequence[str], outside_dagster: Sequence[str] = ()) -> TrainingData:
-    """The facts above for the blend's crawl batches (and the prefixes it reads that no batch made)."""
+def read_training_data(storage: Storage, batches: Sequence[str],
+                       other_sources: Mapping[str, str] | None = None) -> TrainingData:
+    """The facts above for the blend's crawl batches (and its other entries: label -> Megatron prefix)."""
     layout, store = storage.layout, storage.store
     documents = [store.url(layout.shard_documents(b)) for b in batches]
     missing = [d for b, d in zip(batches, documents) if not store.exists(layout.shard_documents(b))]
@@ -117,15 +117,18 @@ def read_training_data(storage: Storage, batches: Sequence[str], outside_dagster
     duplicates = {}
     if "duplicates" in views:
         duplicates = {r["batch"]: r["items"] for r in _rows(storage, _DUPLICATES, {"batches": list(batches)})}
-    return TrainingData(tuple(batches), items, {p: _documents(p) for p in outside_dagster}, quarantined, duplicates)
+    others = {label: _documents(storage, prefix) for label, prefix in (other_sources or {}).items()}
+    return TrainingData(tuple(batches), items, others, quarantined, duplicates)
 
 
-def _documents(prefix: str) -> int:
-    """Documents in a Megatron prefix no crawl batch made (0 when it cannot be read here)."""
+def _documents(storage: Storage, prefix: str) -> int:
+    """Documents of a blend prefix no crawl batch made (0 when its index cannot be read here)."""
     from mm_assets.shards.indexed import read_index
+    from mm_assets.train.launch.preflight import local_prefixes
 
     try:
-        return read_index(prefix).documents
+        index = local_prefixes(storage)(f"{prefix}.idx")
+        return read_index(str(index)[:-len(".idx")]).documents
     except (OSError, ValueError):
         return 0
 

@@ -10,6 +10,7 @@ from mm_assets.config.base import ConfigError
 from mm_assets.config.pipeline import parse_config
 from mm_assets.release.config import license_id, load_release, release_versions
 from mm_assets.release.manifest import MANIFEST_FORMAT, BundleManifest, ManifestError
+from mm_assets.release.training_data import TrainingData
 from mm_assets.release.verify import LocalBundle, verify_bundle
 
 GOOD = {"model_name": "m", "experiment": "exp-a", "checkpoint_iteration": 100,
@@ -107,3 +108,15 @@ def test_the_cli_refuses_a_bad_release_before_anything_runs(cfg, tmp_path, capsy
     assert main(["--config", str(config), "release", "checklist", "v9"]) == 2
     assert "v9.yaml does not exist" in capsys.readouterr().err
     assert main(["--config", str(config), "release", "verify", str(tmp_path / "nowhere")]) == 2
+
+
+def test_training_data_outside_the_catalog_counts_as_unknown_license():
+    data = TrainingData(("b1",), [
+        {"unique_id": "demo_a", "source": "demo", "license": "https://creativecommons.org/licenses/by/4.0/",
+         "license_source": "page_json_ld"},
+        {"unique_id": "demo_b", "source": "demo", "license": None, "license_source": "none"},
+        {"unique_id": "web_c", "source": None, "license": None, "license_source": None},
+    ], other_sources={"canary of eval set demo_clip_qa": 3})
+    assert [(c.source, c.license, c.items) for c in data.licenses()] == [
+        ("demo", "CC-BY-4.0", 1), ("demo", "unknown", 1), ("web (no metadata row)", "unknown", 1),
+        ("canary of eval set demo_clip_qa", "unknown", 3)]
