@@ -107,7 +107,7 @@ def print_shard_summary(storage: Storage, batch: str) -> None:
 
 
 def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInstance | None = None, *,
-             canary: bool = False) -> int:
+             canary: bool = True) -> int:
     from mm_assets.cli import run_ingest  # the same path as `mm ingest`
 
     cfg = load_config(config_path)
