@@ -66,7 +66,8 @@ def evaluate_demo(cfg: PipelineConfig, storage: Storage, config_path: Path, expe
     from mm_assets.cli import evaluate_experiment, prepare_eval
 
     folder = write_demo_eval_sets(storage)
-    print(f"\neval sets from what the demo site knows about its clips ({storage.store.url(folder)}); canaries drawn ...")
+    print(f"\neval sets from what the demo site knows about its clips ({storage.store.url(folder)}); "
+          "canaries drawn ...")
     if not prepare_eval(config_path, instance):
         print("preparing the eval sets failed: see the run's logs (mm ui, then Runs)")
         return False
