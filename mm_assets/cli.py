@@ -345,9 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="generate synthetic media, serve it on 127.0.0.1 and run the graph")
     demo.add_argument("--port", type=int, default=8765, help="loopback port (falls back to a free one)")
-    demo.add_argument("--canary", action="store_true",
-                      help="also train exp-tiny-cpu-canary (a canary injected on purpose) and show check_leakage "
-                           "blocking it (about 4 more minutes)")
+    demo.add_argument("--no-canary", dest="canary", action="store_false",
+                      help="skip exp-tiny-cpu-canary, the twin with a canary injected on purpose that shows "
+                           "check_leakage blocking a leak (about a minute less)")
     demo.set_defaults(func=cmd_demo)
 
     ui = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on this project's instance")

@@ -128,7 +128,7 @@ def print_shard_summary(storage: Storage, batch: str) -> None:
 
 
 def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInstance | None = None, *,
-             canary: bool = False) -> int:
+             canary: bool = True) -> int:
     from mm_assets.cli import run_ingest  # the same path as `mm ingest`
 
     cfg = load_config(config_path)
@@ -151,7 +151,9 @@ def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInst
         return 1
     print_shard_summary(storage, info.batch)
     trained = train_demo(cfg, Path(config_path), info.batch, instance)
-    evaluated = evaluate_demo(cfg, storage, Path(config_path), DEMO_EXPERIMENT, instance, canary=canary) if trained else None
+    evaluated = None
+    if trained:
+        evaluated = evaluate_demo(cfg, storage, Path(config_path), DEMO_EXPERIMENT, instance, canary=canary)
     print_catalog_summary(catalog, info.batch)
     if trained:
         cols, rows = run_query(catalog, RECORDS_SQL)

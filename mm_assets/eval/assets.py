@@ -185,11 +185,12 @@ def _plan(cfg: PipelineConfig, exp, storage: Storage, out: Path) -> dict:
     for task in configured_tasks(cfg):
         eval_set = _eval_set(storage, task.task_name)
         if eval_set.manifest["vocab_sha256"] != blend["vocab_sha256"]:
-            raise dg.Failure(f"eval set {task.task_name} uses vocabulary layout {eval_set.manifest['vocab_sha256'][:12]}"
-                             f", the checkpoint's blend {blend['vocab_sha256'][:12]}: rematerialize eval_sets")
+            raise dg.Failure(f"eval set {task.task_name} uses vocabulary layout "
+                             f"{eval_set.manifest['vocab_sha256'][:12]}, the checkpoint's blend "
+                             f"{blend['vocab_sha256'][:12]}: rematerialize eval_sets")
         canary = read_canary(storage, task.task_name) or {}
-        sets.append({"task": task.task_name, "folder": str(storage.store.local_dir(storage.layout.eval_set(task.task_name))),
-                     "canary_ids": canary.get("sample_ids", [])})
+        folder = storage.store.local_dir(storage.layout.eval_set(task.task_name))
+        sets.append({"task": task.task_name, "folder": str(folder), "canary_ids": canary.get("sample_ids", [])})
     return {"experiment": exp.id, "out": str(out), "vocab_file": str(local_prefixes(storage)(blend["vocab_file"])),
             "text_tokenizer": text_tokenizer(cfg).identity.weights_path,
             "checkpoint": {"folder": run["checkpoint"], "iteration": run["iteration"], "sha256": run["sha256"]},

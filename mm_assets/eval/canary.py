@@ -65,7 +65,8 @@ def write_canary_shard(storage: Storage, task: str, documents: list[np.ndarray],
             record = {**record, "documents": files.documents, "tokens": files.tokens, "vocab_sha256": layout.sha256}
         (staged / ArtifactLayout.CANARY_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))
         if documents:
-            shard_manifest(staged, files, names=(ArtifactLayout.SHARD_VOCAB, ArtifactLayout.CANARY_RECORD)).write(staged)
+            names = (ArtifactLayout.SHARD_VOCAB, ArtifactLayout.CANARY_RECORD)
+            shard_manifest(staged, files, names=names).write(staged)  # last: it commits the shard
     return record
 
 

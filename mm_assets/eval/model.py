@@ -1,8 +1,8 @@
 """A `checkpoint` asset's Megatron checkpoint as a model to evaluate: verified, loaded, run greedily.
 
 The checkpoint is Megatron's legacy "torch" layout the CPU trainer writes (`iter_NNNNNNN/mp_rank_00/
-model_optim_rng.pt`, ArtifactLayout.CHECKPOINT_MODEL, TP = PP = 1, mm_assets.train.cpu.checkpoint); the model is rebuilt from the arguments saved
-in it with the trainer's own builder (megatron-core's GPTModel, local layer spec). Every file is checked
+model_optim_rng.pt`, ArtifactLayout.CHECKPOINT_MODEL, TP = PP = 1, mm_assets.train.cpu.checkpoint); the model
+is rebuilt from the arguments saved in it with the trainer's own builder (megatron-core's GPTModel, local layer spec). Every file is checked
 against the sha256 the checkpoint asset recorded before anything is unpickled. CUDA is used when present (or
 when eval.device says so); on the CPU the trainer's two shims apply.
 

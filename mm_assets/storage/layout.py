@@ -262,15 +262,12 @@ class ArtifactLayout:
     EVAL_REPORT_RECORD = "report.json"  # written last into a report folder: it commits the report
 
     def eval_dataset(self, *parts: str) -> str:
-        """An eval dataset kept in storage (a task's dataset_config.path may name any key, this is the convention)."""
+        """An eval dataset kept in storage (a task's dataset_config.path may name any key; this is the convention)."""
         return _key("eval_datasets", *parts)
 
     def eval_set(self, task: str) -> str:
         """An eval task rendered to prompt ids (eval_sets): samples.parquet, then set.json."""
         return _key("eval_sets", task)
-
-    def eval_set_samples(self, task: str) -> str:
-        return f"{self.eval_set(task)}/{self.EVAL_SET_SAMPLES}"
 
     def eval_set_record(self, task: str) -> str:
         return f"{self.eval_set(task)}/{self.EVAL_SET_RECORD}"
@@ -286,9 +283,6 @@ class ArtifactLayout:
     def canary_record(self, task: str) -> str:
         """canary.json: the canary ids, seed and marker."""
         return f"{self.canary_set(task)}/{self.CANARY_RECORD}"
-
-    def canary_manifest(self, task: str) -> str:
-        return f"{self.canary_set(task)}/{self.SHARD_MANIFEST}"
 
     def eval_dir(self, experiment: str) -> str:
         """The eval report of one experiment, published whole (report.json last)."""
