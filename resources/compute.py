@@ -9,6 +9,7 @@ environment is the allow-list of `compute.job_env` (job_env.py).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,11 @@ from resources.local import LocalPipesClient
 from resources.slurm.client import SlurmPipesClient
 
 _DEFAULTS = ComputeConfig()
+
+# Dagster's own Pipes session reads this preview property on every run: the warning is about Dagster's code,
+# not ours, and would otherwise print once per job in every `mm` command.
+warnings.filterwarnings("ignore", message=r"Function `PipesMessageReader\.expected_writer_count`",
+                        category=dg.PreviewWarning)
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,7 @@ def print_shard_summary(storage: Storage, batch: str) -> None:
 
 
 def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInstance | None = None) -> int:
-    from mm_assets.cli import run_ingest  # the same path as `mm ingest`
+    from mm_assets.cli import print_ingest_summary, run_ingest  # the same path as `mm ingest`
 
     cfg = load_config(config_path)
     storage = StorageResource(root=cfg.storage_root, scratch=cfg.storage_scratch)
@@ -125,6 +125,7 @@ def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInst
     if not ok:
         print(f"\nthe demo run failed: see the run's logs (mm ui, then Runs) for batch {info.batch}")
         return 1
+    print_ingest_summary(Path(config_path), info.batch)
     print_shard_summary(storage, info.batch)
     trained = train_demo(cfg, Path(config_path), info.batch, instance)
     print_catalog_summary(catalog, info.batch)
