@@ -9,6 +9,7 @@ file access is confined to the storage root, with external access off and the co
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -55,15 +56,20 @@ class QueryRefused(ValueError):
     """User SQL that is not exactly one read statement; the message says what was refused and why."""
 
 
-def connect_read_only(db_path: Path, root: Path) -> duckdb.DuckDBPyConnection:
-    """Open the catalog so that it can read files under `root` only and nothing can change that.
+def connect_read_only(db_path: Path, root: str | Path,
+                      register: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the catalog so that it can read files under `root` (a folder, or s3://bucket/prefix whose
+    filesystem `register` adds) only and nothing can change that.
 
     The order matters: allowed_directories cannot be set once external access is off, and nothing can be set
     once the configuration is locked.
     """
     con = duckdb.connect(str(db_path), read_only=True)
     try:
-        folder = str(Path(root).resolve()).rstrip("/") + "/"
+        if register is not None:
+            register(con)
+        root = str(root)
+        folder = (root if root.startswith("s3://") else str(Path(root).resolve())).rstrip("/") + "/"
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET allowed_directories = [?]", [folder])
         con.execute("SET enable_external_access = false")
