@@ -34,7 +34,6 @@ from mm_assets.train.verified_checkpoints import (
     CheckpointMismatchError,
     Resume,
     Settled,
-    iteration_dir,
     non_finite,
     prepare_resume,
     settle_after_job,
@@ -135,7 +134,7 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
         context.log.warning(f"launch {exp.id}: {warning}")
     layout, store = storage.layout, storage.store
     with store.working_dir(layout.run_dir(exp.id)):  # the job updates its checkpoints in place
-        hashes = CheckpointHashes.load(store.local_path(layout.checkpoint_hashes(exp.id)))
+        hashes = CheckpointHashes.load(store.working_path(layout.checkpoint_hashes(exp.id)))
         resume = _before_launch(context, storage, files, hashes)
         with store.publish(layout.run_launch(exp.id)) as staged:
             files.write(staged)
@@ -148,7 +147,7 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
         if resume.fell_back_from is not None:
             run["fell_back_from_iteration"] = resume.fell_back_from
         job = JobSpec(name=exp.job_name, command=[*files.program, *files.argv], sbatch=files.sbatch,
-                      log=store.local_path(layout.local_job_log(exp.id, run["started_at"])),
+                      log=store.working_path(layout.local_job_log(exp.id, run["started_at"])),
                       pipes_dir=files.run.pipes, env=env)
         started = time.monotonic()
         try:
@@ -165,15 +164,17 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
     if settled.latest is None:
         raise dg.Failure(f"the run of {exp.id} finished without a checkpoint in {files.run.checkpoints} "
                          f"(log: {run['log']})")
-    iteration, folder = settled.latest, iteration_dir(files.run.checkpoints, settled.latest)
+    iteration = settled.latest
+    folder = store.url(layout.checkpoint_dir(exp.id, iteration))  # published with the run folder
     sha256 = {name: entry["sha256"] for name, entry in hashes.entries[iteration]["files"].items()}
-    run.update(iteration=iteration, checkpoint=str(folder), sha256=sha256,
+    run["log"] = store.url(store.key_of(run["log"]))  # the job wrote it in the run folder: where it is kept
+    run.update(iteration=iteration, checkpoint=folder, sha256=sha256,
                finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     store.write_text(layout.run_record(exp.id), json.dumps(run, indent=2, sort_keys=True))
     reported = {k: v.value for k, v in (invocation.get_materialize_result().metadata or {}).items()} \
         if invocation.get_results() else {}
     return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(folder)),
+        "path": dg.MetadataValue.path(folder),
         "iteration": iteration,
         "sha256": dg.MetadataValue.json(sha256),
         "backend": compute.backend,
@@ -201,7 +202,7 @@ def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigReso
                  storage: StorageResource) -> dg.MaterializeResult:
     _, exp = experiment_for(context, pipeline)
     run = read_run(storage, exp)
-    log = Path(run["log"])
+    log = storage.store.local_path(storage.store.key_of(run["log"]))
     with open(log, encoding="utf-8", errors="replace") as f:
         parsed = parse_log(f, seq_length=exp.training.model.seq_length)
     out = storage.layout.training_log(exp.id)
@@ -216,7 +217,7 @@ def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigReso
         "last_iteration": parsed.training[-1].iteration if parsed.training else 0,
         "nan_iterations": sum(r.nan_iterations for r in parsed.training),
         "path": dg.MetadataValue.path(storage.store.url(out)),
-        "source_log": dg.MetadataValue.path(str(log)),
+        "source_log": dg.MetadataValue.path(run["log"]),
     })
 
 
@@ -231,7 +232,7 @@ def checkpoint_complete(context: dg.AssetCheckExecutionContext, pipeline: Pipeli
                         storage: StorageResource) -> dg.AssetCheckResult:
     _, exp = experiment_for(context, pipeline)
     run = read_run(storage, exp)
-    folder = Path(run["checkpoint"])
+    folder = storage.store.local_dir(storage.store.key_of(run["checkpoint"]))  # the published copy
     bad = [name for name, sha in run["sha256"].items() if not (folder / name).is_file() or sha256_file(folder / name) != sha]
     return dg.AssetCheckResult(passed=bool(run["sha256"]) and not bad,
                                metadata={"files": len(run["sha256"]), "mismatched": ", ".join(bad) or "none"})

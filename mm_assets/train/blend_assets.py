@@ -6,6 +6,7 @@ calls before registering a partition), then compares each shard with what token_
 """
 
 import json
+import posixpath
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,16 +39,22 @@ def shard_resolver(storage: Storage) -> Callable[[str], str]:
 
 
 def local_prefix(storage: Storage, prefix: str) -> Path:
-    """Where to read a blend prefix here: the store's local copy of one of its shards, else the path itself."""
+    """Where to read a blend prefix here: the store's local copy of one of its shards (its folder fetched
+    whole, verified), else the path itself."""
     try:
         key = storage.store.key_of(prefix)
     except UnsafePathError:
         return Path(prefix)
-    return storage.store.local_path(key)
+    return storage.store.local_prefix(key)
 
 
 def _vocab_beside(prefix: Path) -> Path:
     return prefix.parent / ArtifactLayout.SHARD_VOCAB
+
+
+def _vocab_url(prefix: str) -> str:
+    """The vocab.json beside a prefix, as written (a path or an s3:// URL)."""
+    return f"{posixpath.dirname(prefix)}/{ArtifactLayout.SHARD_VOCAB}"
 
 
 def blend_layout(blend: Blend, local: Callable[[str], Path] = Path) -> tuple[VocabLayout, list[str]]:
@@ -124,7 +131,7 @@ def resolve_experiment_blend(exp: ExperimentConfig, storage: Storage,
         "shards": shards,
         "vocab_sha256": layout.sha256,
         "vocab_size": layout.vocab_size,
-        "vocab_file": str(_vocab_beside(Path(blend.items[0].prefix))),
+        "vocab_file": _vocab_url(blend.items[0].prefix),
     }
 
 
