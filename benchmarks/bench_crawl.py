@@ -23,11 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mm_assets.config.pipeline import CrawlConfig
 from mm_assets.crawl.batch import BatchInfo, parse_manifest
+from mm_assets.crawl.ledger import CrawlRecord
 from mm_assets.crawl.options import cli_args
 from mm_assets.crawl.pool import crawl_batch
 from mm_assets.crawl.progress import CrawlProgress
-from mm_assets.crawl.records import CrawlRecord
-from mm_assets.demo import build_bench_site, serve
+from mm_assets.demo.media import build_bench_site
+from mm_assets.demo.server import serve
 from resources.storage import StorageResource
 
 SOURCE = "bench"

@@ -111,7 +111,6 @@ def end_to_end(n_items: int, folder: Path) -> tuple[float, int]:
     """build_metadata over `n_items` real audio+subtitle item folders (files written beforehand)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "etl"))
     from itemfactory import VTT_EN, make_item, run  # the test suite's item builder
-
     from mm_assets.config.pipeline import PipelineConfig
 
     items = [make_item(folder, f"it{i:05d}", i + 1, audio_seed=i, subs={"en": VTT_EN.encode()}) for i in range(n_items)]

@@ -4,7 +4,7 @@ import dagster as dg
 
 from mm_assets.crawl.assets import raw_media
 from mm_assets.crawl.batch import ManifestEntry, load_batch
-from mm_assets.crawl.records import REASONS, CrawlRecord, read_ledger
+from mm_assets.crawl.ledger import REASONS, CrawlRecord, read_ledger
 from mm_assets.storage.paths import UnsafePathError
 from mm_assets.storage.store import Storage
 from resources.storage import StorageResource

@@ -8,9 +8,10 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from mm_assets.config.pipeline import ShardsConfig
-from mm_assets.shards import ShardStats, VocabLayout, shard_stats
 from mm_assets.shards.assets import token_shards
 from mm_assets.shards.manifest import shard_problems
+from mm_assets.shards.stats import ShardStats, shard_stats
+from mm_assets.shards.vocab import VocabLayout
 from mm_assets.storage.store import Storage
 from mm_assets.tokens.assets import MODALITIES
 from mm_assets.tokens.store import read_tokens

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mm_assets.config.base import ConfigError, DEFAULT_CONFIG, PROJECT_ROOT
+from mm_assets.config.base import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError
 from mm_assets.config.pipeline import load_config
 
 
@@ -56,8 +56,8 @@ def _run_then_refresh(config: Path, job: str, partition_key: str, refresh: str, 
 
     Each run is tagged with this process (so a later `mm` can fail it if the process dies) and logs to the
     console without interrupt tracebacks; an interrupt between the two runs stops before the second."""
-    from mm_assets.definitions import build_definitions
     from mm_assets.console_log import cli_console_logger
+    from mm_assets.definitions import build_definitions
     from mm_assets.interrupts import raise_if_interrupted
     from mm_assets.orphan_runs import owner_tags
 
@@ -129,7 +129,7 @@ def _load_experiment(args: argparse.Namespace):
 
 def cmd_train_run(args: argparse.Namespace) -> int:
     from mm_assets.definitions import build_resources
-    from mm_assets.train.blend_assets import launch_preflight
+    from mm_assets.train.launch.preflight import launch_preflight
 
     # The whole launch validation (the blend's shards and vocabulary, world size, batches, heads, layers, …)
     # fails here, before a partition is registered or a file written.
@@ -157,10 +157,10 @@ def vocab_size_arg(text: str) -> int:
 def cmd_train_render(args: argparse.Namespace) -> int:
     """Print (or write) the Megatron arguments and sbatch script, without shards: vocab from_shards stays open."""
     from mm_assets.definitions import build_resources
-    from mm_assets.train.blend_assets import shard_resolver
-    from mm_assets.train.launch.config import ShardVocab
-    from mm_assets.train.run_folders import RunFolders
-    from mm_assets.train.sbatch import render_launch
+    from mm_assets.shards.vocab import ShardVocab
+    from mm_assets.train.launch.preflight import shard_resolver
+    from mm_assets.train.launch.run_folders import RunFolders
+    from mm_assets.train.launch.sbatch import render_launch
 
     exp = _load_experiment(args)
     vocab = ShardVocab(vocab_size=args.vocab_size, eod_id=args.vocab_size - 2, pad_id=args.vocab_size - 1) \

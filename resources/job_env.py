@@ -18,9 +18,7 @@ from pathlib import Path
 
 from mm_assets.config.base import PROJECT_ROOT
 from mm_assets.config.pipeline import credential_like
-
-CREDENTIALS_FILE_VAR = "AWS_SHARED_CREDENTIALS_FILE"
-ENDPOINT_VAR = "AWS_ENDPOINT_URL"
+from mm_assets.storage.s3_access import CREDENTIALS_FILE_VAR, ENDPOINT_VAR
 
 
 def job_environment(passthrough: Sequence[str], values: Mapping[str, str] | None = None, *,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+
 # Not exported from `dagster`; Dagster's own Pipes clients (PipesSubprocessClient) import it from here.
 from dagster._core.definitions.resource_annotation import TreatAsResourceParam
 

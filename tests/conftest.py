@@ -29,8 +29,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
-from mm_assets.demo import Trickle, build_bad_site, build_demo_site, serve, write_manifest
-from mm_assets.demo.media import build_web_site
+from mm_assets.demo.media import build_bad_site, build_demo_site, build_web_site, write_manifest
+from mm_assets.demo.server import Trickle, serve
 
 SLOW = Trickle(chunk=64, interval_s=0.5)  # ~128 B/s: a 45 kB clip would take six minutes
 

@@ -2,14 +2,12 @@
 
 import json
 import os
+from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-import duckdb
-
-from pathlib import Path
 
 from mm_assets.etl.catalog import EXAMPLE_QUERIES, CatalogError, build_catalog, format_rows, run_query
 from mm_assets.etl.read_only import connect_read_only

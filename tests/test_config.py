@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mm_assets.config.base import ConfigError, DEFAULT_CONFIG
+from mm_assets.config.base import DEFAULT_CONFIG, ConfigError
 from mm_assets.config.pipeline import load_config, parse_config
 
 

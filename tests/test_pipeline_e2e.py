@@ -15,14 +15,14 @@ from checks.metadata import METADATA_CHECKS, check_metadata_file
 from mm_assets.cli import run_ingest
 from mm_assets.config.pipeline import load_config
 from mm_assets.crawl.batch import register_batch
-from mm_assets.crawl.records import read_ledger
+from mm_assets.crawl.ledger import read_ledger
 from mm_assets.crawl.sensors import batch_manifest_sensor
 from mm_assets.definitions import build_definitions, build_resources
-from mm_assets.demo import write_manifest
+from mm_assets.demo.media import write_manifest
 from mm_assets.etl.assets import media_metadata
 from mm_assets.etl.catalog import EXAMPLE_QUERIES, run_query
 from mm_assets.partitions import crawl_batches
-from mm_assets.shards import VocabLayout
+from mm_assets.shards.vocab import VocabLayout
 from mm_assets.tokens.store import read_identity, read_tokens
 
 pytestmark = pytest.mark.slow

@@ -7,9 +7,9 @@ import dagster as dg
 import yt_dlp
 
 from mm_assets.crawl.batch import load_batch
+from mm_assets.crawl.ledger import CrawlRecord, write_ledger
 from mm_assets.crawl.pool import crawl_batch
 from mm_assets.crawl.progress import CrawlProgress
-from mm_assets.crawl.records import CrawlRecord, write_ledger
 from mm_assets.partitions import crawl_batches
 from resources.storage import StorageResource
 from resources.ytdlp import YtDlpResource

@@ -19,8 +19,6 @@ import imageio_ffmpeg
 
 from mm_assets.config.pipeline import CrawlConfig
 
-SUBTITLE_EXTS = frozenset({"vtt", "srt", "ass", "ssa", "ttml", "dfxp", "srv1", "srv2", "srv3", "json3", "lrc"})
-
 
 def audio_args(cfg: CrawlConfig) -> list[str]:
     """ffmpeg output arguments of the audio extraction: resample once, at download time."""

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from mm_assets.config.pipeline import CrawlConfig
 from mm_assets.crawl.batch import BatchInfo, ManifestEntry
+from mm_assets.crawl.ledger import CrawlRecord
 from mm_assets.crawl.progress import CrawlProgress
-from mm_assets.crawl.records import CrawlRecord
 from mm_assets.crawl.staging import sweep_stale
 from mm_assets.crawl.worker import CrawlTarget, Job, worker_main
 from mm_assets.storage.store import Storage

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from mm_assets.crawl.records import CrawlRecord
+from mm_assets.crawl.ledger import CrawlRecord
 
 
 def _duration(seconds: float) -> str:

@@ -13,10 +13,10 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import yt_dlp
@@ -27,10 +27,10 @@ from yt_dlp.utils import DownloadError
 from mm_assets.config.pipeline import CrawlConfig
 from mm_assets.crawl.errors import MediaProblem, classify, clean_message
 from mm_assets.crawl.ids import derive_item_id
+from mm_assets.crawl.ledger import CrawlRecord, ItemRecord
 from mm_assets.crawl.options import ydl_params
 from mm_assets.crawl.page import read_page
 from mm_assets.crawl.probe import MediaProbe, probe_audio, probe_media
-from mm_assets.crawl.records import CrawlRecord, ItemRecord
 from mm_assets.crawl.staging import item_lock, keep_partials, stage_item
 from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.storage.paths import atomic_write_text, sanitize_component, sha256_file

@@ -86,7 +86,7 @@ def print_shard_summary(storage: Storage, batch: str) -> None:
         warnings.simplefilter("ignore")  # "Transformer Engine and Apex are not installed"
         from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-    from mm_assets.shards import VocabLayout
+    from mm_assets.shards.vocab import VocabLayout
 
     prefix = storage.store.local_prefix(storage.layout.shard_prefix(batch))
     dataset = IndexedDataset(str(prefix))

@@ -4,7 +4,7 @@ import dagster as dg
 
 from mm_assets.crawl.assets import raw_media
 from mm_assets.crawl.batch import load_batch
-from mm_assets.crawl.records import read_ledger
+from mm_assets.crawl.ledger import read_ledger
 from mm_assets.etl.catalog import build_catalog
 from mm_assets.etl.dedup import load_prior_hashes
 from mm_assets.etl.metadata import publish_batch_metadata

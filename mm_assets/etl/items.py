@@ -24,7 +24,7 @@ import soundfile as sf
 
 from checks.metadata_schema import MODALITIES, NO_LICENSE, SCHEMA_VERSION
 from mm_assets.config.pipeline import LicensePolicy, PipelineConfig
-from mm_assets.crawl.records import CrawlRecord
+from mm_assets.crawl.ledger import CrawlRecord
 from mm_assets.etl.precedence import date_is_last_modified, page_origin, pick
 from mm_assets.etl.subtitles import Subtitle, choose_text, normalize_language, read_subtitle
 from mm_assets.storage.layout import ArtifactLayout

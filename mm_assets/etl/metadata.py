@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from checks.metadata_schema import METADATA_ARROW_SCHEMA, SCHEMA_VERSION, row_failures
 from mm_assets.config.pipeline import PipelineConfig
-from mm_assets.crawl.records import CrawlRecord
+from mm_assets.crawl.ledger import CrawlRecord
 from mm_assets.etl.dedup import HASHES_SCHEMA, Candidate, PriorHash, dedup
 from mm_assets.etl.items import ItemRow, build_item_row, empty_row
 from mm_assets.storage.layout import ArtifactLayout

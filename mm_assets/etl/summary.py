@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from checks.metadata import check_quarantine
 from mm_assets.config.pipeline import PipelineConfig
-from mm_assets.crawl.records import read_ledger
+from mm_assets.crawl.ledger import read_ledger
 from mm_assets.storage.store import Storage
 
 STATED = ("page_json_ld", "page_html", "page", "info_json")  # license sources that are the item's own

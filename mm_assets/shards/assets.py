@@ -18,9 +18,11 @@ import pyarrow.parquet as pq
 from mm_assets.config.pipeline import PipelineConfig
 from mm_assets.digests import FileDigest, file_digest
 from mm_assets.partitions import crawl_batches
-from mm_assets.shards import AssemblyConfig, Codebook, DocumentAssembler, VocabLayout, shard_stats, write_shard
-from mm_assets.shards.indexed import ShardFiles
+from mm_assets.shards.documents import AssemblyConfig, DocumentAssembler
+from mm_assets.shards.indexed import ShardFiles, write_shard
 from mm_assets.shards.manifest import ShardManifest
+from mm_assets.shards.stats import shard_stats
+from mm_assets.shards.vocab import Codebook, VocabLayout
 from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.storage.paths import LockBusyError
 from mm_assets.storage.store import Storage

@@ -18,8 +18,11 @@ from pathlib import Path
 
 from mm_assets.config.base import ConfigError
 
+# The variables boto3 reads (and so megatron-core's S3 reader in a job): keys, endpoint, shared-credentials file.
 ACCESS_KEY_VAR, SECRET_KEY_VAR, ENDPOINT_VAR = "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"
+CREDENTIALS_FILE_VAR = "AWS_SHARED_CREDENTIALS_FILE"
 PROFILE = "default"
+S3_SCHEME = "s3://"
 S3_URL = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
 
 # botocore's error codes by what the user should check.
@@ -30,6 +33,11 @@ NO_BUCKET = {"NoSuchBucket"}
 
 class StorageAccessError(RuntimeError):
     """The object store cannot be used as configured (refused keys, unreachable endpoint, missing bucket)."""
+
+
+def is_s3_url(url: str) -> bool:
+    """Whether `url` names an object on S3 (a storage root, a Megatron prefix) rather than a local path."""
+    return str(url).startswith(S3_SCHEME)
 
 
 def split_s3_url(url: str) -> tuple[str, str]:

@@ -1,34 +1,45 @@
-"""The training assets of one experiment: `checkpoint` (a Megatron launch run locally or on Slurm through
-Dagster Pipes) and `training_log` (Megatron's text log as the reference's JSONL).
+"""The training assets of one experiment partition: `training_blend` (the blend verified against what
+token_shards recorded), `checkpoint` (the rendered Megatron launch run on the compute resource) and
+`training_log` (Megatron's text log as the reference's JSONL).
 
-`checkpoint` checks its inputs before it submits anything (the blend's shards against blend.json, the
-checkpoint it resumes from against its recorded sha256s: verified_checkpoints.py) and, after the job, records
-the sha256s of the new checkpoints, never publishing one whose loss was not finite.
+Nothing is trusted on the way: the blend runs the whole launch preflight before it writes, `checkpoint` checks
+the blend's shards and the checkpoint it resumes from before it submits (verified_shards.py,
+verified_checkpoints.py) and, after the job, records the sha256s of the new checkpoints, never publishing one
+whose loss was not finite. Each run's files are ArtifactLayout's runs/<experiment>/.
 """
 
 import json
-import math
 import subprocess
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
+from mm_assets.config.base import PROJECT_ROOT, ConfigError
+from mm_assets.config.pipeline import PipelineConfig
 from mm_assets.partitions import experiments
-from mm_assets.config.base import ConfigError, PROJECT_ROOT
-from mm_assets.shards import VocabLayout
-from mm_assets.storage.paths import sha256_file
+from mm_assets.shards.assets import token_shards
+from mm_assets.shards.vocab import ShardVocab, VocabLayout
 from mm_assets.storage.store import Storage
-from mm_assets.train.blend_assets import experiment_for, local_prefix, read_blend, shard_resolver, training_blend
-from mm_assets.train.blend_shards import launch_shard_problems
-from mm_assets.train.launch.config import ShardVocab
-from mm_assets.train.launch.experiment import ExperimentConfig
-from mm_assets.train.log_records import TrainingRecord
-from mm_assets.train.megatron_log import jsonl_lines, parse_log
-from mm_assets.train.run_folders import RunFolders
-from mm_assets.train.sbatch import LaunchFiles, render_launch
+from mm_assets.train.launch.config import LaunchConfigError
+from mm_assets.train.launch.experiment import ExperimentConfig, load_experiment
+from mm_assets.train.launch.preflight import launch_preflight, local_prefixes, shard_resolver, vocab_url
+from mm_assets.train.launch.run_folders import RunFolders
+from mm_assets.train.launch.sbatch import LaunchFiles, render_launch
+from mm_assets.train.lineage import (
+    NO_CLAIMED_PARTITIONS,
+    BlendSource,
+    ShardMaterialization,
+    blend_data_version,
+    latest_shard_materialization,
+    lineage_metadata,
+)
+from mm_assets.train.megatron_log.events import TrainingRecord
+from mm_assets.train.megatron_log.stream import jsonl_text, parse_log
+from mm_assets.train.run_files import read_blend, read_run
 from mm_assets.train.verified_checkpoints import (
     CheckpointHashes,
     CheckpointMismatchError,
@@ -38,6 +49,7 @@ from mm_assets.train.verified_checkpoints import (
     prepare_resume,
     settle_after_job,
 )
+from mm_assets.train.verified_shards import launch_shard_problems, verify_blend_shard
 from resources.compute import ComputeResource, JobSpec
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
@@ -57,7 +69,7 @@ def git_commit() -> str:
 
 def render_experiment(exp: ExperimentConfig, storage: Storage) -> LaunchFiles:
     blend = read_blend(storage, exp.id)
-    vocab = ShardVocab.from_layout(VocabLayout.read(local_prefix(storage, blend["vocab_file"])))
+    vocab = ShardVocab.from_layout(VocabLayout.read(local_prefixes(storage)(blend["vocab_file"])))
     return render_launch(exp, RunFolders.of(exp, storage), vocab=vocab, shard_prefix=shard_resolver(storage))
 
 
@@ -94,7 +106,7 @@ def _before_launch(context, storage: Storage, files: LaunchFiles, hashes: Checkp
     blend = read_blend(storage, exp.id)
     if "shards" not in blend:
         raise dg.Failure(f"experiment {exp.id}: its blend.json records no shard sha256s: rematerialize training_blend")
-    problems = launch_shard_problems(blend["shards"], lambda prefix: local_prefix(storage, prefix))
+    problems = launch_shard_problems(blend["shards"], local_prefixes(storage))
     if problems:
         raise dg.Failure(f"experiment {exp.id}: refusing to launch: the blend's shards changed after "
                          "training_blend verified them:\n" + "\n".join(f"  - {p}" for p in problems))
@@ -118,6 +130,75 @@ def _after_job(context, files: LaunchFiles, hashes: CheckpointHashes, since: int
     if settled.rejected:
         context.log.error(f"checkpoint {exp.id}: {settled.describe()}")
     return settled
+
+
+def experiment_for(context, pipeline: PipelineConfigResource) -> tuple[PipelineConfig, ExperimentConfig]:
+    cfg = pipeline.load()
+    if cfg.training is None:
+        raise dg.Failure("configs/pipeline.yaml has no training: section to base experiments on")
+    try:
+        return cfg, load_experiment(cfg, context.partition_key)
+    except ConfigError as err:
+        raise dg.Failure(str(err)) from None
+
+
+def resolve_experiment_blend(exp: ExperimentConfig, storage: Storage,
+                             materialized: Callable[[str], ShardMaterialization | None] = lambda batch: None,
+                             ) -> tuple[dict[str, Any], list[BlendSource]]:
+    """Everything training needs to know about its data, as written to the run's blend.json: after the
+    preflight, each shard's .bin/.idx verified against what token_shards recorded (`materialized`: batch →
+    its latest token_shards materialization); and where each entry came from."""
+    blend, layout, _ = launch_preflight(exp, storage)
+    shards, sources, problems = {}, [], []
+    for entry, item in zip(exp.training.data.blend, blend.items):
+        batch = entry.shard_batch
+        made = materialized(batch) if batch else None
+        digests, found = verify_blend_shard(local_prefixes(storage)(item.prefix),
+                                            materialized=made.metadata if made else None,
+                                            manifest_required=batch is not None)
+        shards[item.prefix] = digests
+        sources.append(BlendSource(item.key, item.prefix, item.weight, item.share, batch,
+                                   made.run_id if made else None, digests.get("bin", {}).get("sha256")))
+        problems += [f"{item.key}: {p}" for p in found]
+    if problems:
+        raise LaunchConfigError(problems, source=f"experiment {exp.id} blend")
+    return {
+        "experiment": exp.id,
+        "data_path": blend.data_path,
+        "weight_sum": blend.weight_sum,
+        "shares": blend.metadata(),
+        "shards": shards,
+        "sources": [s.as_dict() for s in sources],
+        "vocab_sha256": layout.sha256,
+        "vocab_size": layout.vocab_size,
+        "vocab_file": vocab_url(blend.items[0].prefix),
+    }, sources
+
+
+@dg.asset(partitions_def=experiments, group_name="train", kinds={"megatron"},
+          deps=[dg.AssetDep(token_shards, partition_mapping=NO_CLAIMED_PARTITIONS)],  # lineage.py says why
+          description="The experiment's blend: weights + Megatron shard prefixes (--data-path), one vocabulary; "
+                      "its materialization names the crawl batches it reads (metadata `lineage`).")
+def training_blend(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
+                   storage: StorageResource) -> dg.MaterializeResult:
+    _, exp = experiment_for(context, pipeline)
+    try:
+        latest = latest_shard_materialization(context.instance, token_shards.key)
+        blend, sources = resolve_experiment_blend(exp, storage, latest)
+    except LaunchConfigError as err:
+        raise dg.Failure(str(err)) from None
+    out = storage.layout.run_blend(exp.id)
+    storage.store.write_text(out, json.dumps(blend, indent=2, sort_keys=True))
+    return dg.MaterializeResult(data_version=blend_data_version(blend), metadata={
+        **lineage_metadata(sources),
+        "data_path": " ".join(blend["data_path"]),
+        "weight_sum": blend["weight_sum"],
+        "shards": len(blend["shares"]),
+        "vocab_size": blend["vocab_size"],
+        "vocab_sha256": blend["vocab_sha256"],
+        "shard_digests": dg.MetadataValue.json(blend["shards"]),
+        "path": dg.MetadataValue.path(storage.store.url(out)),
+    })
 
 
 @dg.asset(partitions_def=experiments, deps=[training_blend], group_name="train", kinds={"megatron", "slurm"},
@@ -188,25 +269,17 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
     })
 
 
-def read_run(storage: Storage, exp: ExperimentConfig) -> dict[str, Any]:
-    """The run's run.json, as the checkpoint asset wrote it."""
-    key = storage.layout.run_record(exp.id)
-    if not storage.store.exists(key):
-        raise dg.Failure(f"experiment {exp.id} has no {storage.store.url(key)}: materialize checkpoint first")
-    return json.loads(storage.store.read_text(key))
-
-
 @dg.asset(partitions_def=experiments, deps=[checkpoint], group_name="train", kinds={"json"},
           description="The run's Megatron log lines as the reference's JSON Lines (§B.4).")
 def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
                  storage: StorageResource) -> dg.MaterializeResult:
     _, exp = experiment_for(context, pipeline)
-    run = read_run(storage, exp)
+    run = read_run(storage, exp.id)
     log = storage.store.local_path(storage.store.key_of(run["log"]))
     with open(log, encoding="utf-8", errors="replace") as f:
         parsed = parse_log(f, seq_length=exp.training.model.seq_length)
     out = storage.layout.training_log(exp.id)
-    storage.store.write_text(out, "".join(jsonl_lines(parsed.training)))
+    storage.store.write_text(out, jsonl_text(parsed.training))
     losses = [r.loss for r in parsed.training if r.loss is not None]
     return dg.MaterializeResult(metadata={
         "records": len(parsed.training),
@@ -219,43 +292,3 @@ def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigReso
         "path": dg.MetadataValue.path(storage.store.url(out)),
         "source_log": dg.MetadataValue.path(run["log"]),
     })
-
-
-def load_jsonl(storage: Storage, experiment: str) -> list[dict[str, Any]]:
-    """The run's training_log.jsonl records."""
-    text = storage.store.read_text(storage.layout.training_log(experiment))
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-@dg.asset_check(asset=checkpoint, blocking=True, description="The run finished with a checkpoint whose files match their sha256.")
-def checkpoint_complete(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
-                        storage: StorageResource) -> dg.AssetCheckResult:
-    _, exp = experiment_for(context, pipeline)
-    run = read_run(storage, exp)
-    folder = storage.store.local_dir(storage.store.key_of(run["checkpoint"]))  # the published copy
-    bad = [name for name, sha in run["sha256"].items() if not (folder / name).is_file() or sha256_file(folder / name) != sha]
-    return dg.AssetCheckResult(passed=bool(run["sha256"]) and not bad,
-                               metadata={"files": len(run["sha256"]), "mismatched": ", ".join(bad) or "none"})
-
-
-@dg.asset_check(asset=training_log, blocking=True, description="Every logged loss is finite and the log has records.")
-def loss_finite(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
-                storage: StorageResource) -> dg.AssetCheckResult:
-    _, exp = experiment_for(context, pipeline)
-    records = load_jsonl(storage, exp.id)
-    bad = [r["iteration"] for r in records if r["loss"] is None or not math.isfinite(r["loss"])]
-    return dg.AssetCheckResult(passed=bool(records) and not bad,
-                               metadata={"records": len(records), "non_finite_at": str(bad[:20]) or "none"})
-
-
-@dg.asset_check(asset=training_log, description="The loss fell over the run (first vs last logged interval).")
-def loss_decreased(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
-                   storage: StorageResource) -> dg.AssetCheckResult:
-    _, exp = experiment_for(context, pipeline)
-    losses = [r["loss"] for r in load_jsonl(storage, exp.id) if r["loss"] is not None]
-    passed = len(losses) >= 2 and losses[-1] < losses[0]
-    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN,
-                               metadata={"first_loss": losses[0] if losses else -1.0, "last_loss": losses[-1] if losses else -1.0})
-
-
-TRAIN_CHECKS = [checkpoint_complete, loss_finite, loss_decreased]

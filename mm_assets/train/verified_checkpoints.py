@@ -26,7 +26,7 @@ from typing import Any
 from mm_assets.digests import FileDigest, digest_mismatch, file_digest
 from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.storage.paths import atomic_write_text, fsync_path
-from mm_assets.train.log_records import LM_LOSS, TrainingRecord
+from mm_assets.train.megatron_log.events import LM_LOSS, TrainingRecord
 
 RECORDED_BY = "the run that saved it (checkpoint_hashes.json)"
 

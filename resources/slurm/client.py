@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import dagster as dg
+
 # Not exported from `dagster`; Dagster's own Pipes clients (PipesSubprocessClient) import it from here.
 from dagster._core.definitions.resource_annotation import TreatAsResourceParam
 from dagster_pipes import PipesExtras

@@ -15,10 +15,10 @@ import soundfile as sf
 
 from mm_assets.config.pipeline import CrawlConfig, parse_config
 from mm_assets.crawl.batch import load_batch, register_batch
+from mm_assets.crawl.ledger import ItemRecord, read_ledger, write_ledger
 from mm_assets.crawl.pool import crawl_batch
 from mm_assets.crawl.probe import probe_media
 from mm_assets.crawl.progress import CrawlProgress
-from mm_assets.crawl.records import ItemRecord, read_ledger, write_ledger
 from mm_assets.crawl.staging import is_resumable
 from mm_assets.demo.media import LICENSE_URL, SHELL_TITLE
 from mm_assets.storage.layout import ArtifactLayout

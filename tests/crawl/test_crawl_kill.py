@@ -18,9 +18,10 @@ import pytest
 from mm_assets.config.pipeline import CrawlConfig
 from mm_assets.crawl.batch import BatchInfo, parse_manifest
 from mm_assets.crawl.pool import crawl_batch
-from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.crawl.staging import is_resumable
-from mm_assets.demo import Trickle, build_bench_site, serve
+from mm_assets.demo.media import build_bench_site
+from mm_assets.demo.server import Trickle, serve
+from mm_assets.storage.layout import ArtifactLayout
 from procs import alive, descendants
 from resources.storage import StorageResource
 

@@ -1,7 +1,7 @@
 """Crawl progress lines: on a clock while nothing finishes, every tenth of the batch, and at the end."""
 
+from mm_assets.crawl.ledger import CrawlRecord
 from mm_assets.crawl.progress import CrawlProgress
-from mm_assets.crawl.records import CrawlRecord
 
 
 class Clock:

@@ -16,8 +16,8 @@ import pytest
 from mm_assets.config.pipeline import CrawlConfig
 from mm_assets.crawl.batch import BatchInfo, parse_manifest
 from mm_assets.crawl.pool import crawl_batch
-from mm_assets.demo import Trickle, serve
 from mm_assets.demo.media import build_resume_site
+from mm_assets.demo.server import Trickle, serve
 from mm_assets.storage.paths import sha256_file
 from procs import alive, descendants, wait_until
 from resources.storage import StorageResource

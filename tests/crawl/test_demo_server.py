@@ -9,8 +9,8 @@ import urllib.request
 
 import pytest
 
-from mm_assets.demo import Trickle, build_demo_site, serve, write_manifest
-from mm_assets.demo.media import Site, SitePage
+from mm_assets.demo.media import Site, SitePage, build_demo_site, write_manifest
+from mm_assets.demo.server import Trickle, serve
 
 
 def get(url: str, headers: dict | None = None) -> tuple[int, bytes, dict]:

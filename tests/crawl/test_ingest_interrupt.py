@@ -15,9 +15,9 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from mm_assets.crawl.records import read_ledger
-from mm_assets.demo import Trickle, serve
+from mm_assets.crawl.ledger import read_ledger
 from mm_assets.demo.media import build_resume_site, write_manifest
+from mm_assets.demo.server import Trickle, serve
 from mm_assets.storage.paths import sha256_file
 from procs import alive, descendants, wait_until
 

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 
 from checks.metadata import check_metadata_file
 from itemfactory import make_item, run
-from mm_assets.crawl.records import LEDGER_SCHEMA, write_ledger
+from mm_assets.crawl.ledger import LEDGER_SCHEMA, write_ledger
 from mm_assets.etl.catalog import build_catalog, run_query
 from resources.storage import StorageResource
 

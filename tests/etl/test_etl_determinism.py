@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 
 from itemfactory import BATCH, REGISTERED, SOURCE, good_batch, make_item, run
 from mm_assets.crawl.batch import BatchInfo
-from mm_assets.crawl.records import CrawlRecord
+from mm_assets.crawl.ledger import CrawlRecord
 from mm_assets.etl.catalog import build_catalog, run_query
 from mm_assets.etl.metadata import publish_batch_metadata
 from resources.storage import StorageResource

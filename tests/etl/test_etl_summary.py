@@ -2,7 +2,7 @@
 
 from itemfactory import BATCH, SOURCE, make_item, run
 from mm_assets.config.pipeline import parse_config
-from mm_assets.crawl.records import CrawlRecord, write_ledger
+from mm_assets.crawl.ledger import CrawlRecord, write_ledger
 from mm_assets.etl.summary import format_quarantine_warning, format_summary, read_ingest_summary
 from resources.storage import StorageResource
 

@@ -16,10 +16,10 @@ import pytest
 
 from checks.shards import shard_files_consistent
 from mm_assets.partitions import crawl_batches
-from mm_assets.shards import VocabLayout, write_shard
 from mm_assets.shards.assets import shard_manifest, token_shards
-from mm_assets.shards.indexed import bin_path, idx_path, index_problems
+from mm_assets.shards.indexed import bin_path, idx_path, index_problems, write_shard
 from mm_assets.shards.manifest import ShardManifest, shard_problems
+from mm_assets.shards.vocab import VocabLayout
 from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.storage.paths import LockBusyError, sha256_file
 from resources.config import PipelineConfigResource

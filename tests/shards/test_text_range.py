@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
-from mediabatch import materialize, write_media_batch
 
+from mediabatch import materialize, write_media_batch
 from mm_assets.config.base import ConfigError
 from mm_assets.config.pipeline import parse_config
-from mm_assets.shards import VocabLayout
+from mm_assets.shards.vocab import VocabLayout
 from mm_assets.tokens.assets import TOKEN_ASSETS
 from mm_assets.tokens.text import train_demo_bpe
-from mm_assets.train.blend import Blend, BlendItem
-from mm_assets.train.blend_assets import blend_layout
+from mm_assets.train.launch.blend import Blend, BlendItem
+from mm_assets.train.launch.preflight import blend_layout
 from resources.storage import StorageResource
 
 CONFIG = """storage: {{root: data}}

@@ -4,7 +4,14 @@ import os
 
 import pytest
 
-from mm_assets.storage.paths import UnsafePathError, atomic_path, atomic_write_text, publish_dir, safe_join, sanitize_component
+from mm_assets.storage.paths import (
+    UnsafePathError,
+    atomic_path,
+    atomic_write_text,
+    publish_dir,
+    safe_join,
+    sanitize_component,
+)
 
 
 @pytest.mark.parametrize(

@@ -25,9 +25,9 @@ from mm_assets.tokens.audio import (  # noqa: E402
     AudioTooShortError,
     InvalidAudioError,
     frames_for,
-    import_encodec,
 )
 from mm_assets.tokens.config import AudioTokenizerConfig  # noqa: E402
+from mm_assets.tokens.encodec_model import import_encodec  # noqa: E402
 from mm_assets.tokens.identity import InvalidWeightsError, MissingWeightsError  # noqa: E402
 
 torch.set_num_threads(1)

@@ -8,8 +8,8 @@ import dataclasses
 import dagster as dg
 import numpy as np
 import pytest
-from mediabatch import materialize, write_media_batch, write_wav
 
+from mediabatch import materialize, write_media_batch, write_wav
 from mm_assets.config.pipeline import load_config
 from mm_assets.tokens.assets import (
     MODALITIES,

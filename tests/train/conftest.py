@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mm_assets.train.launch.config import ShardVocab, TrainingConfig
+from mm_assets.shards.vocab import ShardVocab
+from mm_assets.train.launch.config import TrainingConfig
 from mm_assets.train.launch.experiment import load_experiment
 from trainproject import golden_pipeline, render
 

@@ -12,9 +12,9 @@ import pytest
 
 from mm_assets.definitions import build_definitions
 from mm_assets.partitions import crawl_batches, experiments
-from mm_assets.storage.paths import sha256_file
 from mm_assets.shards.assets import token_shards
 from mm_assets.shards.indexed import bin_path, idx_path
+from mm_assets.storage.paths import sha256_file
 from trainproject import PATTERN_BATCH, write_experiment, write_project
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,7 +126,7 @@ def cpu_trainer(prefix: Path, save: Path) -> subprocess.CompletedProcess:
             "--micro-batch-size", "2", "--train-iters", "2", "--lr", "0.001", "--data-path", str(prefix),
             "--split", "98,1,1", "--save", str(save), "--log-interval", "1", "--eval-iters", "0"]
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "mm_assets.train.cpu_pretrain", *argv], env=env, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "mm_assets.train.cpu", *argv], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=300)
 
 

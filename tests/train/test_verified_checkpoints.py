@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from mm_assets.storage.paths import sha256_file
-from mm_assets.train.megatron_log import LM_LOSS, format_training_line, parse_log
+from mm_assets.train.megatron_log.events import LM_LOSS
+from mm_assets.train.megatron_log.format import format_training_line
+from mm_assets.train.megatron_log.stream import parse_log
 from mm_assets.train.verified_checkpoints import (
     CheckpointHashes,
     CheckpointMismatchError,

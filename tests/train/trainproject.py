@@ -10,14 +10,14 @@ import yaml
 
 from mm_assets.config.base import DEFAULT_CONFIG, read_yaml
 from mm_assets.config.pipeline import PipelineConfig, parse_config
-from mm_assets.shards import VocabLayout, write_shard
 from mm_assets.shards.assets import shard_manifest
+from mm_assets.shards.indexed import write_shard
+from mm_assets.shards.vocab import VocabLayout
 from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.train.launch.experiment import ExperimentConfig, deep_merge
-from mm_assets.train.run_folders import RunFolders
-from mm_assets.train.sbatch import LaunchFiles, render_launch
+from mm_assets.train.launch.run_folders import RunFolders
+from mm_assets.train.launch.sbatch import LaunchFiles, render_launch
 from resources.storage import StorageResource
-
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -43,7 +43,7 @@ schedule:
 precision: {bf16: false, attention_backend: auto, recompute: {granularity: none, method: null, num_layers: null}}
 data: {blend: [{shard_batch: ci-pattern, weight: 1.0}], split: "98,1,1"}
 cluster: {nodes: 1, gpus_per_node: 0, gpu_type: null, cpus_per_task: 1, exclusive: false, time_limit: "00:10:00",
-          entrypoint: [python, -m, mm_assets.train.cpu_pretrain], use_torchrun: false, env: {OMP_NUM_THREADS: "1"}}
+          entrypoint: [python, -m, mm_assets.train.cpu], use_torchrun: false, env: {OMP_NUM_THREADS: "1"}}
 """
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.train.cpu import TrainerError
 
-PROG = "python -m mm_assets.train.cpu_pretrain"
+PROG = "python -m mm_assets.train.cpu"
 
 DESCRIPTION = "The CPU trainer: `pretrain_gpt.py`'s arguments, log lines and checkpoint layout, for CI and the demo."
 

@@ -7,9 +7,9 @@ import hashlib
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from mm_assets.shards.vocab import ShardVocab, VocabLayout, VocabLayoutError
 from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.train.cpu import TrainerError
 from mm_assets.train.cpu.args import Schedule
@@ -46,19 +46,9 @@ def missing_prefixes(prefixes: Sequence[str]) -> list[str]:
     return [p for p in prefixes if not (Path(f"{p}.bin").is_file() and Path(f"{p}.idx").is_file())]
 
 
-@dataclass(frozen=True)
-class Vocab:
-    size: int
-    eod: int
-    pad: int
-    layout_sha256: str  # of the shards' vocab.json ("" when the shards have none)
-
-
-def resolve_vocab(args: argparse.Namespace, prefixes: Sequence[str]) -> Vocab:
+def resolve_vocab(args: argparse.Namespace, prefixes: Sequence[str]) -> ShardVocab:
     """--vocab-size / --null-tokenizer-eod-id / --null-tokenizer-pad-id, checked against (or, when left out,
     taken from) the vocab.json beside each shard. All shards of a blend must share one layout."""
-    from mm_assets.shards.vocab import VocabLayout, VocabLayoutError
-
     layouts = {}
     for prefix in prefixes:
         path = Path(prefix).parent / ArtifactLayout.SHARD_VOCAB
@@ -89,7 +79,7 @@ def resolve_vocab(args: argparse.Namespace, prefixes: Sequence[str]) -> Vocab:
     pad = -1 if pad is None else pad
     if not 0 <= eod < size or pad >= size:
         raise TrainerError(f"EOD id {eod} / pad id {pad} outside the vocabulary of {size}")
-    return Vocab(size, eod, pad, layout.sha256 if layout is not None else "")
+    return ShardVocab(size, eod, pad, layout.sha256 if layout is not None else "")
 
 
 def padded_vocab_size(size: int, divisible_by: int) -> int:
@@ -98,7 +88,7 @@ def padded_vocab_size(size: int, divisible_by: int) -> int:
 
 
 def build_datasets(
-    args, vocab: Vocab, blend: tuple[list[str], list[float] | None], sched: Schedule, cache: Path, notices: list[str],
+    args, vocab: ShardVocab, blend: tuple[list[str], list[float] | None], sched: Schedule, cache: Path, notices: list[str],
     local: dict[str, str] | None = None,
 ):
     """Megatron's train/valid/test GPTDatasets (a BlendedDataset when weighted), as pretrain_gpt.py builds them.
@@ -111,7 +101,6 @@ def build_datasets(
     from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
     from mm_assets.shards.indexed import read_index
-    from mm_assets.shards.megatron import ShardTokenizer
 
     local = local or {}
     content = hashlib.sha256()
@@ -123,7 +112,7 @@ def build_datasets(
         blend=blend,
         split=args.split,
         path_to_cache=str(cache / content.hexdigest()[:16]),
-        tokenizer=ShardTokenizer(vocab.size, vocab.eod, vocab.pad, vocab.layout_sha256),
+        tokenizer=vocab,
         reset_position_ids=False,
         reset_attention_mask=False,
         eod_mask_loss=False,

@@ -19,10 +19,9 @@ from pathlib import Path
 from mm_assets.digests import FileDigest, digest_mismatch
 from mm_assets.shards.manifest import RECORDED_BY, ShardManifest
 from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.storage.s3_access import CREDENTIALS_FILE_VAR, ENDPOINT_VAR, is_s3_url
 from mm_assets.train.cpu import TrainerError
 
-CREDENTIALS_FILE_VAR, ENDPOINT_VAR = "AWS_SHARED_CREDENTIALS_FILE", "AWS_ENDPOINT_URL"
-S3_SCHEME = "s3://"
 
 
 def _megatron():
@@ -94,14 +93,10 @@ def fetch_shard(prefix: str, cache_dir: Path) -> tuple[Path, list[str]]:
     return local, problems
 
 
-def on_object_storage(prefix: str) -> bool:
-    return str(prefix).startswith(S3_SCHEME)
-
-
 def local_prefixes(args, prefixes: list[str]) -> tuple[dict[str, str], list[str]]:
     """(prefix -> where its .idx, manifest and vocab are read here: the prefix itself, or for an s3:// prefix
     its copy in --object-storage-cache-path, fetched and checked; the problems of the s3:// shards)."""
-    remote = [p for p in prefixes if on_object_storage(p)]
+    remote = [p for p in prefixes if is_s3_url(p)]
     if remote and not args.object_storage_cache_path:
         raise TrainerError(f"--data-path {remote[0]}: s3:// prefixes need --object-storage-cache-path DIR (and "
                            "--no-mmap-bin-files), as in Megatron-LM")

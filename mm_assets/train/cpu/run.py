@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import sys
 import tempfile
 import time
 import warnings
@@ -14,14 +15,15 @@ from typing import Any
 
 import numpy as np
 
+from mm_assets.shards.manifest import has_manifest, shard_problems
 from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.storage.s3_access import is_s3_url
 from mm_assets.train.cpu import TrainerError
 from mm_assets.train.cpu.args import build_parser, check_args, schedule_of
-from mm_assets.shards.manifest import has_manifest, shard_problems
 from mm_assets.train.cpu.checkpoint import checkpoint_sha256, sweep_staging, writer_lock
 from mm_assets.train.cpu.data import build_datasets, missing_prefixes, padded_vocab_size, parse_data_path, resolve_vocab
 from mm_assets.train.cpu.model import install_cpu_shims
-from mm_assets.train.cpu.object_storage import local_prefixes, on_object_storage
+from mm_assets.train.cpu.object_storage import local_prefixes
 from mm_assets.train.cpu.trainer import Trainer, now
 
 
@@ -72,7 +74,7 @@ def run(argv: Sequence[str], pipes=None) -> int:
         raise TrainerError("; ".join(problems))
     sched = schedule_of(args)
     prefixes, weights = parse_data_path(args.data_path)
-    on_disk = [p for p in prefixes if not on_object_storage(p)]
+    on_disk = [p for p in prefixes if not is_s3_url(p)]
     missing = missing_prefixes(on_disk)
     if missing:
         raise TrainerError("--data-path: no shard at " + ", ".join(f"{m} (.bin/.idx)" for m in missing))
@@ -127,9 +129,9 @@ def _train(args, sched, vocab, prefixes, weights, local, emit, pipes, wall0: flo
             datasets = build_datasets(args, vocab, (prefixes, weights), sched, Path(cache_root), data_notices, local)
             for notice in data_notices:
                 emit(f"NOTICE: {notice}", False)
-            emit(f" > padded vocab (size: {vocab.size}) with "
-                 f"{padded_vocab_size(vocab.size, args.make_vocab_size_divisible_by) - vocab.size} dummy tokens "
-                 f"(new size: {padded_vocab_size(vocab.size, args.make_vocab_size_divisible_by)})", False)
+            emit(f" > padded vocab (size: {vocab.vocab_size}) with "
+                 f"{padded_vocab_size(vocab.vocab_size, args.make_vocab_size_divisible_by) - vocab.vocab_size} dummy tokens "
+                 f"(new size: {padded_vocab_size(vocab.vocab_size, args.make_vocab_size_divisible_by)})", False)
             trainer = Trainer(args, sched, vocab, datasets, emit)
             emit(f" > number of parameters on (tensor, pipeline) model parallel rank (0, 0): {trainer.params}", False)
             trainer.load()
@@ -148,3 +150,25 @@ def _train(args, sched, vocab, prefixes, weights, local, emit, pipes, wall0: flo
         if pipes.is_asset_step:
             pipes.report_asset_materialization(metadata=metadata, asset_key=_asset_key(pipes))
     return 0
+
+
+def _pipes_context():
+    """dagster_pipes' context when launched under Pipes (its bootstrap variable is set), else None."""
+    from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
+
+    if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
+        return None
+    return open_dagster_pipes()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        with contextlib.ExitStack() as stack:
+            pipes = _pipes_context()
+            if pipes is not None:
+                stack.enter_context(pipes)  # an exception leaving this block is reported to Dagster
+            return run(argv, pipes)
+    except TrainerError as err:
+        print(f"cpu trainer: error: {err}", file=sys.stderr, flush=True)
+        return 2

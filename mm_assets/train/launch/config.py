@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -103,7 +102,7 @@ class TokenSchedule(Section):
 
 
 class ScheduleConfig(Section):
-    """Batch sizes and the run's length. Exactly one of iterations / samples / tokens (validate.py checks)."""
+    """Batch sizes and the run's length. Exactly one of iterations / samples / tokens (rules.py checks)."""
 
     micro_batch_size: Annotated[int, Field(ge=1)] = 1
     global_batch_size: Annotated[int, Field(ge=1)]
@@ -348,22 +347,6 @@ class TrainingConfig(Section):
     data: DataConfig
     cluster: ClusterConfig = ClusterConfig()
     resume: ResumeConfig = ResumeConfig()
-
-
-@dataclass(frozen=True)
-class ShardVocab:
-    """What the launch needs from the shards' vocab layout manifest: size, end-of-document and pad ids."""
-
-    vocab_size: int
-    eod_id: int
-    pad_id: int
-
-    @classmethod
-    def from_layout(cls, layout: Any) -> ShardVocab:
-        """From a `mm_assets.shards.VocabLayout` (or anything with vocab_size, eod_id, pad_id)."""
-        if layout.pad_id is None:
-            raise ValueError("the vocab layout has no <pad> token: Megatron's GPTDataset needs one distinct from <eod>")
-        return cls(int(layout.vocab_size), int(layout.eod_id), int(layout.pad_id))
 
 
 def parse_training(data: Any, *, source: str = "<training>") -> TrainingConfig:

@@ -1,29 +1,19 @@
-"""`experiment_records`: the reference's experiment table (§B.7), one row per trained experiment, as Parquet
-(queryable with `mm query`) and Markdown.
+"""The experiment table (reference §B.7): its columns, one row per experiment from the run's files, Markdown."""
 
-A result is listed only from an attempt whose training assets materialized with every blocking check passed
-(outcome.py reads that from the Dagster instance). A failed attempt is listed as `failed` with the check or
-step that failed, and no result columns: the files of a failed run are never reported as its result.
-"""
+from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from mm_assets.partitions import experiments
-from mm_assets.config.base import ConfigError, PROJECT_ROOT
+from mm_assets.config.base import PROJECT_ROOT
+from mm_assets.records.outcome import OK, Outcome
 from mm_assets.storage.store import Storage
-from mm_assets.train.assets import TRAIN_CHECKS, checkpoint, load_jsonl, training_log
-from mm_assets.train.blend_assets import blend_complete
-from mm_assets.train.outcome import FAILED, OK, Outcome, experiment_outcome
-from mm_assets.train.launch.experiment import ExperimentConfig, load_experiment
-from resources.config import PipelineConfigResource
-from resources.storage import StorageResource
+from mm_assets.train.launch.experiment import ExperimentConfig
+from mm_assets.train.run_files import read_training_log
 
 RECORDS_SCHEMA = pa.schema([
     ("experiment_id", pa.string()), ("date", pa.string()), ("git_commit", pa.string()),
@@ -33,10 +23,6 @@ RECORDS_SCHEMA = pa.schema([
     ("dagster_run_id", pa.string()),
 ])
 COLUMNS = ["Experiment ID", "Date", "Git Commit", "Config Path", "Key Changes", "Result Summary", "Notes"]
-# The blocking checks that decide whether an attempt's result may be listed.
-BLOCKING_CHECKS = [spec.key for c in (blend_complete, *TRAIN_CHECKS) for spec in c.check_specs if spec.blocking]
-
-
 def _relative(path: str | None) -> str:
     if not path:
         return ""
@@ -71,7 +57,7 @@ def experiment_row(storage: Storage, exp: ExperimentConfig, outcome: Outcome) ->
     run_key, log_key = storage.layout.run_record(exp.id), storage.layout.training_log(exp.id)
     if outcome.status != OK or not storage.store.exists(run_key) or not storage.store.exists(log_key):
         return row
-    run, records = json.loads(storage.store.read_text(run_key)), load_jsonl(storage, exp.id)
+    run, records = json.loads(storage.store.read_text(run_key)), read_training_log(storage, exp.id)
     losses = [r["loss"] for r in records if r["loss"] is not None]
     row.update(
         date=(run.get("finished_at") or run.get("started_at") or row["date"])[:10],
@@ -96,39 +82,3 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
                   changes, r["result_summary"], r["notes"]]
         lines.append("| " + " | ".join(cell(v) for v in values) + " |")
     return "\n".join(lines) + "\n"
-
-
-@dg.asset(group_name="records", kinds={"parquet"},
-          deps=[dg.AssetDep(a, partition_mapping=dg.AllPartitionMapping()) for a in (checkpoint, training_log)],
-          description="The experiment table: id, date, git commit, config path, key changes, result summary, notes.")
-def experiment_records(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
-                       storage: StorageResource) -> dg.MaterializeResult:
-    cfg = pipeline.load()
-    rows = []
-    for exp_id in sorted(context.instance.get_dynamic_partitions(experiments.name)):
-        try:
-            exp = load_experiment(cfg, exp_id)
-        except ConfigError as err:
-            context.log.warning(f"experiment {exp_id} skipped: {err}")
-            continue
-        outcome = experiment_outcome(context.instance, exp_id, final_asset=training_log.key,
-                                     blocking_checks=BLOCKING_CHECKS)
-        if outcome is not None:
-            rows.append(experiment_row(storage, exp, outcome))
-    table = storage.layout.records_table()
-    with storage.store.publish(table, wait=True) as staged:
-        pq.write_table(pa.Table.from_pylist(rows, schema=RECORDS_SCHEMA), staged)
-    storage.store.write_text(storage.layout.records_markdown(), to_markdown(rows))
-    return dg.MaterializeResult(metadata={
-        "experiments": len(rows),
-        "failed": sum(r["status"] == FAILED for r in rows),
-        "path": dg.MetadataValue.path(storage.store.url(table)),
-        "table": dg.MetadataValue.md(to_markdown(rows)),
-    })
-
-
-@dg.asset_check(asset=experiment_records, description="One row per experiment id, no id twice.")
-def one_row_per_experiment(storage: StorageResource) -> dg.AssetCheckResult:
-    table = storage.store.local_path(storage.layout.records_table())
-    ids = pq.read_table(table, columns=["experiment_id"]).column(0).to_pylist()
-    return dg.AssetCheckResult(passed=len(ids) == len(set(ids)), metadata={"rows": len(ids)})

@@ -17,14 +17,15 @@ from pathlib import Path
 import pytest
 
 from mm_assets.config.base import ConfigError
-from mm_assets.train.launch.config import LaunchConfigError, ShardVocab
+from mm_assets.shards.vocab import ShardVocab
+from mm_assets.train.launch.config import LaunchConfigError
 from mm_assets.train.launch.experiment import experiment_from_overrides, load_experiment
-from mm_assets.train.sbatch import check_sbatch_value
+from mm_assets.train.launch.sbatch import check_sbatch_value
 from resources.storage import StorageResource
 from trainproject import golden_pipeline, render
 
 HERE = Path(__file__).parent
-GOLDEN = HERE / "golden"
+GOLDEN = HERE.parent / "golden"
 VOCAB = ShardVocab(vocab_size=192611, eod_id=192603, pad_id=192604)
 SLURM_ENV = {"SLURM_JOB_NODELIST": "node-[a-b]", "SLURM_NNODES": "2", "SLURM_JOB_ID": "77"}
 
@@ -127,9 +128,9 @@ def test_10b_script_runs_torchrun_on_every_node(launch_10b, tmp_path):
 def test_cpu_script_runs_the_configured_entrypoint(launch_tiny, tmp_path):
     argv, env = run_script(launch_tiny.sbatch, tmp_path)
     expected_head = ["--nodes=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "--export=ALL", "--cpus-per-task=2"]
-    assert argv == [*expected_head, "python", "-m", "mm_assets.train.cpu_pretrain", *launch_tiny.argv]
+    assert argv == [*expected_head, "python", "-m", "mm_assets.train.cpu", *launch_tiny.argv]
     assert env["OMP_NUM_THREADS"] == "1"
-    assert launch_tiny.program == ["python", "-m", "mm_assets.train.cpu_pretrain"]
+    assert launch_tiny.program == ["python", "-m", "mm_assets.train.cpu"]
 
 
 def test_launch_files_are_written(launch_10b, tmp_path):

@@ -12,7 +12,7 @@ from mm_assets.definitions import build_definitions
 from mm_assets.partitions import experiments
 from trainproject import write_experiment, write_project
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EXPERIMENT = "exp-bad-world"
 BAD_WORLD = {"cluster": {"nodes": 3}, "parallelism": {"tensor_model_parallel_size": 2}}  # 3 CPU processes, TP 2
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import dagster as dg
+
 # Not exported from `dagster`: the status of an asset check execution (event log storage API).
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 

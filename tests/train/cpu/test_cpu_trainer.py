@@ -19,18 +19,21 @@ import numpy as np
 import pytest
 from dagster_pipes import encode_param
 
+from mm_assets.shards.indexed import write_shard
+from mm_assets.shards.vocab import ShardVocab, VocabLayout
 from mm_assets.storage.paths import exclusive, sha256_file
-from mm_assets.shards import VocabLayout, write_shard
-from mm_assets.train import cpu_pretrain
-from mm_assets.train.launch.config import ShardVocab
+from mm_assets.train.cpu import TrainerError
+from mm_assets.train.cpu.args import build_parser, check_args
+from mm_assets.train.cpu.data import parse_data_path
+from mm_assets.train.cpu.run import main
 from mm_assets.train.launch.experiment import load_experiment
-from mm_assets.train.megatron_args import MEGATRON_FLAGS
-from mm_assets.train.megatron_log import parse_log
+from mm_assets.train.launch.megatron_args import MEGATRON_FLAGS
+from mm_assets.train.megatron_log.stream import parse_log
 from resources.storage import StorageResource
 from trainproject import golden_pipeline, render
 
 HERE = Path(__file__).parent
-REPO = HERE.parents[1]
+REPO = HERE.parents[2]
 PERIOD = 16  # the pattern the model has to learn: 0, 1, ..., 15, 0, 1, ...
 # A save killed while staging (this version's stable name, an earlier version's random one) or mid-publish.
 KILLED_SAVE_LEFTOVERS = (".iter_0000100.staging", ".iter_0000100.k3x9q1", ".iter_0000050.old-4242")
@@ -92,8 +95,8 @@ def trainer_env(**extra: str) -> dict[str, str]:
 
 
 def start(launch, argv: list[str], **env: str) -> subprocess.Popen:
-    program = [sys.executable, *launch.program[1:]]  # `python -m mm_assets.train.cpu_pretrain`
-    assert launch.program[1:] == ["-m", "mm_assets.train.cpu_pretrain"]
+    program = [sys.executable, *launch.program[1:]]  # `python -m mm_assets.train.cpu`
+    assert launch.program[1:] == ["-m", "mm_assets.train.cpu"]
     return subprocess.Popen([*program, *argv], cwd=REPO, env=trainer_env(**env), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -156,13 +159,13 @@ def second_stage(work, launch, first_run, shards):
 
 
 def test_every_flag_the_launch_renders_is_accepted():
-    known = cpu_pretrain.build_parser()._option_string_actions
+    known = build_parser()._option_string_actions
     assert sorted(MEGATRON_FLAGS - set(known)) == []
 
 
 def test_the_rendered_tiny_launch_parses_cleanly(launch):
-    args = cpu_pretrain.build_parser().parse_args(launch.argv)
-    problems, notices = cpu_pretrain.check_args(args)
+    args = build_parser().parse_args(launch.argv)
+    problems, notices = check_args(args)
     assert problems == [] and notices == []
     assert (args.transformer_impl, args.distributed_backend, args.data_path[0]) == ("local", "gloo", "1.0")
 
@@ -292,17 +295,17 @@ def test_a_longer_run_resumes_on_a_new_blend_under_pipes(launch, first_run, seco
 
 def test_missing_shards_and_unsupported_values_exit_2_with_a_reason(launch, tmp_path, capsys):
     argv = with_values(launch.argv, data_path=str(tmp_path / "nowhere" / "tokens"))
-    assert cpu_pretrain.main(argv) == 2
+    assert main(argv) == 2
     assert f"no shard at {tmp_path / 'nowhere' / 'tokens'} (.bin/.idx)" in capsys.readouterr().err
-    assert cpu_pretrain.main(with_values(launch.argv, tensor_model_parallel_size="2")) == 2
+    assert main(with_values(launch.argv, tensor_model_parallel_size="2")) == 2
     assert "--tensor-model-parallel-size 2: the CPU trainer runs one process" in capsys.readouterr().err
-    assert cpu_pretrain.main([*launch.argv, "--bf16"]) == 2
+    assert main([*launch.argv, "--bf16"]) == 2
     assert "computes in fp32" in capsys.readouterr().err
-    assert cpu_pretrain.main(with_values(launch.argv, vocab_size="50")) == 2
+    assert main(with_values(launch.argv, vocab_size="50")) == 2
     assert "--vocab-size 50 but vocab.json says 48" in capsys.readouterr().err
-    assert cpu_pretrain.main([*launch.argv, "--no-such-flag"]) == 2
+    assert main([*launch.argv, "--no-such-flag"]) == 2
     assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
-    assert cpu_pretrain.main(with_values(launch.argv, seq_length="many")) == 2
+    assert main(with_values(launch.argv, seq_length="many")) == 2
     assert "--seq-length: invalid int value: 'many'" in capsys.readouterr().err
 
 
@@ -317,13 +320,13 @@ def test_missing_shards_and_unsupported_values_exit_2_with_a_reason(launch, tmp_
     ],
 )
 def test_data_path_forms(words, expected):
-    assert cpu_pretrain.parse_data_path(words) == expected
+    assert parse_data_path(words) == expected
 
 
 @pytest.mark.parametrize("words", [["0.7", "/d/a", "/d/b"], ["-1", "/d/a"], ["nan", "/d/a"], []])
 def test_bad_data_paths_are_refused(words):
-    with pytest.raises(cpu_pretrain.TrainerError):
-        cpu_pretrain.parse_data_path(words)
+    with pytest.raises(TrainerError):
+        parse_data_path(words)
 
 
 def test_a_refused_launch_is_reported_to_dagster_under_pipes(launch, tmp_path, monkeypatch, capsys):
@@ -335,7 +338,7 @@ def test_a_refused_launch_is_reported_to_dagster_under_pipes(launch, tmp_path, m
     }))
     monkeypatch.setenv("DAGSTER_PIPES_CONTEXT", encode_param({"path": str(context)}))
     monkeypatch.setenv("DAGSTER_PIPES_MESSAGES", encode_param({"path": str(messages)}))
-    assert cpu_pretrain.main(with_values(launch.argv, data_path=str(tmp_path / "gone"))) == 2
+    assert main(with_values(launch.argv, data_path=str(tmp_path / "gone"))) == 2
     assert "no shard at" in capsys.readouterr().err
     sent = [json.loads(line) for line in messages.read_text().splitlines()]
     assert [m["method"] for m in sent] == ["opened", "closed"]

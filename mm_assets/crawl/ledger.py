@@ -2,8 +2,8 @@
 
 yt-dlp is not the ledger (DESIGN.md §9): with ignoreerrors it archives failures, and its ids can clash.
 Every manifest line ends as exactly one CrawlRecord: ok, skipped (with why) or failed (with the error
-class and message). An item's folder holds `item.json` (ItemRecord), written before the folder is
-published by one rename, so a folder without it is never visible.
+class and message). An item's folder holds `item.json` (ItemRecord), written before the store publishes the
+folder whole, so a folder without it is never visible.
 """
 
 from __future__ import annotations

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timezone, tzinfo
-from pathlib import Path
 
-from mm_assets.storage.paths import atomic_write_text
-from mm_assets.train.log_parse import parse_line
-from mm_assets.train.log_records import (
+from mm_assets.train.megatron_log.events import (
     CheckpointSaved,
     LogEvent,
     MalformedLine,
@@ -20,6 +17,7 @@ from mm_assets.train.log_records import (
     TrainingRecord,
     ValidationRecord,
 )
+from mm_assets.train.megatron_log.parse import parse_line
 
 
 @dataclass
@@ -118,32 +116,6 @@ def parse_log(text: str | Iterable[str], *, seq_length: int | None, tz: tzinfo =
 # -- writing ---------------------------------------------------------------------------------------------
 
 
-def jsonl_lines(records: Iterable[TrainingRecord | ValidationRecord]) -> Iterator[str]:
-    for record in records:
-        yield json.dumps(record.to_json_dict(), allow_nan=False) + "\n"
-
-
-def write_jsonl(path: str | Path, records: Iterable[TrainingRecord | ValidationRecord]) -> Path:
-    """Write the records as JSON Lines, atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "".join(jsonl_lines(records)))
-    return path
-
-
-def convert_log(
-    log_path: str | Path,
-    jsonl_path: str | Path,
-    *,
-    seq_length: int,
-    tz: tzinfo = timezone.utc,
-    validation_path: str | Path | None = None,
-) -> ParsedLog:
-    """A Megatron log file → the reference's JSONL (training records only), and optionally the validation
-    records to `validation_path`. Both written atomically; returns what was parsed (with the counts)."""
-    text = Path(log_path).read_text(encoding="utf-8", errors="replace")
-    parsed = parse_log(text, seq_length=seq_length, tz=tz)
-    write_jsonl(jsonl_path, parsed.training)
-    if validation_path is not None:
-        write_jsonl(validation_path, parsed.validation)
-    return parsed
+def jsonl_text(records: Iterable[TrainingRecord | ValidationRecord]) -> str:
+    """The records as JSON Lines (the reference's §B.4 fields; a non-finite value is null, never NaN)."""
+    return "".join(json.dumps(record.to_json_dict(), allow_nan=False) + "\n" for record in records)

@@ -10,11 +10,12 @@ whose checkpoint folder is still empty) and `--vocab-file` / `--merge-file` (our
 
 from __future__ import annotations
 
-from mm_assets.train.blend import Blend, on_object_storage
+from mm_assets.storage.s3_access import is_s3_url
+from mm_assets.train.launch.blend import Blend
 from mm_assets.train.launch.config import LaunchConfigError
 from mm_assets.train.launch.experiment import ExperimentConfig
-from mm_assets.train.run_folders import RunFolders
-from mm_assets.train.validate import LaunchPlan
+from mm_assets.train.launch.rules import LaunchPlan
+from mm_assets.train.launch.run_folders import RunFolders
 
 # Every flag this module may emit, each checked against Megatron-LM's own parser
 # (megatron/training/arguments.py `add_megatron_arguments`, NVIDIA/Megatron-LM main at d98e8a64, 2026-08-22).
@@ -140,7 +141,7 @@ def megatron_arg_groups(exp: ExperimentConfig, plan: LaunchPlan, blend: Blend, r
     add(("--null-tokenizer-eod-id", _num(plan.vocab.eod_id)))
     add(("--null-tokenizer-pad-id", _num(plan.vocab.pad_id)))
     add(("--data-cache-path", str(run.data_cache)))
-    if any(on_object_storage(item.prefix) for item in blend.items):
+    if any(is_s3_url(item.prefix) for item in blend.items):
         # megatron-core reads s3:// prefixes itself: the .idx into this cache, the .bin by ranged GETs (no mmap).
         add(("--object-storage-cache-path", str(run.object_storage_cache)))
         add(("--no-mmap-bin-files",))

@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.digests import FileDigest, digest_mismatch, file_digest
 from mm_assets.shards.indexed import bin_path, idx_path, index_problems
 from mm_assets.shards.manifest import ShardManifest, has_manifest, manifest_problems
+from mm_assets.storage.layout import ArtifactLayout
 
 RECORDED_BY_BLEND = "training_blend (blend.json)"
 SUFFIXES = {"bin": bin_path, "idx": idx_path}

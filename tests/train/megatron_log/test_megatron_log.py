@@ -13,23 +13,18 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from resources.logs import LogFollower
-from mm_assets.train.megatron_log import (
+from mm_assets.train.megatron_log.events import (
     JSONL_FIELDS,
     CheckpointSaved,
     MalformedLine,
-    MegatronLogParser,
     MemoryReport,
     TrainingRecord,
     ValidationRecord,
-    convert_log,
-    format_saving_checkpoint,
-    format_training_line,
-    format_validation_block,
-    parse_line,
-    parse_log,
-    write_jsonl,
 )
+from mm_assets.train.megatron_log.format import format_saving_checkpoint, format_training_line, format_validation_block
+from mm_assets.train.megatron_log.parse import parse_line
+from mm_assets.train.megatron_log.stream import MegatronLogParser, jsonl_text, parse_log
+from resources.logs import LogFollower
 
 SEQ = 8192
 
@@ -210,23 +205,19 @@ def test_jsonl_fields_are_exactly_the_references():
     }
 
 
-def test_convert_log_writes_jsonl_atomically(tmp_path):
-    log = tmp_path / "slurm-7.out"
-    log.write_text("\n".join([MAIN, SKIPPED, ALL_NAN, "-" * 20, VALID, MAIN[:100]]), encoding="utf-8")
-    out = tmp_path / "out" / "training_log.jsonl"
-    out.parent.mkdir()
-    out.write_text("stale\n")
-    parsed = convert_log(log, out, seq_length=SEQ, validation_path=tmp_path / "out" / "validation.jsonl")
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+def test_a_log_becomes_jsonl(tmp_path):
+    """What training_log writes: the training records as JSON Lines, NaN as null (the store writes it whole)."""
+    text = "\n".join([MAIN, SKIPPED, ALL_NAN, "-" * 20, VALID, MAIN[:100]])
+    parsed = parse_log(text, seq_length=SEQ)
+    jsonl = jsonl_text(parsed.training)
+    rows = [json.loads(line) for line in jsonl.splitlines()]
     assert [r["iteration"] for r in rows] == [100, 110, 120]
     assert all(list(r) == list(JSONL_FIELDS) for r in rows)
     assert rows[2]["loss"] is None and rows[1]["grad_norm"] is None
-    assert "NaN" not in out.read_text()
-    assert [json.loads(x)["loss"] for x in (tmp_path / "out" / "validation.jsonl").read_text().splitlines()] == [2.854]
+    assert "NaN" not in jsonl
+    assert [json.loads(x)["loss"] for x in jsonl_text(parsed.validation).splitlines()] == [2.854]
     assert parsed.counts.malformed == 1  # the cut-off last line
-    assert sorted(p.name for p in out.parent.iterdir()) == ["training_log.jsonl", "validation.jsonl"]  # no temp files
-    write_jsonl(out, [])
-    assert out.read_text() == ""
+    assert jsonl_text([]) == ""
 
 
 def test_incremental_parser_handles_lines_split_across_chunks():

@@ -11,14 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mm_assets.shards.indexed import bin_path, idx_path
+from mm_assets.storage.s3_access import S3_SCHEME, is_s3_url
 from mm_assets.train.launch.config import BlendEntry, LaunchConfigError
-
-SHARD_SUFFIXES = (".bin", ".idx")
-OBJECT_STORAGE = "s3://"  # a prefix megatron-core reads from object storage itself (--object-storage-cache-path)
-
-
-def on_object_storage(prefix: str) -> bool:
-    return str(prefix).startswith(OBJECT_STORAGE)
 
 
 @dataclass(frozen=True)
@@ -72,10 +67,10 @@ def _pair_problems(weight: float, prefix: str) -> list[str]:
     if not (isinstance(weight, (int, float)) and weight > 0 and weight != float("inf")):
         problems.append(f"weight {weight!r} must be a positive finite number")
     prefix = str(prefix)
-    if not prefix.startswith("/") and not on_object_storage(prefix):
+    if not prefix.startswith("/") and not is_s3_url(prefix):
         # Relative prefixes depend on the job's working directory; one starting with '-' would be read by
         # argparse as an option, and one that parses as a number would be taken for a weight.
-        problems.append(f"prefix {prefix!r} must be an absolute path (or {OBJECT_STORAGE}bucket/key)")
+        problems.append(f"prefix {prefix!r} must be an absolute path (or {S3_SCHEME}bucket/key)")
     if prefix != prefix.strip() or any(ord(c) < 32 or ord(c) == 127 for c in prefix):
         problems.append(
             f"prefix {prefix!r} has surrounding whitespace or control characters (Megatron strips prefixes)"
@@ -103,7 +98,7 @@ def resolve_blend(
                 continue
             try:
                 found = str(shard_prefix(entry.shard_batch))
-                prefix = found if on_object_storage(found) else Path(found)
+                prefix = found if is_s3_url(found) else Path(found)
             except (KeyError, LookupError, ValueError) as err:
                 problems.append(f"{key}.shard_batch={entry.shard_batch}: {err}")
                 continue
@@ -125,20 +120,4 @@ def resolve_blend(
 
 def missing_shard_files(prefixes: Sequence[str | Path]) -> list[Path]:
     """Every `<prefix>.bin` / `<prefix>.idx` that does not exist (empty when the blend is complete)."""
-    return [
-        Path(f"{prefix}{suffix}")
-        for prefix in prefixes
-        for suffix in SHARD_SUFFIXES
-        if not Path(f"{prefix}{suffix}").is_file()
-    ]
-
-
-def check_blend_files(blend: Blend) -> None:
-    """Raise naming each blend entry whose .bin or .idx is missing (run where the shards are visible)."""
-    problems = []
-    for item in blend.items:
-        missing = missing_shard_files([item.prefix])
-        if missing:
-            problems.append(f"{item.key}: missing {', '.join(str(m) for m in missing)}")
-    if problems:
-        raise LaunchConfigError(problems, source="training blend")
+    return [path for prefix in prefixes for path in (bin_path(prefix), idx_path(prefix)) if not path.is_file()]

@@ -1,4 +1,4 @@
-"""One line of a Megatron log → its record (formats and quirks: see megatron_log.py)."""
+"""One line of a Megatron log → its event (formats and quirks: see the package docstring)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 import re
 from datetime import datetime, timezone, tzinfo
 
-from mm_assets.train.log_records import (
+from mm_assets.train.megatron_log.events import (
     LM_LOSS,
     CheckpointSaved,
     LogEvent,

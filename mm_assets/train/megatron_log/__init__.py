@@ -22,40 +22,7 @@ the node's local time without a zone (`tz` says which; our CPU trainer prints UT
 by separate report lines (iterations 1 and 2, and every `--log-memory-interval`), so `gpu_mem_used_gb` is the
 latest report printed before the record, or None.
 
-Records are in log_records.py, line parsing in log_parse.py, whole and growing logs (`parse_log`,
-`LogFollower`, `convert_log`: whole file → JSONL, written atomically) in log_stream.py, the printed lines in
-log_format.py; this module re-exports them.
+events.py holds what a line means (TrainingRecord, ValidationRecord, …), parse.py parses one line,
+stream.py whole logs and growing ones (`parse_log`, the incremental `MegatronLogParser`, the JSONL writers) and
+format.py prints the lines (the CPU trainer's log).
 """
-
-from __future__ import annotations
-
-from mm_assets.train.log_format import (  # noqa: F401
-    TIME_FORMAT,
-    format_loaded_checkpoint,
-    format_saved_checkpoint,
-    format_saving_checkpoint,
-    format_time,
-    format_training_line,
-    format_validation_block,
-)
-from mm_assets.train.log_parse import iso_utc, parse_line  # noqa: F401
-from mm_assets.train.log_records import (  # noqa: F401
-    JSONL_FIELDS,
-    LM_LOSS,
-    CheckpointSaved,
-    LogEvent,
-    MalformedLine,
-    MemoryReport,
-    TrainingRecord,
-    ValidationRecord,
-)
-from mm_assets.train.log_stream import (  # noqa: F401
-    MegatronLogParser,
-    ParseCounts,
-    ParsedLog,
-    convert_log,
-    jsonl_lines,
-    parse_log,
-    split_events,
-    write_jsonl,
-)

@@ -13,14 +13,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mm_assets.shards.vocab import ShardVocab
 from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.storage.paths import atomic_write_text
-from mm_assets.train.blend import Blend, resolve_blend
-from mm_assets.train.launch.config import LaunchConfigError, SBATCH_PATH, ShardVocab
+from mm_assets.train.launch.blend import Blend, resolve_blend
+from mm_assets.train.launch.config import SBATCH_PATH, LaunchConfigError
 from mm_assets.train.launch.experiment import ExperimentConfig
-from mm_assets.train.megatron_args import args_text, megatron_arg_groups
-from mm_assets.train.run_folders import RunFolders
-from mm_assets.train.validate import LaunchPlan, validate_launch
+from mm_assets.train.launch.megatron_args import args_text, megatron_arg_groups
+from mm_assets.train.launch.rules import LaunchPlan, validate_launch
+from mm_assets.train.launch.run_folders import RunFolders
 
 PRETRAIN_SCRIPT = "pretrain_gpt.py"
 

@@ -7,18 +7,18 @@ from pathlib import Path
 import pytest
 
 from mm_assets.config.base import ConfigError
-from mm_assets.shards import Codebook, VocabLayout
 from mm_assets.config.pipeline import load_config
-from mm_assets.train.launch.config import ShardVocab, TrainingConfig, time_limit_minutes, tokens_to_samples
+from mm_assets.shards.vocab import Codebook, ShardVocab, VocabLayout
+from mm_assets.train.launch.config import TrainingConfig, time_limit_minutes, tokens_to_samples
 from mm_assets.train.launch.experiment import deep_merge, experiment_from_overrides, load_experiment
-from mm_assets.train.run_folders import RunFolders
-from mm_assets.train.sbatch import program_argv
+from mm_assets.train.launch.rules import LaunchConfigError, validate_launch
+from mm_assets.train.launch.run_folders import RunFolders
+from mm_assets.train.launch.sbatch import program_argv
 from resources.storage import StorageResource
 from trainproject import golden_pipeline
-from mm_assets.train.validate import LaunchConfigError, validate_launch
 
 HERE = Path(__file__).parent
-EXPERIMENTS = HERE.parents[1] / "configs" / "experiments"
+EXPERIMENTS = HERE.parents[2] / "configs" / "experiments"
 VOCAB = ShardVocab(vocab_size=192611, eod_id=192603, pad_id=192604)
 
 
