@@ -14,12 +14,11 @@ import hashlib
 import json
 import os
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mm_assets.storage.paths import atomic_write_text, safe_join
+from mm_assets.storage.paths import atomic_write_text, remove_path, safe_join
 
 MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 
@@ -48,13 +47,6 @@ def digests(path: Path) -> tuple[str, str]:
             md5.update(block)
             sha.update(block)
     return md5.hexdigest(), sha.hexdigest()
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -128,9 +120,9 @@ class Mirror:
 
     def forget(self, rel: str) -> None:
         """Remove the copy (file or folder) and its records."""
-        _remove(self.path(rel))
+        remove_path(self.path(rel))
         for record in (self._record_path(rel), safe_join(self.records, rel)):
-            _remove(record)
+            remove_path(record)
 
     def local_files(self, rel: str) -> list[str]:
         """Paths (relative to `rel`) of the local files under the folder `rel`."""

@@ -26,9 +26,9 @@ from pathlib import Path
 
 from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.storage.mirror import Mirror, Remote, digests
-from mm_assets.storage.paths import UnsafePathError, exclusive, safe_join
+from mm_assets.storage.paths import UnsafePathError, exclusive, remove_path, safe_join
 from mm_assets.storage.s3_access import S3Access, StorageAccessError, access_problem, split_s3_url
-from mm_assets.storage.store import ArtifactStore, key_parts, remove_path
+from mm_assets.storage.store import ArtifactStore, key_parts
 
 CONNECT = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3, "mode": "standard"}}
 

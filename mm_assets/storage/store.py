@@ -29,6 +29,7 @@ from mm_assets.storage.paths import (
     exclusive,
     fsync_path,
     publish_dir,
+    remove_path,
     safe_join,
 )
 
@@ -131,13 +132,6 @@ def key_parts(key: str) -> list[str]:
     if not key or path.is_absolute() or ".." in path.parts:
         raise UnsafePathError(f"{key!r} is not a key (a relative path without '..')")
     return list(path.parts)
-
-
-def remove_path(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def _sweep_replaced(target: Path) -> None:
