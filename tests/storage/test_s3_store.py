@@ -147,10 +147,12 @@ def test_mm_query_reads_the_catalog_on_s3_and_a_wrong_secret_is_one_line(s3_cata
     config = tmp_path / "configs" / "pipeline.yaml"
     config.parent.mkdir()
     config.write_text(f"storage: {{root: '{store.url_root}', scratch: {tmp_path / 'cli-scratch'}}}\n")
-    env = {k: v for k, v in s3_server.env().items()}
-    run = lambda env: subprocess.run([sys.executable, "-m", "mm_assets.cli", "--config", str(config), "query",  # noqa: E731
-                                      "SELECT count(*) AS n FROM media_metadata", "--format", "csv"],
-                                     env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=120)
+    env = s3_server.env()
+
+    def run(env: dict[str, str]) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "mm_assets.cli", "--config", str(config), "query",
+                               "SELECT count(*) AS n FROM media_metadata", "--format", "csv"],
+                              env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=120)
     ok = run(env)
     assert (ok.returncode, ok.stdout) == (0, "n\n1\n"), ok.stderr
     bad = run({**env, "AWS_SECRET_ACCESS_KEY": "wrong-" + env["AWS_SECRET_ACCESS_KEY"]})
