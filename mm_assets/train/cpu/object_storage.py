@@ -19,9 +19,8 @@ from pathlib import Path
 from mm_assets.digests import FileDigest, digest_mismatch
 from mm_assets.shards.manifest import RECORDED_BY, ShardManifest
 from mm_assets.storage.layout import ArtifactLayout
-from mm_assets.storage.s3_access import CREDENTIALS_FILE_VAR, ENDPOINT_VAR, is_s3_url
+from mm_assets.storage.s3_access import CREDENTIALS_FILE_VAR, ENDPOINT_VAR, REFUSED_KEYS, is_s3_url
 from mm_assets.train.cpu import TrainerError
-
 
 
 def _megatron():
@@ -38,7 +37,8 @@ def _unreadable(url: str, err: Exception) -> TrainerError:
         return TrainerError(f"--data-path: no object {url} (materialize token_shards for that batch)")
     endpoint = os.environ.get(ENDPOINT_VAR, "AWS S3")
     keys = os.environ.get(CREDENTIALS_FILE_VAR, "the environment")
-    return TrainerError(f"--data-path: cannot read {url} from object storage at {endpoint} ({code}): check the "
+    why = f"the credentials were refused ({code})" if code in REFUSED_KEYS else code
+    return TrainerError(f"--data-path: cannot read {url} from object storage at {endpoint}: {why}: check the "
                         f"keys in {keys} (compute.credentials_file) and {ENDPOINT_VAR}")
 
 
