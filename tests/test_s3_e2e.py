@@ -1,6 +1,7 @@
 """The demo's whole graph with `storage.root: s3://…` on a real S3 server (SeaweedFS): crawl on the loopback
 site, metadata, tokens, shards, the catalog, training exp-tiny-cpu (the CPU trainer reading the shard from S3
-as megatron-core does), records, then `mm query` against it; no credential anywhere it could leak to."""
+as megatron-core does), records, then `mm query` against it; a wrong secret stops the next ingest with one
+clear line; no credential anywhere it could leak to."""
 
 import json
 import os
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 
@@ -62,6 +64,7 @@ def test_the_demo_graph_runs_on_s3_and_mm_query_reads_it(tmp_path, s3_server, s3
     for key in (LAYOUT.crawl_ledger(batch), LAYOUT.metadata_file(batch), LAYOUT.token_file(batch, "audio"),
                 LAYOUT.shard_manifest(batch), LAYOUT.catalog(), LAYOUT.run_blend(exp), LAYOUT.run_record(exp),
                 LAYOUT.training_log(exp), LAYOUT.checkpoint_hashes(exp), LAYOUT.records_table(),
+                LAYOUT.launch_file(exp, "sbatch"), LAYOUT.launch_file(exp, "args"),
                 f"{LAYOUT.checkpoint_dir(exp, 100)}/{LAYOUT.CHECKPOINT_MODEL}"):
         assert store.exists(key), key
     assert not (tmp_path / "data").exists()
@@ -74,10 +77,29 @@ def test_the_demo_graph_runs_on_s3_and_mm_query_reads_it(tmp_path, s3_server, s3
         LAYOUT.shard_idx(batch)
     assert cached_idx.is_file()  # megatron-core's cache_index_file put it there
 
+    # A wrong secret: the ingest's Dagster run fails at its first read, and the user gets one line that names the
+    # endpoint and the bucket and says what to check (never the secret).
+    wrong = subprocess.run(mm + ["ingest", batch], env={**env, "AWS_SECRET_ACCESS_KEY": "wrong-" + env["AWS_SECRET_ACCESS_KEY"]},
+                           capture_output=True, text=True, timeout=300)
+    refused = (f"object storage at {s3_server.endpoint}, bucket {s3_server.bucket}: the credentials were refused "
+               f"(SignatureDoesNotMatch) reading {s3_root}")
+    assert wrong.returncode == 2 and wrong.stderr.splitlines()[-1] == (
+        f"mm: {refused}: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment (the access key and its "
+        f"secret) and that this key may read and write bucket {s3_server.bucket}"), wrong.stderr[-3000:]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [run] = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+        failures = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    assert run.job_name == "ingest_batch" and failures
+    error, chain = failures[0].dagster_event.step_failure_data.error, []
+    while error is not None:  # Dagster's step error, caused by ours
+        chain.append((error.cls_name, error.message))
+        error = error.cause or error.context
+    assert any(cls == "StorageAccessError" and refused in message for cls, message in chain), chain
+
     # No credential in what was printed, logged, rendered or stored: local files (scratch with the job logs
     # and launch files, the Dagster instance's event log and metadata) and every object in the bucket.
     key, secret = s3_server.keys
-    printed = "".join(p.stdout + p.stderr for p in (demo, count, records))
-    stored = b"\n".join(store.read_bytes(k) for k in store._objects())  # every object under the root
+    printed = "".join(p.stdout + p.stderr for p in (demo, count, records, wrong))
+    stored = b"\n".join(store.fs.cat_file(path) for path in store.fs.find(store.url_root))  # every object
     for where, blob in (("output", printed.encode()), ("local files", _every_byte_under(tmp_path)), ("bucket", stored)):
         assert secret.encode() not in blob and key.encode() not in blob, where
