@@ -6,7 +6,7 @@ import dagster as dg
 
 from mm_assets.config.pipeline import PipelineConfig
 from mm_assets.storage.layout import ArtifactLayout
-from mm_assets.storage.s3_access import ACCESS_KEY_VAR, SECRET_KEY_VAR, S3Access, environment_endpoint
+from mm_assets.storage.s3_access import ACCESS_KEY_VAR, SECRET_KEY_VAR, S3Access, environment_endpoint, is_s3_url
 from mm_assets.storage.store import ArtifactStore, open_store
 
 
@@ -41,7 +41,7 @@ class StorageResource(dg.ConfigurableResource):
 
     @property
     def store(self) -> ArtifactStore:
-        if not self.root.startswith("s3://"):
+        if not is_s3_url(self.root):
             return open_store(self.root, self.scratch)
         access = S3Access(self.endpoint_url or environment_endpoint(), self.credentials_file,
                           _value(self.access_key_id), _value(self.secret_access_key))

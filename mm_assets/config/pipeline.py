@@ -13,7 +13,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from mm_assets.config.base import DEFAULT_CONFIG, ENV_NAME, PROJECT_ROOT, ConfigError, Section, format_errors, read_yaml
-from mm_assets.storage.s3_access import split_s3_url
+from mm_assets.storage.s3_access import is_s3_url, split_s3_url
 from mm_assets.tokens.config import TokenizersConfig
 from mm_assets.train.launch.config import TrainingConfig
 
@@ -65,9 +65,9 @@ class StorageConfig(Section):
     @field_validator("root")
     @classmethod
     def _local_or_s3(cls, root: str) -> str:
-        if "://" in root and not root.startswith("s3://"):
+        if "://" in root and not is_s3_url(root):
             raise ValueError(f"storage root {root!r}: use a local folder or s3://bucket/prefix")
-        if root.startswith("s3://"):
+        if is_s3_url(root):
             split_s3_url(root)
         return root
 
@@ -82,7 +82,7 @@ class StorageConfig(Section):
 
     @property
     def on_object_storage(self) -> bool:
-        return self.root.startswith("s3://")
+        return is_s3_url(self.root)
 
 
 class CrawlConfig(Section):
@@ -270,7 +270,7 @@ class PipelineConfig(Section):
     def storage_root(self) -> str:
         """storage.root: an absolute local folder, or the s3:// URL as written."""
         root = self.storage.root
-        return root if root.startswith("s3://") else str(self.resolve(root))
+        return root if is_s3_url(root) else str(self.resolve(root))
 
     @property
     def storage_scratch(self) -> str | None:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import duckdb
 
+from mm_assets.storage.s3_access import is_s3_url
+
 READ_ONLY_HELP = (
     "`mm query` runs one read-only statement: SELECT (also WITH, FROM …, VALUES, DESCRIBE, SHOW, SUMMARIZE), "
     "EXPLAIN [ANALYZE] of a SELECT, or PRAGMA table_info/show_tables/database_list/version"
@@ -69,7 +71,7 @@ def connect_read_only(db_path: Path, root: str | Path,
         if register is not None:
             register(con)
         root = str(root)
-        folder = (root if root.startswith("s3://") else str(Path(root).resolve())).rstrip("/") + "/"
+        folder = (root if is_s3_url(root) else str(Path(root).resolve())).rstrip("/") + "/"
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET allowed_directories = [?]", [folder])
         con.execute("SET enable_external_access = false")

@@ -27,7 +27,7 @@ from pathlib import Path
 from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.storage.mirror import Mirror, Remote, digests
 from mm_assets.storage.paths import UnsafePathError, exclusive, remove_path, safe_join
-from mm_assets.storage.s3_access import S3Access, StorageAccessError, access_problem, split_s3_url
+from mm_assets.storage.s3_access import S3Access, StorageAccessError, access_problem, is_s3_url, split_s3_url
 from mm_assets.storage.store import ArtifactStore, key_parts
 
 CONNECT = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3, "mode": "standard"}}
@@ -84,7 +84,7 @@ class S3Store(ArtifactStore):
     def key_of(self, url: str) -> str:
         """The key of an s3:// URL under the root, or of a path in one of the store's working folders."""
         url = str(url)
-        if url.startswith("s3://"):
+        if is_s3_url(url):
             root = self.url_root + "/"
             if not url.startswith(root):
                 raise UnsafePathError(f"{url} is not under the storage root {self.url_root}")

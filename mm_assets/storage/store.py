@@ -32,6 +32,7 @@ from mm_assets.storage.paths import (
     remove_path,
     safe_join,
 )
+from mm_assets.storage.s3_access import S3Access, is_s3_url
 
 DEFAULT_SCRATCH = ".staging"  # under a local root: staging there is on the root's filesystem (one rename)
 
@@ -246,10 +247,9 @@ def open_store(root: str, scratch: str | Path | None = None, access=None) -> Art
     """The store for a configured storage root: a local folder (an absolute path), or s3://bucket/prefix with
     its S3Access (s3_access.py) and a scratch folder. One per process and configuration: an object store
     connects (and checks its keys) once."""
-    if not root.startswith("s3://"):
+    if not is_s3_url(root):
         return LocalStore(root, scratch)
     from mm_assets.storage.s3 import S3Store
-    from mm_assets.storage.s3_access import S3Access
 
     if scratch is None:
         raise ValueError(f"storage.root {root}: object storage needs a local scratch folder (storage.scratch)")
