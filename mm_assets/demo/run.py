@@ -17,10 +17,9 @@ from mm_assets.config.pipeline import PipelineConfig, load_config
 from mm_assets.crawl.batch import register_batch
 from mm_assets.demo.media import build_demo_site, write_manifest
 from mm_assets.demo.server import LoopbackServer, serve
-from mm_assets.etl.catalog import EXAMPLE_QUERIES, format_rows, run_query
+from mm_assets.etl.catalog import EXAMPLE_QUERIES, format_rows, query_catalog
 from mm_assets.partitions import crawl_batches
 from mm_assets.storage.store import Storage
-from resources.storage import StorageResource
 
 DEMO_BATCH = "demo-site"
 DEMO_EXPERIMENT = "exp-tiny-cpu"  # configs/experiments/exp-tiny-cpu.yaml: a tiny GPT on the CPU, blend demo-site
@@ -52,17 +51,11 @@ def _demo_manifest(cfg: PipelineConfig, storage: Storage, site, server: Loopback
     return write_manifest(site, server.base_url, cfg.manifest_dir / "demo" / f"{name}.txt", header=header)
 
 
-def print_catalog_summary(db: Path, batch: str) -> None:
-    import duckdb
-
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        rows = con.execute(SUMMARY_SQL, [batch]).fetchall()
-    finally:
-        con.close()
-    print(f"\ncrawl ledger of {batch}:\n" + format_rows(["status", "reason", "items"], rows))
+def print_catalog_summary(storage: Storage, batch: str) -> None:
+    cols, rows = query_catalog(storage.store, SUMMARY_SQL, [batch])
+    print(f"\ncrawl ledger of {batch}:\n" + format_rows(cols, rows))
     for title, sql in EXAMPLE_QUERIES.items():
-        cols, rows = run_query(db, sql)
+        cols, rows = query_catalog(storage.store, sql)
         print(f"\n{title}:\n{format_rows(cols, rows)}")
 
 
@@ -95,23 +88,24 @@ def print_shard_summary(storage: Storage, batch: str) -> None:
 
     from mm_assets.shards.vocab import VocabLayout
 
-    prefix = storage.store.local_path(storage.layout.shard_prefix(batch))
+    prefix = storage.store.local_prefix(storage.layout.shard_prefix(batch))
     dataset = IndexedDataset(str(prefix))
     layout = VocabLayout.read(storage.store.local_path(storage.layout.shard_vocab(batch)))
     lengths = [len(dataset[i]) for i in range(len(dataset))]
-    print(f"\ntoken shard {prefix}.{{bin,idx}} (vocab {layout.vocab_size}, int32):")
+    print(f"\ntoken shard {storage.store.url(storage.layout.shard_prefix(batch))}.{{bin,idx}} "
+          f"(vocab {layout.vocab_size}, int32):")
     print(f"  megatron-core IndexedDataset reads {len(dataset)} documents, {sum(lengths)} tokens, lengths {lengths}")
     print("  tokenizers ran on random weights (tokenizers.allow_random_weights): marked `weights: random` in the asset metadata")
 
 
 def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInstance | None = None) -> int:
     from mm_assets.cli import print_ingest_summary, run_ingest  # the same path as `mm ingest`
+    from mm_assets.definitions import build_resources
 
     cfg = load_config(config_path)
-    storage = StorageResource(root=cfg.storage_root, scratch=cfg.storage_scratch)
-    catalog = storage.store.local_path(storage.layout.catalog())
+    storage = build_resources(config_path)["storage"]
     instance = instance or dg.DagsterInstance.get()
-    site_dir = storage.store.local_dir(storage.layout.demo_site())
+    site_dir = storage.store.working_path(storage.layout.demo_site())  # served from here, not an artifact
     print(f"building the synthetic site under {site_dir} ...")
     site = build_demo_site(site_dir)
     with ExitStack() as stack:
@@ -128,14 +122,14 @@ def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInst
     print_ingest_summary(Path(config_path), info.batch)
     print_shard_summary(storage, info.batch)
     trained = train_demo(cfg, Path(config_path), info.batch, instance)
-    print_catalog_summary(catalog, info.batch)
+    print_catalog_summary(storage, info.batch)
     if trained:
-        cols, rows = run_query(catalog, RECORDS_SQL)
+        cols, rows = query_catalog(storage.store, RECORDS_SQL)
         print(f"\nexperiment records (mm query \"SELECT * FROM experiment_records\"):\n{format_rows(cols, rows)}")
     if trained is False:
         return 1
     print(
-        f"\ncatalog: {catalog}\n"
+        f"\ncatalog: {storage.store.url(storage.layout.catalog())}\n"
         "query it:   .venv/bin/mm query \"SELECT unique_id, metadata.title, metadata.license FROM media_metadata\"\n"
         "open the UI: .venv/bin/mm ui   (then http://127.0.0.1:3000: assets, checks, partitions, lineage)"
     )
