@@ -257,21 +257,27 @@ def cmd_release_checklist(args: argparse.Namespace) -> int:
 
 def cmd_release_verify(args: argparse.Namespace) -> int:
     from mm_assets.release.verify import open_bundle, verify_bundle
+    from mm_assets.storage.s3_access import S3Access
 
-    result = verify_bundle(open_bundle(args.bundle))
+    cfg = load_config(args.config)  # on S3: its storage endpoint and credentials file, else the environment's
+    access = S3Access.from_environment(endpoint_url=cfg.storage.endpoint_url,
+                                       credentials_file=cfg.storage_credentials_file)
+    result = verify_bundle(open_bundle(args.bundle, access))
     print(result.summary())
     return 0 if result.ok else 1
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    """Read-only SQL on the catalog; needs only the layout and the store, so it starts without Dagster."""
-    from mm_assets.etl.catalog import format_rows, run_query
-    from mm_assets.storage.layout import ArtifactLayout
+    """Read-only SQL on the catalog; needs only the store, so it starts without Dagster."""
+    from mm_assets.etl.catalog import format_rows, query_catalog
+    from mm_assets.storage.s3_access import S3Access
     from mm_assets.storage.store import open_store
 
     cfg = load_config(args.config)
-    cols, rows = run_query(open_store(cfg.storage_root, cfg.storage_scratch).local_path(ArtifactLayout().catalog()),
-                           args.sql)
+    access = S3Access.from_environment(endpoint_url=cfg.storage.endpoint_url,
+                                       credentials_file=cfg.storage_credentials_file) \
+        if cfg.storage.on_object_storage else None
+    cols, rows = query_catalog(open_store(cfg.storage_root, cfg.storage_scratch, access), args.sql)
     print(format_rows(cols, rows, args.format))
     return 0
 
@@ -374,13 +380,14 @@ def main(argv: list[str] | None = None) -> int:
     from mm_assets.etl.catalog import CatalogError
     from mm_assets.interrupts import Interrupted, raise_if_interrupted, watch_interrupts
     from mm_assets.release.manifest import ManifestError
+    from mm_assets.storage.s3_access import StorageAccessError
 
     try:
         with watch_interrupts():
             code = args.func(args)
             raise_if_interrupted()  # a signal Dagster handled ended its run as failed; say why, once
             return code
-    except (ConfigError, BatchError, CatalogError, ManifestError) as err:
+    except (ConfigError, BatchError, CatalogError, ManifestError, StorageAccessError) as err:
         print(f"mm: {err}", file=sys.stderr)
         return 2
     except Interrupted as stop:

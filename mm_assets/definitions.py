@@ -46,10 +46,12 @@ def build_resources(config_path: str | Path) -> dict[str, dg.ConfigurableResourc
     cfg = load_config(config_path)
     return {
         "pipeline": PipelineConfigResource(path=str(Path(config_path).resolve())),
-        "storage": StorageResource(root=cfg.storage_root, scratch=cfg.storage_scratch),
+        "storage": StorageResource.from_config(cfg),
         "crawler": YtDlpResource(**cfg.crawl.model_dump()),
         "compute": ComputeResource(**cfg.compute.model_dump(exclude={"credentials_file"}),
-                                   credentials_file=str(cfg.credentials_path) if cfg.credentials_path else None),
+                                   credentials_file=str(cfg.credentials_path) if cfg.credentials_path else None,
+                                   object_storage=cfg.storage.on_object_storage,
+                                   object_storage_endpoint=cfg.storage.endpoint_url),
     }
 
 

@@ -193,6 +193,8 @@ def test_mm_demo_command(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "items per source" in run.stdout and "demo   | 4" in run.stdout
     assert "megatron-core IndexedDataset reads 4 documents" in run.stdout
+    assert "\n  metadata    4 rows, 2 duplicates, 0 quarantined" in run.stdout  # the summary `mm ingest` prints
+    assert "PreviewWarning" not in run.stdout + run.stderr  # Dagster's note about its own Pipes code
     out = subprocess.run(mm + ["query", "SELECT count(*) AS n FROM media_metadata", "--format", "json"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert json.loads(out.stdout) == [{"n": 4}]

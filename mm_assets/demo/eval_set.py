@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mm_assets.config.pipeline import PipelineConfig
 from mm_assets.demo.media import DEMO_CLIPS, DemoClip
-from mm_assets.etl.catalog import format_rows, run_query
+from mm_assets.etl.catalog import format_rows, query_catalog
 from mm_assets.eval.report import leakage_verdicts, read_report
 from mm_assets.storage.store import Storage
 from mm_assets.train.launch.experiment import check_experiment_id
@@ -75,8 +75,7 @@ def evaluate_demo(cfg: PipelineConfig, storage: Storage, config_path: Path, expe
     if not evaluate_experiment(config_path, experiment, instance):
         print(f"evaluating {experiment} failed: see the run's logs (mm ui, then Runs)")
         return False
-    catalog = storage.store.local_path(storage.layout.catalog())
-    cols, rows = run_query(catalog, REPORT_SQL.format(experiment=check_experiment_id(experiment)))
+    cols, rows = query_catalog(storage.store, REPORT_SQL.format(experiment=check_experiment_id(experiment)))
     print(f"\neval report of {experiment} (mm query \"SELECT * FROM eval_reports\"):\n{format_rows(cols, rows)}")
     if not canary:
         print_leakage(cfg, storage, [experiment])

@@ -27,7 +27,7 @@ from mm_assets.release.evaluation import EvalEvidence, read_evaluation
 from mm_assets.release.lineage import ReleaseLineage
 from mm_assets.release.manifest import BundleManifest, ManifestError, bundle_path
 from mm_assets.release.training_data import UNKNOWN, TrainingData, read_training_data
-from mm_assets.release.verify import LocalBundle, verify_bundle
+from mm_assets.release.verify import BundleFiles, stored_bundle, verify_bundle
 from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.storage.store import Storage
 from mm_assets.train.verified_checkpoints import CheckpointHashes
@@ -49,6 +49,7 @@ class Evidence:
     lineage: ReleaseLineage
     bundle: Path  # a local folder holding the bundle (on object storage: a verified copy)
     bundle_url: str
+    stored: BundleFiles  # the bundle where the store keeps it (on object storage: its objects)
     manifest: BundleManifest | None  # None when manifest.json is unreadable (manifest_error says why)
     manifest_error: str | None
     data: TrainingData | None  # None when the catalog cannot say (data_error says why)
@@ -348,11 +349,11 @@ REQUIRED_PARTS = ("checkpoint", "checkpoint_tracker", "launch_args", "launch_sba
 
 
 def bundle_complete(ev: Evidence) -> Verdict:
-    """Every part is in the bundle and every file matches manifest.json."""
+    """Every part is in the bundle and every file matches manifest.json, where the store keeps it."""
     if ev.manifest is None:
         return Verdict(False, f"manifest.json: {ev.manifest_error}")
     missing = [role for role in REQUIRED_PARTS if not ev.manifest.contents.get(role)]
-    verification = verify_bundle(LocalBundle(ev.bundle))
+    verification = verify_bundle(ev.stored)
     problems = [f"no {role} in the bundle (manifest.json contents.{role})" for role in missing] + verification.problems
     if problems:
         return Verdict(False, f"bundle {ev.bundle_url}: {_listed(problems)}")
@@ -407,7 +408,8 @@ def collect_evidence(storage: Storage, lineage: ReleaseLineage, leakage: CheckEv
     except CatalogError as err:
         data, data_error = None, str(err)
     hashes = CheckpointHashes.load(storage.store.local_path(storage.layout.checkpoint_hashes(lineage.experiment.id)))
-    return Evidence(lineage, bundle, storage.store.url(key), manifest, manifest_error, data, data_error,
+    return Evidence(lineage, bundle, storage.store.url(key), stored_bundle(storage.store, key), manifest,
+                    manifest_error, data, data_error,
                     model_facts(storage, lineage), hashes,
                     read_evaluation(lineage.cfg, storage, lineage.experiment.id, leakage),
                     lineage.cfg.release.inference_timeout_s)

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mm_assets.config.pipeline import PipelineConfig
-from mm_assets.etl.catalog import CatalogError
-from mm_assets.etl.read_only import connect_read_only
+from mm_assets.etl.catalog import CatalogError, query_catalog
 from mm_assets.release.config import license_id
 from mm_assets.storage.store import Storage
 
@@ -23,7 +22,7 @@ UNKNOWN = "unknown"
 
 # The training items: every document of the blend's shards, joined to its metadata row (NULL when it has none).
 _ITEMS = """
-WITH docs AS (SELECT DISTINCT unique_id FROM read_parquet($documents))
+WITH docs AS (SELECT DISTINCT unique_id FROM read_parquet(?))
 SELECT d.unique_id, m.source, m.batch, m.modalities, m.metadata.license AS license,
        m.metadata.license_source AS license_source, m.metadata.language AS language,
        m.metadata.duration_seconds AS seconds, m.metadata.upload_date AS upload_date,
@@ -34,10 +33,10 @@ ORDER BY d.unique_id
 """
 _QUARANTINE = """
 SELECT batch, count(*) AS items, list(reason) AS reasons FROM quarantine
-WHERE list_contains($batches, batch) GROUP BY batch ORDER BY batch
+WHERE list_contains(?, batch) GROUP BY batch ORDER BY batch
 """
 _DUPLICATES = """
-SELECT batch, count(*) AS items FROM duplicates WHERE list_contains($batches, batch) GROUP BY batch ORDER BY batch
+SELECT batch, count(*) AS items FROM duplicates WHERE list_contains(?, batch) GROUP BY batch ORDER BY batch
 """
 
 
@@ -71,27 +70,17 @@ class TrainingData:
         return rows
 
 
-def _rows(storage: Storage, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """A read-only query on the catalog (files readable under the storage root only)."""
-    import duckdb
-
-    db = storage.store.local_path(storage.layout.catalog())
-    if not db.is_file():
-        raise CatalogError(f"no catalog at {db}: materialize metadata_catalog first")
-    root = db.resolve().parents[storage.layout.catalog().count("/")]  # the storage root the catalog belongs to
-    con = connect_read_only(db, root)
+def _rows(storage: Storage, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    """A read-only query on the catalog (on object storage, its views read through the store)."""
     try:
-        cur = con.execute(sql, params)
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row)) for row in cur.fetchall()]
-    except duckdb.Error as err:
-        raise CatalogError(f"catalog query for the release failed: {err}") from None
-    finally:
-        con.close()
+        cols, rows = query_catalog(storage.store, sql, params)
+    except FileNotFoundError as err:  # no catalog in the store
+        raise CatalogError(f"{err}: materialize metadata_catalog first") from None
+    return [dict(zip(cols, row)) for row in rows]
 
 
 def _views(storage: Storage) -> set[str]:
-    return {r["name"] for r in _rows(storage, "SELECT view_name AS name FROM duckdb_views() WHERE NOT internal", {})}
+    return {r["name"] for r in _rows(storage, "SELECT view_name AS name FROM duckdb_views() WHERE NOT internal", [])}
 
 
 def read_training_data(storage: Storage, batches: Sequence[str],
@@ -105,10 +94,10 @@ def read_training_data(storage: Storage, batches: Sequence[str],
     views = _views(storage)
     if "media_metadata" not in views:
         raise CatalogError("the catalog has no media_metadata view: materialize metadata_catalog")
-    items = _rows(storage, _ITEMS, {"documents": documents}) if documents else []
+    items = _rows(storage, _ITEMS, [documents]) if documents else []
     quarantined = {}
     if "quarantine" in views:
-        for row in _rows(storage, _QUARANTINE, {"batches": list(batches)}):
+        for row in _rows(storage, _QUARANTINE, [list(batches)]):
             reasons: dict[str, int] = {}
             for reason in row["reasons"]:
                 head = (reason or "unknown").split(":", 1)[0]
@@ -116,7 +105,7 @@ def read_training_data(storage: Storage, batches: Sequence[str],
             quarantined[row["batch"]] = (row["items"], reasons)
     duplicates = {}
     if "duplicates" in views:
-        duplicates = {r["batch"]: r["items"] for r in _rows(storage, _DUPLICATES, {"batches": list(batches)})}
+        duplicates = {r["batch"]: r["items"] for r in _rows(storage, _DUPLICATES, [list(batches)])}
     others = {label: _documents(storage, prefix) for label, prefix in (other_sources or {}).items()}
     return TrainingData(tuple(batches), items, others, quarantined, duplicates)
 
@@ -127,8 +116,7 @@ def _documents(storage: Storage, prefix: str) -> int:
     from mm_assets.train.launch.preflight import local_prefixes
 
     try:
-        index = local_prefixes(storage)(f"{prefix}.idx")
-        return read_index(str(index)[:-len(".idx")]).documents
+        return read_index(local_prefixes(storage)(prefix)).documents
     except (OSError, ValueError):
         return 0
 

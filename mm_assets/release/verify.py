@@ -1,21 +1,25 @@
 """`mm release verify`: recompute every hash of a bundle against its manifest, the way a user who downloaded
 it would, and name each file that is missing, differs, or is not in the manifest.
 
-It needs only the bundle: no pipeline config, no catalog, no Dagster. A bundle is a local folder or a prefix on
-object storage (`s3://bucket/…/releases/<version>/`, read in a stream, nothing downloaded to disk).
+It needs only the bundle: no catalog, no Dagster. A bundle is a local folder or a prefix on object storage
+(`s3://bucket/…/releases/<version>/`, read in a stream, nothing downloaded to disk; the endpoint and keys come
+from the pipeline config's storage section or the environment, as for the store).
 """
 
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from mm_assets.digests import FileDigest
 from mm_assets.release.manifest import BundleManifest, ManifestError
 from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.storage.s3_access import S3Access, is_s3_url
+from mm_assets.storage.store import ArtifactStore
 
 MANIFEST = ArtifactLayout.BUNDLE_MANIFEST
 
@@ -45,6 +49,29 @@ class LocalBundle:
 
     def open(self, name: str) -> BinaryIO:
         return open(self.folder / name, "rb")
+
+
+@dataclass(frozen=True)
+class S3Bundle:
+    """A bundle under an s3:// prefix, read through an S3Store rooted at it (its s3fs filesystem, whose first
+    use checks the keys: a refused one is a StorageAccessError naming the endpoint and the bucket)."""
+
+    store: Any  # mm_assets.storage.s3.S3Store
+
+    @property
+    def where(self) -> str:
+        return self.store.url_root
+
+    @property
+    def _root(self) -> str:
+        return self.store.url_root[len("s3://"):]
+
+    def names(self) -> list[str]:
+        root = self._root + "/"
+        return sorted(path[len(root):] for path in self.store.fs.find(self._root) if path.startswith(root))
+
+    def open(self, name: str) -> BinaryIO:
+        return self.store.fs.open(f"{self._root}/{name}", "rb")
 
 
 @dataclass
@@ -125,11 +152,28 @@ def verify_bundle(bundle: BundleFiles) -> Verification:
     return result
 
 
-def open_bundle(target: str) -> BundleFiles:
-    """A bundle folder (a path) or URL; ManifestError when it is neither."""
+def open_bundle(target: str, access: S3Access | None = None) -> BundleFiles:
+    """A bundle folder or s3:// URL (read with `access`, else the endpoint and keys of the environment);
+    ManifestError when it is neither."""
+    if is_s3_url(target):
+        from mm_assets.storage.s3 import S3Store
+
+        try:
+            store = S3Store(target.rstrip("/"), Path(tempfile.gettempdir()) / "mm-release-verify",
+                            access or S3Access.from_environment())
+        except ValueError as err:
+            raise ManifestError(str(err)) from None
+        return S3Bundle(store)
     folder = Path(target)
     if "://" in target:
         raise ManifestError(f"{target}: give a bundle folder or an s3:// URL")
     if not folder.is_dir():
         raise ManifestError(f"{target}: no such folder (a release bundle: releases/<version>/ under the storage root)")
     return LocalBundle(folder.resolve())
+
+
+def stored_bundle(store: ArtifactStore, key: str) -> BundleFiles:
+    """The bundle at `key` where the store keeps it: its folder, or its objects (read in a stream, with the
+    store's endpoint and keys)."""
+    url = store.url(key)
+    return open_bundle(url, getattr(store, "access", None)) if is_s3_url(url) else LocalBundle(store.local_dir(key))

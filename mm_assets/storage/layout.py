@@ -22,6 +22,7 @@ local path or a URL; nothing else in the project spells a file or folder name.
                       checkpoint_hashes.json         sha256 of every checkpoint file, recorded after each job
                       run.json, training_log.jsonl   what the checkpoint asset ran; the log as JSON Lines
                       pipes/, data-cache/, tensorboard/   Dagster Pipes files, Megatron's index cache, TensorBoard
+                      object-storage-cache/          Megatron's --object-storage-cache-path (.idx of s3:// shards)
     records/experiment_records.parquet, .md          the experiment table
     eval_datasets/<path>                             eval datasets kept in storage (`mm demo` writes demo/*.jsonl)
     eval_sets/<task>/samples.parquet, set.json       an eval task rendered to prompt ids (set.json last)
@@ -44,7 +45,10 @@ local path or a URL; nothing else in the project spells a file or folder name.
 Names inside folders that are not keys (a shard folder beside any Megatron prefix, a Megatron checkpoint
 folder, an item folder) are the class attributes below. The scratch folder (storage.scratch; by default
 <root>/.staging) holds what is being written: `<scratch>/<key>` while the store publishes `key`, and the
-crawl's resumable downloads under `crawl/items/<item>/` with their locks under `crawl/locks/`.
+crawl's resumable downloads under `crawl/items/<item>/` with their locks under `crawl/locks/`. On object
+storage (s3://) it also holds `s3-staging/<key>` (what is being uploaded), `s3-cache/<key>` (verified downloads,
+each with its record in `s3-cache-records/`) and `work/<prefix>` (working folders a job updates in place, such
+as a run's checkpoints, records in `work-records/`; pipes/, data-cache/ and object-storage-cache/ stay local).
 """
 
 from __future__ import annotations
@@ -88,10 +92,23 @@ class ArtifactLayout:
     CHECKPOINT_STAGING_SUFFIX = ".staging"  # the CPU trainer's .iter_NNNNNNN.staging while it saves
     CHECKPOINT_WRITER_LOCK = ".trainer.lock"  # held by the one trainer writing a --save folder
     RUN_DATA_CACHE = "data-cache"  # Megatron's dataset index cache inside a run (or --save) folder
+    RUN_PIPES = "pipes"
+    RUN_OBJECT_STORAGE_CACHE = "object-storage-cache"  # Megatron's --object-storage-cache-path in a run folder
+    # A working folder's local-only parts (never synced to object storage) and the files that commit it (synced
+    # last: a reader sees the tracker and the hashes only once the checkpoints they name are in place).
+    WORKING_LOCAL_ONLY = (RUN_PIPES, RUN_DATA_CACHE, RUN_OBJECT_STORAGE_CACHE)
+    CHECKPOINT_HASHES = "checkpoint_hashes.json"  # in the run folder: sha256s recorded after each job
+    WORKING_COMMIT = (CHECKPOINT_HASHES, CHECKPOINT_TRACKER)
     # The crawl's own staging in the scratch folder (storage.scratch, not the root): <scratch>/crawl/
     SCRATCH_CRAWL = "crawl"
     CRAWL_STAGED_ITEMS = "items"  # one folder per item being downloaded, kept for a resume
     CRAWL_ITEM_LOCKS = "locks"  # lock stripes: one worker per item at a time
+    # Object storage's local folders in the scratch folder (mm_assets/storage/s3.py)
+    SCRATCH_S3_STAGING = "s3-staging"
+    SCRATCH_S3_CACHE = "s3-cache"
+    SCRATCH_S3_CACHE_RECORDS = "s3-cache-records"
+    SCRATCH_WORK = "work"
+    SCRATCH_WORK_RECORDS = "work-records"
 
     @staticmethod
     def checkpoint_iteration(iteration: int) -> str:
@@ -227,8 +244,11 @@ class ArtifactLayout:
         """Megatron's --save and --load both: a resubmitted job resumes from the latest checkpoint."""
         return f"{self.run_dir(experiment)}/checkpoints"
 
+    def checkpoint_dir(self, experiment: str, iteration: int) -> str:
+        return f"{self.run_checkpoints(experiment)}/{self.checkpoint_iteration(iteration)}"
+
     def checkpoint_hashes(self, experiment: str) -> str:
-        return f"{self.run_dir(experiment)}/checkpoint_hashes.json"
+        return f"{self.run_dir(experiment)}/{self.CHECKPOINT_HASHES}"
 
     def run_record(self, experiment: str) -> str:
         return f"{self.run_dir(experiment)}/run.json"
@@ -237,7 +257,10 @@ class ArtifactLayout:
         return f"{self.run_dir(experiment)}/training_log.jsonl"
 
     def run_pipes(self, experiment: str) -> str:
-        return f"{self.run_dir(experiment)}/pipes"
+        return f"{self.run_dir(experiment)}/{self.RUN_PIPES}"
+
+    def run_object_storage_cache(self, experiment: str) -> str:
+        return f"{self.run_dir(experiment)}/{self.RUN_OBJECT_STORAGE_CACHE}"
 
     def run_data_cache(self, experiment: str) -> str:
         return f"{self.run_dir(experiment)}/{self.RUN_DATA_CACHE}"

@@ -31,7 +31,7 @@ from mm_assets.train.launch.preflight import (
     launch_preflight,
     local_prefixes,
     shard_resolver,
-    vocab_beside,
+    vocab_url,
 )
 from mm_assets.train.launch.run_folders import RunFolders
 from mm_assets.train.launch.sbatch import LaunchFiles, render_launch
@@ -51,7 +51,6 @@ from mm_assets.train.verified_checkpoints import (
     CheckpointMismatchError,
     Resume,
     Settled,
-    iteration_dir,
     non_finite,
     prepare_resume,
     settle_after_job,
@@ -193,7 +192,7 @@ def resolve_experiment_blend(exp: ExperimentConfig, storage: Storage,
         "sources": [s.as_dict() for s in sources],
         "vocab_sha256": layout.sha256,
         "vocab_size": layout.vocab_size,
-        "vocab_file": str(vocab_beside(Path(blend.items[0].prefix))),
+        "vocab_file": vocab_url(blend.items[0].prefix),
         "canary": injected_canaries(exp, storage),
     }, sources
 
@@ -241,7 +240,7 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
         context.log.warning(f"launch {exp.id}: {warning}")
     layout, store = storage.layout, storage.store
     with store.working_dir(layout.run_dir(exp.id)):  # the job updates its checkpoints in place
-        hashes = CheckpointHashes.load(store.local_path(layout.checkpoint_hashes(exp.id)))
+        hashes = CheckpointHashes.load(store.working_path(layout.checkpoint_hashes(exp.id)))
         resume = _before_launch(context, storage, files, hashes)
         with store.publish(layout.run_launch(exp.id)) as staged:
             files.write(staged)
@@ -254,7 +253,7 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
         if resume.fell_back_from is not None:
             run["fell_back_from_iteration"] = resume.fell_back_from
         job = JobSpec(name=exp.job_name, command=[*files.program, *files.argv], sbatch=files.sbatch,
-                      log=store.local_path(layout.local_job_log(exp.id, run["started_at"])),
+                      log=store.working_path(layout.local_job_log(exp.id, run["started_at"])),
                       pipes_dir=files.run.pipes, env=env)
         started = time.monotonic()
         try:
@@ -271,15 +270,17 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
     if settled.latest is None:
         raise dg.Failure(f"the run of {exp.id} finished without a checkpoint in {files.run.checkpoints} "
                          f"(log: {run['log']})")
-    iteration, folder = settled.latest, iteration_dir(files.run.checkpoints, settled.latest)
+    iteration = settled.latest
+    folder = store.url(layout.checkpoint_dir(exp.id, iteration))  # published with the run folder
     sha256 = {name: entry["sha256"] for name, entry in hashes.entries[iteration]["files"].items()}
-    run.update(iteration=iteration, checkpoint=str(folder), sha256=sha256,
+    run["log"] = store.url(store.key_of(run["log"]))  # the job wrote it in the run folder: where it is kept
+    run.update(iteration=iteration, checkpoint=folder, sha256=sha256,
                finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     store.write_text(layout.run_record(exp.id), json.dumps(run, indent=2, sort_keys=True))
     reported = {k: v.value for k, v in (invocation.get_materialize_result().metadata or {}).items()} \
         if invocation.get_results() else {}
     return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(folder)),
+        "path": dg.MetadataValue.path(folder),
         "iteration": iteration,
         "sha256": dg.MetadataValue.json(sha256),
         "backend": compute.backend,
@@ -299,7 +300,7 @@ def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigReso
                  storage: StorageResource) -> dg.MaterializeResult:
     _, exp = experiment_for(context, pipeline)
     run = read_run(storage, exp.id)
-    log = Path(run["log"])
+    log = storage.store.local_path(storage.store.key_of(run["log"]))
     with open(log, encoding="utf-8", errors="replace") as f:
         parsed = parse_log(f, seq_length=exp.training.model.seq_length)
     out = storage.layout.training_log(exp.id)
@@ -314,7 +315,5 @@ def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigReso
         "last_iteration": parsed.training[-1].iteration if parsed.training else 0,
         "nan_iterations": sum(r.nan_iterations for r in parsed.training),
         "path": dg.MetadataValue.path(storage.store.url(out)),
-        "source_log": dg.MetadataValue.path(str(log)),
+        "source_log": dg.MetadataValue.path(run["log"]),
     })
-
-

@@ -3,6 +3,7 @@ vocabulary, and the whole launch validates and renders (`mm train run` and `trai
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,19 +30,25 @@ def canary_resolver(storage: Storage) -> Callable[[str], str]:
 
 
 def local_prefixes(storage: Storage) -> Callable[[str], Path]:
-    """Where to read a blend prefix here: the store's local copy of one of its shards, else the path itself."""
+    """Where to read a blend prefix here: the store's local copy of one of its shards (its folder fetched
+    whole, verified), else the path itself."""
     def local(prefix: str) -> Path:
         try:
             key = storage.store.key_of(prefix)
         except UnsafePathError:
             return Path(prefix)
-        return storage.store.local_path(key)
+        return storage.store.local_prefix(key)
     return local
 
 
 def vocab_beside(prefix: Path) -> Path:
     """The vocab.json beside a Megatron prefix (a shard of ours, or one made elsewhere)."""
     return prefix.parent / ArtifactLayout.SHARD_VOCAB
+
+
+def vocab_url(prefix: str) -> str:
+    """The vocab.json beside a blend prefix, as the blend names it (a path or an s3:// URL)."""
+    return f"{posixpath.dirname(prefix)}/{ArtifactLayout.SHARD_VOCAB}"
 
 
 def blend_layout(blend: Blend, local: Callable[[str], Path] = Path) -> tuple[VocabLayout, list[str]]:
