@@ -8,8 +8,10 @@ import dagster as dg
 
 from checks.catalog import catalog_row_count
 from checks.crawl import every_item_accounted_for
+from checks.eval import EVAL_CHECKS
 from checks.metadata import METADATA_CHECKS
 from checks.records import one_row_per_experiment
+from checks.release import RELEASE_CHECKS
 from checks.shards import SHARD_CHECKS
 from checks.tokens import TOKEN_CHECKS
 from checks.train import TRAIN_CHECKS
@@ -18,8 +20,18 @@ from mm_assets.config.pipeline import load_config
 from mm_assets.crawl.assets import raw_media
 from mm_assets.crawl.sensors import batch_manifest_sensor
 from mm_assets.etl.assets import media_metadata, metadata_catalog
-from mm_assets.jobs import catalog_job, ingest_batch_job, records_job, train_experiment_job
+from mm_assets.eval.assets import EVAL_ASSETS
+from mm_assets.jobs import (
+    catalog_job,
+    evaluate_experiment_job,
+    ingest_batch_job,
+    prepare_eval_job,
+    records_job,
+    release_job,
+    train_experiment_job,
+)
 from mm_assets.records.assets import experiment_records
+from mm_assets.release.assets import release_bundle
 from mm_assets.shards.assets import token_shards
 from mm_assets.tokens.assets import TOKEN_ASSETS
 from mm_assets.train.assets import checkpoint, training_blend, training_log
@@ -46,10 +58,11 @@ def build_resources(config_path: str | Path) -> dict[str, dg.ConfigurableResourc
 def build_definitions(config_path: str | Path = DEFAULT_CONFIG) -> dg.Definitions:
     return dg.Definitions(
         assets=[raw_media, media_metadata, metadata_catalog, *TOKEN_ASSETS, token_shards,
-                training_blend, checkpoint, training_log, experiment_records],
+                training_blend, checkpoint, training_log, *EVAL_ASSETS, experiment_records, release_bundle],
         asset_checks=[every_item_accounted_for, *METADATA_CHECKS, catalog_row_count, *TOKEN_CHECKS, *SHARD_CHECKS,
-                      *TRAIN_CHECKS, one_row_per_experiment],
-        jobs=[ingest_batch_job, catalog_job, train_experiment_job, records_job],
+                      *TRAIN_CHECKS, *EVAL_CHECKS, one_row_per_experiment, *RELEASE_CHECKS],
+        jobs=[ingest_batch_job, catalog_job, train_experiment_job, records_job, prepare_eval_job,
+              evaluate_experiment_job, release_job],
         sensors=[batch_manifest_sensor],
         resources=build_resources(config_path),
     )

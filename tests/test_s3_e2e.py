@@ -33,6 +33,8 @@ def test_the_demo_graph_runs_on_s3_and_mm_query_reads_it(tmp_path, s3_server, s3
     cfg = yaml.safe_load((REPO / "configs" / "pipeline.yaml").read_text())
     cfg["crawl"].update(item_timeout_s=60, retries=0)
     cfg["experiments_dir"] = str(REPO / "configs" / "experiments")
+    cfg["eval"]["tasks_dir"] = str(REPO / "configs" / "eval")
+    cfg["release"]["releases_dir"] = str(REPO / "configs" / "releases")
     cfg["storage"] = {"root": s3_root, "scratch": "scratch"}
     cfg["compute"]["credentials_file"] = str(s3_server.credentials_file)
     (tmp_path / "configs").mkdir()
@@ -45,8 +47,8 @@ def test_the_demo_graph_runs_on_s3_and_mm_query_reads_it(tmp_path, s3_server, s3
     mm = [sys.executable, "-m", "mm_assets.cli", "--config", str(project)]
 
     started = time.monotonic()
-    demo = subprocess.run(mm + ["demo", "--port", "0"], env=env, capture_output=True, text=True, timeout=900,
-                          cwd=tmp_path)
+    demo = subprocess.run(mm + ["demo", "--port", "0", "--no-canary"], env=env, capture_output=True, text=True,
+                          timeout=900, cwd=tmp_path)
     assert demo.returncode == 0, demo.stdout[-4000:] + demo.stderr[-4000:]
     count = subprocess.run(mm + ["query", "SELECT count(*) AS n FROM media_metadata", "--format", "json"],
                            env=env, capture_output=True, text=True, timeout=120)
@@ -57,6 +59,12 @@ def test_the_demo_graph_runs_on_s3_and_mm_query_reads_it(tmp_path, s3_server, s3
     assert "megatron-core IndexedDataset reads 4 documents" in demo.stdout
     assert json.loads(count.stdout) == [{"n": 4}], count.stderr
     assert json.loads(records.stdout) == [{"experiment_id": "exp-tiny-cpu", "iterations": 100, "status": "ok"}]
+    # The demo's internal release is written to S3 (manifest last), verified there, its upload box ticked.
+    bundle = f"{s3_root}/{LAYOUT.release_dir('tiny-cpu-0.1')}"
+    assert f"{bundle}: OK, 20 files" in demo.stdout, demo.stdout[-4000:]
+    assert f"- [x] 2. Upload to model hub / object storage.\n  - why: written to {bundle}, manifest last" in demo.stdout
+    verify = subprocess.run(mm + ["release", "verify", bundle], env=env, capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
 
     # Every artifact is in the bucket; the job read the shard as s3:// (megatron-core's object storage path).
     store = S3Store(s3_root, tmp_path / "check", S3Access(s3_server.endpoint, str(s3_server.credentials_file)))

@@ -13,6 +13,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from mm_assets.config.base import DEFAULT_CONFIG, ENV_NAME, PROJECT_ROOT, ConfigError, Section, format_errors, read_yaml
+from mm_assets.eval.config import EvalConfig
+from mm_assets.release.config import ReleasePolicy
 from mm_assets.storage.s3_access import is_s3_url, split_s3_url
 from mm_assets.tokens.config import TokenizersConfig
 from mm_assets.train.launch.config import TrainingConfig
@@ -235,7 +237,9 @@ class PipelineConfig(Section):
     shards: ShardsConfig = ShardsConfig()
     compute: ComputeConfig = ComputeConfig()
     training: TrainingConfig | None = None  # the base every configs/experiments/<id>.yaml overrides
+    eval: EvalConfig = EvalConfig()
     experiments_dir: str = "configs/experiments"
+    release: ReleasePolicy = ReleasePolicy()  # release bundles: configs/releases/<version>.yaml, license policy
     # Where the file was read from: relative paths in it are relative to its project root.
     base_dir: Path = Field(default=PROJECT_ROOT, exclude=True)
     path: Path | None = Field(default=None, exclude=True)

@@ -1,7 +1,8 @@
 """`mm demo`: the main job on the embedded default, offline.
 
 Generates a small synthetic site (clips with audio, WebVTT tracks, a JSON-LD-only page, a dead link),
-serves it on 127.0.0.1, registers it as a crawl batch, materializes the graph for that batch, refreshes the
+serves it on 127.0.0.1, registers it as a crawl batch, materializes the graph for that batch, trains and
+evaluates exp-tiny-cpu (and its canary-injected twin, which the leakage check must block), refreshes the
 catalog and prints what it holds.
 """
 
@@ -15,6 +16,7 @@ import dagster as dg
 
 from mm_assets.config.pipeline import PipelineConfig, load_config
 from mm_assets.crawl.batch import register_batch
+from mm_assets.demo.eval_set import evaluate_demo
 from mm_assets.demo.media import build_demo_site, write_manifest
 from mm_assets.demo.server import LoopbackServer, serve
 from mm_assets.etl.catalog import EXAMPLE_QUERIES, format_rows, query_catalog
@@ -78,6 +80,27 @@ def train_demo(cfg: PipelineConfig, config_path: Path, batch: str, instance: dg.
     return True
 
 
+DEMO_RELEASE = "tiny-cpu-0.1"  # configs/releases/tiny-cpu-0.1.yaml: exp-tiny-cpu, released internally
+
+
+def release_demo(cfg: PipelineConfig, config_path: Path, storage: Storage, instance: dg.DagsterInstance) -> bool:
+    """Release exp-tiny-cpu internally (its tokenizers have random weights), verify the bundle as a user
+    would, and print the release checklist as its checks left it."""
+    from mm_assets.cli import print_release_checklist, run_release
+    from mm_assets.release.config import release_file
+    from mm_assets.release.verify import stored_bundle, verify_bundle
+
+    if not release_file(cfg, DEMO_RELEASE).is_file():
+        print(f"\nrelease skipped: no {release_file(cfg, DEMO_RELEASE)}")
+        return True
+    print(f"\nreleasing {DEMO_EXPERIMENT} as {DEMO_RELEASE} (internal: its tokenizers have random weights) ...")
+    ok = run_release(config_path, DEMO_RELEASE, instance)
+    bundle = stored_bundle(storage.store, storage.layout.release_dir(DEMO_RELEASE))
+    print(f"\nmm release verify {bundle.where}\n{verify_bundle(bundle).summary()}\n")
+    print_release_checklist(config_path, DEMO_RELEASE, instance)
+    return ok
+
+
 def print_shard_summary(storage: Storage, batch: str) -> None:
     """The batch's shard as megatron-core sees it: the proof that training can read it."""
     import warnings
@@ -98,7 +121,8 @@ def print_shard_summary(storage: Storage, batch: str) -> None:
     print("  tokenizers ran on random weights (tokenizers.allow_random_weights): marked `weights: random` in the asset metadata")
 
 
-def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInstance | None = None) -> int:
+def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInstance | None = None, *,
+             canary: bool = True) -> int:
     from mm_assets.cli import print_ingest_summary, run_ingest  # the same path as `mm ingest`
     from mm_assets.definitions import build_resources
 
@@ -122,11 +146,17 @@ def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInst
     print_ingest_summary(Path(config_path), info.batch)
     print_shard_summary(storage, info.batch)
     trained = train_demo(cfg, Path(config_path), info.batch, instance)
+    evaluated = None
+    if trained:
+        evaluated = evaluate_demo(cfg, storage, Path(config_path), DEMO_EXPERIMENT, instance, canary=canary)
     print_catalog_summary(storage, info.batch)
     if trained:
         cols, rows = query_catalog(storage.store, RECORDS_SQL)
         print(f"\nexperiment records (mm query \"SELECT * FROM experiment_records\"):\n{format_rows(cols, rows)}")
-    if trained is False:
+    if trained is False or evaluated is False:
+        return 1
+    if trained and not release_demo(cfg, Path(config_path), storage, instance):
+        print(f"\nrelease {DEMO_RELEASE} was blocked by its checklist: see above (mm release checklist {DEMO_RELEASE})")
         return 1
     print(
         f"\ncatalog: {storage.store.url(storage.layout.catalog())}\n"

@@ -30,6 +30,9 @@ def views(layout: ArtifactLayout) -> dict[str, tuple[str, bool]]:
         "duplicates": (layout.duplicates_file(EVERY), True),
         "crawl_items": (layout.crawl_ledger(EVERY), True),
         "experiment_records": (layout.records_table(), False),
+        "eval_reports": (layout.eval_metrics(EVERY), False),
+        "eval_predictions": (layout.eval_predictions(EVERY), False),
+        "eval_contamination": (layout.decontamination_report(EVERY), False),
     }
 
 # Columns a view leads with, and how files written before they existed derive them (quarantine files gained

@@ -26,7 +26,13 @@ from mm_assets.shards.vocab import ShardVocab, VocabLayout
 from mm_assets.storage.store import Storage
 from mm_assets.train.launch.config import LaunchConfigError
 from mm_assets.train.launch.experiment import ExperimentConfig, load_experiment
-from mm_assets.train.launch.preflight import launch_preflight, local_prefixes, shard_resolver, vocab_url
+from mm_assets.train.launch.preflight import (
+    canary_resolver,
+    launch_preflight,
+    local_prefixes,
+    shard_resolver,
+    vocab_url,
+)
 from mm_assets.train.launch.run_folders import RunFolders
 from mm_assets.train.launch.sbatch import LaunchFiles, render_launch
 from mm_assets.train.lineage import (
@@ -70,7 +76,8 @@ def git_commit() -> str:
 def render_experiment(exp: ExperimentConfig, storage: Storage) -> LaunchFiles:
     blend = read_blend(storage, exp.id)
     vocab = ShardVocab.from_layout(VocabLayout.read(local_prefixes(storage)(blend["vocab_file"])))
-    return render_launch(exp, RunFolders.of(exp, storage), vocab=vocab, shard_prefix=shard_resolver(storage))
+    return render_launch(exp, RunFolders.of(exp, storage), vocab=vocab, shard_prefix=shard_resolver(storage),
+                         canary_prefix=canary_resolver(storage))
 
 
 def _plain(metadata) -> dict[str, Any]:
@@ -142,6 +149,19 @@ def experiment_for(context, pipeline: PipelineConfigResource) -> tuple[PipelineC
         raise dg.Failure(str(err)) from None
 
 
+def injected_canaries(exp: ExperimentConfig, storage: Storage) -> dict[str, dict[str, Any]]:
+    """The eval sets' canaries the blend injects on purpose: task -> prefix, weight, marker and sample ids
+    (from the canary set's canary.json). The evaluator splits on them; decontamination skips their shards."""
+    out = {}
+    for entry in exp.training.data.blend:
+        if entry.canary_set is not None:
+            key = storage.layout.canary_record(entry.canary_set)
+            record = json.loads(storage.store.read_text(key)) if storage.store.exists(key) else {}
+            out[entry.canary_set] = {"prefix": canary_resolver(storage)(entry.canary_set), "weight": entry.weight,
+                                     "marker": record.get("marker"), "sample_ids": record.get("sample_ids", [])}
+    return out
+
+
 def resolve_experiment_blend(exp: ExperimentConfig, storage: Storage,
                              materialized: Callable[[str], ShardMaterialization | None] = lambda batch: None,
                              ) -> tuple[dict[str, Any], list[BlendSource]]:
@@ -155,10 +175,11 @@ def resolve_experiment_blend(exp: ExperimentConfig, storage: Storage,
         made = materialized(batch) if batch else None
         digests, found = verify_blend_shard(local_prefixes(storage)(item.prefix),
                                             materialized=made.metadata if made else None,
-                                            manifest_required=batch is not None)
+                                            manifest_required=batch is not None or entry.canary_set is not None)
         shards[item.prefix] = digests
         sources.append(BlendSource(item.key, item.prefix, item.weight, item.share, batch,
-                                   made.run_id if made else None, digests.get("bin", {}).get("sha256")))
+                                   made.run_id if made else None, digests.get("bin", {}).get("sha256"),
+                                   canary_set=entry.canary_set))
         problems += [f"{item.key}: {p}" for p in found]
     if problems:
         raise LaunchConfigError(problems, source=f"experiment {exp.id} blend")
@@ -172,13 +193,16 @@ def resolve_experiment_blend(exp: ExperimentConfig, storage: Storage,
         "vocab_sha256": layout.sha256,
         "vocab_size": layout.vocab_size,
         "vocab_file": vocab_url(blend.items[0].prefix),
+        "canary": injected_canaries(exp, storage),
     }, sources
 
 
 @dg.asset(partitions_def=experiments, group_name="train", kinds={"megatron"},
-          deps=[dg.AssetDep(token_shards, partition_mapping=NO_CLAIMED_PARTITIONS)],  # lineage.py says why
+          deps=[dg.AssetDep(token_shards, partition_mapping=NO_CLAIMED_PARTITIONS),  # lineage.py says why
+                dg.AssetKey("canary_set")],  # eval's canary shards, which a blend entry may inject on purpose
           description="The experiment's blend: weights + Megatron shard prefixes (--data-path), one vocabulary; "
-                      "its materialization names the crawl batches it reads (metadata `lineage`).")
+                      "its materialization names the crawl batches it reads (metadata `lineage`) and any eval "
+                      "canary set injected on purpose (data.blend canary_set).")
 def training_blend(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
                    storage: StorageResource) -> dg.MaterializeResult:
     _, exp = experiment_for(context, pipeline)
@@ -197,6 +221,7 @@ def training_blend(context: dg.AssetExecutionContext, pipeline: PipelineConfigRe
         "vocab_size": blend["vocab_size"],
         "vocab_sha256": blend["vocab_sha256"],
         "shard_digests": dg.MetadataValue.json(blend["shards"]),
+        "canary_sets": ", ".join(blend["canary"]) or "none",
         "path": dg.MetadataValue.path(storage.store.url(out)),
     })
 

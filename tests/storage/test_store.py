@@ -28,6 +28,11 @@ def test_keys_are_relative_sanitised_and_name_every_artifact():
         "runs/exp-1/logs/exp-1-local-2026-11-29T040000+0000.log"
     assert LAYOUT.token_cache_entry("audio", "ab" + "0" * 62) == f"cache/tokens/audio/ab/ab{'0' * 62}.codes"
     assert LAYOUT.eval_report("exp-1") == "eval/exp-1/report.json"
+    assert LAYOUT.eval_metrics(EVERY) == "eval/*/metrics.parquet"
+    assert LAYOUT.decontamination_report(EVERY) == "decontamination/*.parquet"
+    assert LAYOUT.canary_prefix("../qa") == "canary/qa/tokens" and LAYOUT.eval_set("qa") == "eval_sets/qa"
+    assert LAYOUT.eval_job_log("exp-1", "2026-11-29T04:00:00+00:00") == \
+        "runs/exp-1/eval/logs/exp-1-eval-local-2026-11-29T040000+0000.log"
     assert LAYOUT.release_manifest("v1") == "releases/v1/manifest.json"
     for name in ("../x", "a/b", "", ".", ".."):
         with pytest.raises(UnsafePathError):

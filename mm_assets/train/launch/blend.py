@@ -83,24 +83,29 @@ def resolve_blend(
     *,
     base_dir: Path,
     shard_prefix: Callable[[str], str | Path] | None = None,
+    canary_prefix: Callable[[str], str | Path] | None = None,
 ) -> Blend:
     """Absolute prefixes for the configured blend: relative prefixes against `base_dir`, shard batches through
-    `shard_prefix` (batch key → prefix, provided by the token_shards asset). All problems in one error."""
+    `shard_prefix` (batch key → prefix, provided by the token_shards asset), canary sets through `canary_prefix`
+    (eval task → its canary shard, provided by the canary_set asset). All problems in one error."""
     problems, items = [], []
     total = sum(e.weight for e in entries)
     for n, entry in enumerate(entries):
         key = f"data.blend.{n}"
-        if entry.shard_batch is not None:
-            if shard_prefix is None:
-                problems.append(
-                    f"{key}.shard_batch={entry.shard_batch}: no shard resolver was given to find its prefix"
-                )
+        named = [(field, value, resolver) for field, value, resolver in
+                 (("shard_batch", entry.shard_batch, shard_prefix), ("canary_set", entry.canary_set, canary_prefix))
+                 if value is not None]
+        if named:
+            field, value, resolver = named[0]
+            if resolver is None:
+                kind = "shard" if field == "shard_batch" else "canary"
+                problems.append(f"{key}.{field}={value}: no {kind} resolver was given to find its prefix")
                 continue
             try:
-                found = str(shard_prefix(entry.shard_batch))
+                found = str(resolver(value))
                 prefix = found if is_s3_url(found) else Path(found)
             except (KeyError, LookupError, ValueError) as err:
-                problems.append(f"{key}.shard_batch={entry.shard_batch}: {err}")
+                problems.append(f"{key}.{field}={value}: {err}")
                 continue
         else:
             prefix = Path(entry.prefix)
