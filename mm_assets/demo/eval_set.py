@@ -2,8 +2,8 @@
 clips (mm_assets.demo.media.DEMO_CLIPS: tones, test patterns, lengths, titles, subtitle lines), the eval report
 of exp-tiny-cpu, and the leakage check passing on it and blocking its canary-injected twin.
 
-configs/eval/demo_*.yaml read the datasets from `eval_datasets/demo/` in storage, with the site's folder
-(`demo_site/`, also in storage) as the video root.
+configs/eval/demo_*.yaml read the datasets from `eval_datasets/demo/` in storage, the clips they name beside
+them (copied from the site `mm demo` built, which is not an artifact: on object storage it stays local).
 """
 
 from __future__ import annotations
@@ -45,7 +45,12 @@ def demo_eval_samples() -> dict[str, list[dict]]:
 
 
 def write_demo_eval_sets(storage: Storage) -> str:
-    """Write the demo datasets (JSON Lines) into storage; returns their folder's key."""
+    """Write the demo datasets (JSON Lines) and the clips they name into storage; returns their folder's key.
+    The clips come from the site `mm demo` builds (FileNotFoundError naming it when it is not there)."""
+    site = storage.store.working_path(storage.layout.demo_site())
+    for clip in DEMO_CLIPS:
+        storage.store.write_bytes(storage.layout.eval_dataset(DATASETS, *clip.media.split("/")),
+                                  (site / clip.media).read_bytes())
     for name, samples in demo_eval_samples().items():
         storage.store.write_text(storage.layout.eval_dataset(DATASETS, name),
                                  "".join(json.dumps(s, sort_keys=True) + "\n" for s in samples))

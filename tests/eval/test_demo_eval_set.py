@@ -14,8 +14,8 @@ from resources.storage import StorageResource
 
 def test_demo_sets_match_the_site_and_load_as_the_shipped_tasks(tmp_path, demo_site):
     storage = StorageResource(root=str(tmp_path))
+    shutil.copytree(demo_site.root, storage.store.working_path(storage.layout.demo_site()))  # where `mm demo` builds it
     write_demo_eval_sets(storage)
-    shutil.copytree(demo_site.root, storage.store.local_dir(storage.layout.demo_site()))  # where `mm demo` builds it
     cfg = load_config(DEFAULT_CONFIG)
     samples = {t.task_name: read_samples(t, storage)[2] for t in load_tasks(cfg.resolve(cfg.eval.tasks_dir), cfg.eval.tasks)}
     assert {k: len(v) for k, v in samples.items()} == {"demo_clip_qa": 6, "demo_video_qa": 3, "demo_captions": 3,

@@ -86,7 +86,7 @@ def make_release_project(root: Path, demo_site, demo_server) -> Iterator[Release
         assert run_ingest(config, info.batch, instance)
         assert run_experiment(config, EXPERIMENT, instance)
         # The demo's video QA task reads the site's clips where `mm demo` builds it: in storage.
-        shutil.copytree(demo_site.root, project.storage.store.local_dir(project.storage.layout.demo_site()))
+        shutil.copytree(demo_site.root, project.storage.store.working_path(project.storage.layout.demo_site()))
         write_demo_eval_sets(project.storage)
         assert prepare_eval(config, instance) and evaluate_experiment(config, EXPERIMENT, instance)
         project.write_release(VERSION)
