@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mm_assets.monitor.config import MonitoringConfig
 from mm_assets.project import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError, type_hint  # noqa: F401 (re-exported)
 from mm_assets.tokens.config import TokenizersConfig
 from mm_assets.train.config import TrainingConfig
@@ -129,6 +130,7 @@ class PipelineConfig(_Section):
     tokenizers: TokenizersConfig = TokenizersConfig()
     shards: ShardsConfig = ShardsConfig()
     compute: ComputeConfig = ComputeConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     training: TrainingConfig | None = None  # the base every configs/experiments/<id>.yaml overrides
     experiments_dir: str = "configs/experiments"
     # Where the file was read from: relative paths in it are relative to its project root.

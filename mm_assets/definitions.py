@@ -11,11 +11,13 @@ from checks.crawl import every_item_accounted_for
 from checks.metadata import METADATA_CHECKS
 from checks.shards import SHARD_CHECKS
 from checks.tokens import TOKEN_CHECKS
+from checks.training_log import TRAINING_LOG_CHECKS
 from mm_assets.config import DEFAULT_CONFIG, load_config
 from mm_assets.crawl.assets import raw_media
 from mm_assets.crawl.sensors import batch_manifest_sensor
 from mm_assets.etl.assets import media_metadata, metadata_catalog
 from mm_assets.jobs import catalog_job, ingest_batch_job, records_job, train_experiment_job
+from mm_assets.monitor.sensor import alert_sensor
 from mm_assets.shards.assets import token_shards
 from mm_assets.tokens.assets import TOKEN_ASSETS
 from mm_assets.train.assets import TRAIN_CHECKS, checkpoint, training_log
@@ -37,13 +39,14 @@ def build_resources(config_path: str | Path) -> dict[str, dg.ConfigurableResourc
 
 
 def build_definitions(config_path: str | Path = DEFAULT_CONFIG) -> dg.Definitions:
+    alerts = load_config(config_path).monitoring.alerts
     return dg.Definitions(
         assets=[raw_media, media_metadata, metadata_catalog, *TOKEN_ASSETS, token_shards,
                 training_blend, checkpoint, training_log, experiment_records],
         asset_checks=[every_item_accounted_for, *METADATA_CHECKS, catalog_row_count, *TOKEN_CHECKS, *SHARD_CHECKS,
-                      blend_complete, *TRAIN_CHECKS, one_row_per_experiment],
+                      blend_complete, *TRAIN_CHECKS, *TRAINING_LOG_CHECKS, one_row_per_experiment],
         jobs=[ingest_batch_job, catalog_job, train_experiment_job, records_job],
-        sensors=[batch_manifest_sensor],
+        sensors=[batch_manifest_sensor, alert_sensor(alerts.interval_s)],
         resources=build_resources(config_path),
     )
 

@@ -23,6 +23,8 @@ class StorageLayout:
       metadata/<batch>/media_metadata.parquet     unified metadata; quarantine.parquet beside it
       catalog/metadata.duckdb                     DuckDB views over all batches
       cache/tokens/<modality>/                    per-item token cache (safe to delete: a rerun recomputes)
+      monitoring/targets/<experiment>.json        Prometheus file_sd targets of a running job (removed at its end)
+    Beside a run's training_log.jsonl: training_curves.png (loss and grad norm).
     """
 
     root: str
@@ -59,6 +61,17 @@ class StorageLayout:
 
     def token_cache_dir(self, modality: str) -> Path:
         return self.path("cache", "tokens", sanitize_component(modality))
+
+    def monitoring_targets_dir(self) -> Path:
+        return self.path("monitoring", "targets")
+
+    def monitoring_targets_path(self, experiment: str) -> Path:
+        return self.path("monitoring", "targets", f"{sanitize_component(experiment)}.json")
+
+    @staticmethod
+    def training_curves_path(training_log: Path) -> Path:
+        """The loss / grad-norm picture beside the run's JSONL log."""
+        return Path(training_log).with_name("training_curves.png")
 
 
 def catalog_storage_root(db_path: str | Path) -> Path:

@@ -5,6 +5,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "pipeline.yaml"
 
@@ -14,6 +16,13 @@ _EXPONENT = re.compile(r"(?P<mantissa>[-+]?[\d.]+)[eE](?P<exponent>[-+]?\d+)")
 
 class ConfigError(ValueError):
     """A config file that cannot be used; the message names the file and the key path."""
+
+
+class ConfigSection(BaseModel):
+    """Base of a config section: unknown keys are errors; strict types (a quoted "2" or YAML's string "1e-3" is
+    refused; ints still pass as floats); frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def type_hint(error: Mapping[str, Any]) -> str:

@@ -7,15 +7,25 @@ and a terminated Dagster run terminates the process group.
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import dagster as dg
 from dagster._core.definitions.resource_annotation import TreatAsResourceParam
 
 from mm_assets.train.slurm_state import LogFollower, tail_lines
+
+
+class JobObserver(Protocol):
+    """Watches a job from outside it (e.g. the metrics publisher): its nodes once it runs, then its output lines
+    as the client streams them. Both compute clients call it; it must not raise."""
+
+    def job_started(self, job_id: str | None, nodes: list[str]) -> None: ...
+
+    def job_lines(self, lines: list[str]) -> None: ...
 
 
 class LocalPipesClient(dg.PipesClient, TreatAsResourceParam):
@@ -31,7 +41,8 @@ class LocalPipesClient(dg.PipesClient, TreatAsResourceParam):
         return False
 
     def run(self, *, context: dg.AssetExecutionContext, command: list[str], log_path: Path,
-            env: dict[str, str] | None = None, extras: dict[str, Any] | None = None) -> dg.PipesClientCompletedInvocation:
+            env: dict[str, str] | None = None, extras: dict[str, Any] | None = None,
+            observer: JobObserver | None = None) -> dg.PipesClientCompletedInvocation:
         log_path = Path(log_path)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         folder = log_path.parent
@@ -47,15 +58,17 @@ class LocalPipesClient(dg.PipesClient, TreatAsResourceParam):
                 proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=full_env,
                                         start_new_session=True)
             follower = LogFollower(log_path)
+            if observer is not None:
+                observer.job_started(None, [socket.gethostname()])
             try:
                 while proc.poll() is None:
                     time.sleep(self.poll_interval_s)
-                    self._stream(context, follower)
+                    self._stream(context, follower, observer)
             except BaseException:
                 self._terminate(proc)
                 context.log.warning(f"terminated the local job (pid {proc.pid})")
                 raise
-            self._stream(context, follower, final=True)
+            self._stream(context, follower, observer, final=True)
             if proc.returncode != 0:
                 tail = "\n".join(tail_lines(log_path, self.log_tail_lines))
                 raise dg.Failure(
@@ -66,10 +79,13 @@ class LocalPipesClient(dg.PipesClient, TreatAsResourceParam):
         return dg.PipesClientCompletedInvocation(session, metadata={"exit_code": 0, "log": str(log_path)})
 
     @staticmethod
-    def _stream(context: dg.AssetExecutionContext, follower: LogFollower, final: bool = False) -> None:
+    def _stream(context: dg.AssetExecutionContext, follower: LogFollower, observer: JobObserver | None,
+                final: bool = False) -> None:
         lines = follower.read(final=final)
         if lines:
             context.log.info("\n".join(lines))
+            if observer is not None:
+                observer.job_lines(lines)
 
     def _terminate(self, proc: subprocess.Popen) -> None:
         for sig, wait in ((signal.SIGTERM, self.terminate_timeout_s), (signal.SIGKILL, 10.0)):

@@ -30,6 +30,7 @@ from dagster._core.definitions.resource_annotation import TreatAsResourceParam
 from dagster_pipes import PipesExtras
 
 from mm_assets.paths import atomic_write_text
+from resources.compute import JobObserver
 from resources.signals import deferred_interrupts
 from mm_assets.train.slurm_state import (
     SACCT_FIELDS,
@@ -38,7 +39,9 @@ from mm_assets.train.slurm_state import (
     SlurmOutputError,
     expand_output_pattern,
     parse_sacct,
+    parse_hostnames,
     parse_sbatch_parsable,
+    parse_scontrol_fields,
     parse_scontrol_job,
     parse_squeue_state,
     sbatch_directives,
@@ -156,8 +159,10 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
         job_name: str,
         extras: PipesExtras | None = None,
         env: Mapping[str, str] | None = None,
+        observer: JobObserver | None = None,
     ) -> dg.PipesClientCompletedInvocation:
         """Submit `script` (the rendered sbatch script) as `job_name`, wait for it, return its Pipes results.
+        `observer` is told the job's nodes once it runs and every line of its log as it is streamed.
 
         Raises dg.Failure when sbatch rejects the job (with Slurm's message) or the job ends in any state
         but COMPLETED (with state, exit code and log tail). A terminated run cancels the job, then re-raises.
@@ -189,7 +194,7 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
                 # job nobody cancels: hold the signal until the job id is known.
                 with deferred_interrupts():
                     job_id = self._submit(context, script_path, job_name, default_output, job_env)
-                status, logs = self._follow(context, job_id, job_name, default_output)
+                status, logs = self._follow(context, job_id, job_name, default_output, observer)
             except BaseException as e:
                 # Interrupted (the run was terminated) or broken: no job may outlive its Dagster step.
                 if job_id is not None:
@@ -261,6 +266,7 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
         job_id: str,
         job_name: str,
         default_output: Path | None,
+        observer: JobObserver | None = None,
     ) -> tuple[JobStatus, list[LogFollower]]:
         """Poll until the job leaves the queue, streaming its log; return its final status."""
         logs = self._log_files(job_id, job_name, default_output)
@@ -288,10 +294,12 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
                 if queued != last:
                     state, reason = queued
                     context.log.info(f"Slurm job {job_id} is {state}" + (f" ({reason})" if reason else ""))
+                    if observer is not None and state == "RUNNING" and (last is None or last[0] != "RUNNING"):
+                        observer.job_started(job_id, self._job_nodes(context, job_id))
                     last = queued
-            self._forward_logs(context, job_id, logs)
+            self._forward_logs(context, job_id, logs, observer)
             time.sleep(self.poll_interval_s)
-        self._forward_logs(context, job_id, logs, final=True)
+        self._forward_logs(context, job_id, logs, observer, final=True)
         status = self._final_status(job_id)
         context.log.info(f"Slurm job {job_id} ended {status.state}, exit code {status.exit_code or 'unknown'}")
         return status, logs
@@ -301,14 +309,31 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
         context: dg.OpExecutionContext | dg.AssetExecutionContext,
         job_id: str,
         logs: list[LogFollower],
+        observer: JobObserver | None = None,
         final: bool = False,
     ) -> None:
         for i, follower in enumerate(logs):
             lines = follower.read(final=final)
+            if observer is not None and lines:
+                observer.job_lines(lines)
             label = f"slurm {job_id}" + (" stderr" if i else "")
             # One event per poll, not per line: a training log has many lines and each event is stored.
             for start in range(0, len(lines), 500):
                 context.log.info("\n".join(f"[{label}] {ln}" for ln in lines[start : start + 500]))
+
+    def _job_nodes(self, context: dg.OpExecutionContext | dg.AssetExecutionContext, job_id: str) -> list[str]:
+        """The running job's hosts: its NodeList expanded by `scontrol show hostnames` ([] when unknown)."""
+        proc = self._slurm("scontrol", "-o", "show", "job", job_id)
+        nodelist = parse_scontrol_fields(proc.stdout).get("NodeList", "") if proc.returncode == 0 else ""
+        if nodelist and nodelist != "(null)":
+            hosts = self._slurm("scontrol", "show", "hostnames", nodelist)
+            try:
+                if hosts.returncode == 0:
+                    return parse_hostnames(hosts.stdout)
+            except SlurmOutputError as err:
+                context.log.warning(f"Slurm job {job_id}: {err}")
+        context.log.warning(f"Slurm job {job_id}: could not read its node list ({nodelist or proc.stderr.strip()})")
+        return []
 
     def _scontrol(self, job_id: str) -> JobStatus | None:
         proc = self._slurm("scontrol", "-o", "show", "job", job_id)

@@ -13,6 +13,9 @@ from typing import Any
 
 import dagster as dg
 
+from mm_assets.monitor.curves import markdown_image, plot_curves
+from mm_assets.monitor.publisher import TrainingMetricsPublisher
+from mm_assets.monitor.run_spec import run_spec
 from mm_assets.partitions import experiments
 from mm_assets.paths import atomic_write_text, sha256_file
 from mm_assets.project import PROJECT_ROOT
@@ -43,10 +46,13 @@ def git_commit() -> str:
         return "unknown"
 
 
-def render_experiment(exp: ExperimentConfig, storage: StorageResource) -> LaunchFiles:
+def blend_vocab(exp: ExperimentConfig) -> ShardVocab:
     blend = json.loads((exp.run_dir / BLEND_FILE).read_text())
-    vocab = ShardVocab.from_layout(VocabLayout.read(Path(blend["vocab_file"])))
-    return render_launch(exp, vocab=vocab, shard_prefix=shard_resolver(storage))
+    return ShardVocab.from_layout(VocabLayout.read(Path(blend["vocab_file"])))
+
+
+def render_experiment(exp: ExperimentConfig, storage: StorageResource) -> LaunchFiles:
+    return render_launch(exp, vocab=blend_vocab(exp), shard_prefix=shard_resolver(storage))
 
 
 def checkpoint_files(folder: Path) -> dict[str, str]:
@@ -68,12 +74,13 @@ def _job_env() -> dict[str, str]:
             "PYTHONPATH": str(PROJECT_ROOT)}
 
 
-def _launch(context, cfg, exp: ExperimentConfig, files: LaunchFiles, run: dict[str, Any]):
+def _launch(context, cfg, exp: ExperimentConfig, files: LaunchFiles, run: dict[str, Any], observer):
     """Run the rendered launch on the configured backend; returns the Pipes invocation."""
     if cfg.compute.backend == "slurm":
         client = SlurmPipesClient(shared_dir=str(exp.run_dir / "pipes"), slurm_conf=cfg.compute.slurm_conf,
                                   poll_interval_s=cfg.compute.poll_interval_s, log_tail_lines=cfg.compute.log_tail_lines)
-        invocation = client.run(context=context, script=files.sbatch, job_name=exp.job_name, env=_job_env())
+        invocation = client.run(context=context, script=files.sbatch, job_name=exp.job_name, env=_job_env(),
+                                observer=observer)
         meta = {k: getattr(v, "value", v) for k, v in invocation.metadata.items()}  # MetadataValue -> plain
         run["slurm_job_id"], run["log"] = str(meta.get("slurm_job_id")), str(meta.get("slurm_log"))
         return invocation
@@ -82,7 +89,7 @@ def _launch(context, cfg, exp: ExperimentConfig, files: LaunchFiles, run: dict[s
     client = LocalPipesClient(poll_interval_s=min(cfg.compute.poll_interval_s, 2.0),
                               log_tail_lines=cfg.compute.log_tail_lines)
     return client.run(context=context, command=[*files.program, *files.argv], log_path=log,
-                      env={**exp.training.cluster.env, **_job_env()})
+                      env={**exp.training.cluster.env, **_job_env()}, observer=observer)
 
 
 @dg.asset(partitions_def=experiments, deps=[training_blend], group_name="train", kinds={"megatron", "slurm"},
@@ -104,7 +111,13 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
            "config_path": str(exp.path), "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "resumed_from_iteration": resumed[0] if resumed else None, "sbatch": str(written["sbatch"])}
     started = time.monotonic()
-    invocation = _launch(context, cfg, exp, files, run)
+    spec = run_spec(exp, blend_vocab(exp).vocab_size, cfg.monitoring.peak_flops_per_device)
+    publisher = TrainingMetricsPublisher.from_config(cfg.monitoring, spec, warn=context.log.warning,
+                                                     targets_path=storage.monitoring_targets_path(exp.id))
+    try:
+        invocation = _launch(context, cfg, exp, files, run, publisher)
+    finally:
+        publisher.finish()
     run["wall_s"] = round(time.monotonic() - started, 2)
     latest = latest_checkpoint(exp.checkpoint_dir)
     if latest is None:
@@ -139,9 +152,10 @@ def read_run(exp: ExperimentConfig) -> dict[str, Any]:
 
 
 @dg.asset(partitions_def=experiments, deps=[checkpoint], group_name="train", kinds={"json"},
-          description="The run's Megatron log lines as the reference's JSON Lines (§B.4).")
-def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource) -> dg.MaterializeResult:
-    _, exp, _ = experiment_for(context, pipeline)
+          description="The run's Megatron log lines as the reference's JSON Lines (§B.4), and its loss/grad-norm curves.")
+def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
+                 storage: StorageResource) -> dg.MaterializeResult:
+    cfg, exp, _ = experiment_for(context, pipeline)
     run = read_run(exp)
     log = Path(run["log"])
     with open(log, encoding="utf-8", errors="replace") as f:
@@ -149,6 +163,9 @@ def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigReso
     out = exp.run_dir / LOG_JSONL
     write_jsonl(out, parsed.training)
     losses = [r.loss for r in parsed.training if r.loss is not None]
+    curves = plot_curves([r.to_json_dict() for r in parsed.training], storage.training_curves_path(out),
+                         title=f"{exp.id}: loss and grad norm",
+                         grad_norm_threshold=cfg.monitoring.signals.grad_norm_explosion.threshold)
     return dg.MaterializeResult(metadata={
         "records": len(parsed.training),
         "validation_records": len(parsed.validation),
@@ -157,8 +174,11 @@ def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigReso
         "last_loss": losses[-1] if losses else float("nan"),
         "last_iteration": parsed.training[-1].iteration if parsed.training else 0,
         "nan_iterations": sum(r.nan_iterations for r in parsed.training),
+        "skipped_iterations": sum(r.skipped_iterations for r in parsed.training),
         "path": dg.MetadataValue.path(str(out)),
         "source_log": dg.MetadataValue.path(str(log)),
+        "curves": dg.MetadataValue.md(markdown_image(curves, f"{exp.id} loss and grad norm")),
+        "curves_path": dg.MetadataValue.path(str(curves)),
     })
 
 
