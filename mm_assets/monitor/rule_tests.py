@@ -138,7 +138,7 @@ def gpu_cases(cfg: MonitoringConfig, s: _Series, step: int) -> list[Case]:
     n = _steps(duration_seconds(sig.alert.for_), step) + 5
     t = n * step
     ours = f'DCGM_FI_DEV_GPU_UTIL{{job="{DCGM_SCRAPE_JOB}", experiment="{EXPERIMENT}", node_id="{NODE}", gpu="0"}}'
-    idle = f'DCGM_FI_DEV_GPU_UTIL{{job="cluster_dcgm", Hostname="idle-01", gpu="0"}}'
+    idle = 'DCGM_FI_DEV_GPU_UTIL{job="cluster_dcgm", Hostname="idle-01", gpu="0"}'
     low = sig.threshold_percent / 5
     return [
         Case("low utilisation on a node of the running job", "GpuUtilizationTooLow", t,

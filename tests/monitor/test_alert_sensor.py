@@ -7,6 +7,7 @@ import yaml
 
 from mm_assets.monitor.sensor import alert_sensor
 from resources.config import PipelineConfigResource
+from monitoring_stack import Ticker
 
 PARTS = dg.StaticPartitionsDefinition(["exp-a", "exp-b"])
 
@@ -50,19 +51,6 @@ def _defs(tmp_path, alerts: dict) -> dg.Definitions:
     return dg.Definitions(assets=[trained], asset_checks=[grad_norm_bounded, loss_not_stagnant, few_skipped_iterations],
                           jobs=[broken], sensors=[alert_sensor(1)],
                           resources={"pipeline": PipelineConfigResource(path=str(cfg))})
-
-
-class Ticker:
-    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance):
-        self.defs, self.instance, self.cursor = defs, instance, None
-
-    def __call__(self) -> str:
-        sensor = self.defs.resolve_sensor_def("alert_sensor")
-        ctx = dg.build_sensor_context(instance=self.instance, cursor=self.cursor, definitions=self.defs,
-                                      resources={"pipeline": self.defs.resources["pipeline"]})
-        data = sensor.evaluate_tick(ctx)
-        self.cursor = data.cursor
-        return data.skip_message or ""
 
 
 def _materialize(defs, instance, partition):
