@@ -2,13 +2,16 @@
 
 import time
 from collections import Counter
+from pathlib import Path
 
 import dagster as dg
 import yt_dlp
 
 from mm_assets.crawl.batch import load_batch
 from mm_assets.crawl.records import CrawlRecord, write_ledger
+from mm_assets.monitor.data_counts import crawl_counts, publish_counts
 from mm_assets.partitions import crawl_batches
+from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
 from resources.ytdlp import YtDlpResource
 
@@ -46,7 +49,8 @@ def crawl_summary(records: list[CrawlRecord]) -> dict[str, int]:
     kinds={"python"},
     description="yt-dlp output per item (media, wav, subtitles, info.json, item.json) and the per-item ledger.",
 )
-def raw_media(context: dg.AssetExecutionContext, storage: StorageResource, crawler: YtDlpResource) -> dg.MaterializeResult:
+def raw_media(context: dg.AssetExecutionContext, storage: StorageResource, crawler: YtDlpResource,
+              pipeline: PipelineConfigResource) -> dg.MaterializeResult:
     batch = context.partition_key
     info, entries = load_batch(storage, batch)
     context.log.info(f"crawl {batch}: {len(entries)} URLs from {info.origin} with {crawler.workers} workers")
@@ -58,9 +62,12 @@ def raw_media(context: dg.AssetExecutionContext, storage: StorageResource, crawl
     for r in records:
         if r.status == "failed":
             context.log.warning(f"crawl {batch}: line {r.line_no} {r.url} failed ({r.reason}): {r.message}")
+    counts = crawl_counts(batch, records, lambda rel: storage.path(*Path(rel).parts))
+    publish_counts(pipeline.load().monitoring, counts, context.log.warning)
     return dg.MaterializeResult(
         metadata={
             **summary,
+            **counts.metadata(),
             "ledger": dg.MetadataValue.path(str(ledger)),
             "manifest_sha256": info.manifest_sha256,
             "source": info.source,

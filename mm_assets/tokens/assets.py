@@ -20,6 +20,7 @@ from mm_assets.config import PipelineConfig
 from mm_assets.etl.assets import media_metadata
 from mm_assets.etl.metadata import METADATA_FILE
 from mm_assets.etl.subtitles import vtt_text
+from mm_assets.monitor.data_counts import publish_counts, token_counts
 from mm_assets.partitions import crawl_batches
 from mm_assets.paths import sha256_file
 from mm_assets.tokens.cache import CacheStats, TokenCache
@@ -183,6 +184,8 @@ def materialize_tokens(context: dg.AssetExecutionContext, cfg: PipelineConfig, s
     for r in rows:
         if r.status == "failed":
             context.log.warning(f"{modality} tokens {batch}: {r.unique_id} failed ({r.reason}): {r.message}")
+    counts = token_counts(batch, modality, rows)
+    publish_counts(cfg.monitoring, counts, context.log.warning)
     return dg.MaterializeResult(
         metadata={
             "items": len(rows),
@@ -192,6 +195,7 @@ def materialize_tokens(context: dg.AssetExecutionContext, cfg: PipelineConfig, s
             "tokens": int(sum(r.codes.size for r in ok)),
             **stats.metadata(),
             **extra,
+            f"bytes.{modality}": counts.bytes[modality],
             "weights": identity.get("weights", "none"),
             "tokenizer": dg.MetadataValue.json(identity),
             "path": dg.MetadataValue.path(str(out)),

@@ -64,3 +64,28 @@ def stack(tmp_path_factory):
             yield stack
         finally:
             subprocess.run(["bash", str(STOP), "--purge"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def pushgateway(tmp_path_factory):
+    """A bare Pushgateway on a free loopback port (its URL); stopped by pid at the end."""
+    require_prometheus()
+    (port,) = free_ports(1)
+    log = tmp_path_factory.mktemp("pushgateway") / "pushgateway.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}"],
+                                stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            get_json(f"{url}/api/v1/status")
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail(f"the Pushgateway did not start:\n{log.read_text()}", pytrace=False)
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
