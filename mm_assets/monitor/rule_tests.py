@@ -11,6 +11,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel
+
 from mm_assets.monitor import metrics as mt
 from mm_assets.monitor.config import MonitoringConfig, duration_seconds
 from mm_assets.monitor.rules import DCGM_SCRAPE_JOB, PUSHGATEWAY_SCRAPE_JOB, AlertRule, alert_rules
@@ -238,13 +240,31 @@ CASES = (grad_norm_cases, stagnation_cases, gpu_cases, stale_cases, pushgateway_
          non_finite_cases, skipped_cases)
 
 
+def _durations(cfg: MonitoringConfig) -> list[int]:
+    """Every duration the rules use, in whole seconds."""
+    found = []
+
+    def walk(node) -> None:
+        for name, value in node:
+            if isinstance(value, BaseModel):
+                walk(value)
+            elif name in ("for_", "window", "baseline", "after"):
+                found.append(int(duration_seconds(value)))
+
+    walk(cfg.signals)
+    return [d for d in found if d > 0]
+
+
 def test_step(cfg: MonitoringConfig) -> int:
-    """Seconds between samples: each window must hold min_samples pushes with room to spare (at most 60)."""
+    """Seconds between samples: it divides every duration (so windows hold whole samples and `increase` needs no
+    extrapolation), and each window holds at least 2·min_samples + 2 samples. At most 60."""
     sig = cfg.signals
     windows = [(sig.loss_stagnation.alert.window, sig.loss_stagnation.alert.min_samples),
                (sig.throughput.alert.window, sig.throughput.alert.min_samples),
                (sig.throughput.alert.baseline, sig.throughput.alert.min_samples)]
-    return max(1, min([60] + [int(duration_seconds(w) // (2 * n + 2)) for w, n in windows]))
+    limit = min([60] + [int(duration_seconds(w) // (2 * n + 2)) for w, n in windows])
+    common = math.gcd(*_durations(cfg)) or 60
+    return max([d for d in range(1, max(1, limit) + 1) if common % d == 0] or [1])
 
 
 def cases(cfg: MonitoringConfig) -> list[Case]:
