@@ -37,7 +37,8 @@ CheckSeverity = Literal["WARN", "ERROR"]  # dg.AssetCheckSeverity
 
 
 class AlertSpec(ConfigSection):
-    """How long a condition must hold (`for`) and the severity label of the alert."""
+    """How long a condition must hold (`for`) and the severity label of the alert. Each signal's subclass holds
+    its own defaults, so overriding one key keeps the others."""
 
     for_: Duration = Field("5m", alias="for")
     severity: AlertSeverity = "warning"
@@ -45,15 +46,37 @@ class AlertSpec(ConfigSection):
 
 class WindowAlert(AlertSpec):
     window: Duration = "1h"
+
+
+class SampledWindowAlert(WindowAlert):
     min_samples: Annotated[int, Field(ge=1)] = 10  # pushes seen in *each* window before the rule may fire
-
-
-class ThroughputAlert(WindowAlert):
-    baseline: Duration = "1h"  # the window before `window` that it is compared against
 
 
 class CheckSpec(ConfigSection):
     severity: CheckSeverity = "WARN"
+
+
+# -- one section per signal: the threshold its rule and its training_log check share -------------------------
+
+
+class GradNormAlert(AlertSpec):
+    for_: Duration = Field("5m", alias="for")  # the reference's
+    severity: AlertSeverity = "critical"
+
+
+class GradNormCheck(CheckSpec):
+    severity: CheckSeverity = "ERROR"
+
+
+class GradNormSignal(ConfigSection):
+    threshold: Annotated[float, Field(gt=0)] = 10.0  # the reference's
+    alert: GradNormAlert = GradNormAlert()
+    check: GradNormCheck = GradNormCheck()
+
+
+class StagnationAlert(SampledWindowAlert):
+    for_: Duration = Field("2h", alias="for")  # the reference's window and `for`
+    window: Duration = "1h"
 
 
 class StagnationCheck(CheckSpec):
@@ -61,53 +84,77 @@ class StagnationCheck(CheckSpec):
     min_records: Annotated[int, Field(ge=1)] = 5  # logged records each window needs to count
 
 
+class StagnationSignal(ConfigSection):
+    min_delta: Annotated[float, Field(gt=0)] = 0.001  # the reference's
+    alert: StagnationAlert = StagnationAlert()
+    check: StagnationCheck = StagnationCheck()
+
+
+class GpuUtilizationAlert(AlertSpec):
+    for_: Duration = Field("15m", alias="for")  # the reference's
+    severity: AlertSeverity = "critical"
+
+
+class GpuUtilizationSignal(ConfigSection):
+    threshold_percent: Annotated[float, Field(gt=0, le=100)] = 50.0  # the reference's
+    alert: GpuUtilizationAlert = GpuUtilizationAlert()
+
+
+class ThroughputAlert(SampledWindowAlert):
+    for_: Duration = Field("15m", alias="for")
+    window: Duration = "10m"
+    baseline: Duration = "1h"  # the window before `window` that it is compared against
+    min_samples: Annotated[int, Field(ge=1)] = 5
+
+
 class ThroughputCheck(CheckSpec):
     min_tokens_per_s: Annotated[float, Field(gt=0)] | None = None  # median tokens/s floor; None: no floor
     skip_records: Annotated[int, Field(ge=0)] = 1  # the first interval includes start-up: not counted
 
 
-class GradNormSignal(ConfigSection):
-    threshold: Annotated[float, Field(gt=0)] = 10.0  # the reference's
-    alert: AlertSpec = AlertSpec.model_validate({"for": "5m", "severity": "critical"})
-    check: CheckSpec = CheckSpec(severity="ERROR")
-
-
-class StagnationSignal(ConfigSection):
-    min_delta: Annotated[float, Field(gt=0)] = 0.001  # the reference's
-    alert: WindowAlert = WindowAlert.model_validate({"for": "2h", "window": "1h", "severity": "warning"})
-    check: StagnationCheck = StagnationCheck()
-
-
-class GpuUtilizationSignal(ConfigSection):
-    threshold_percent: Annotated[float, Field(gt=0, le=100)] = 50.0  # the reference's
-    alert: AlertSpec = AlertSpec.model_validate({"for": "15m", "severity": "critical"})
-
-
 class ThroughputSignal(ConfigSection):
     max_drop: Annotated[float, Field(gt=0, lt=1)] = 0.5  # alert when tokens/s falls below (1 - max_drop) × baseline
     mfu_floor: Annotated[float, Field(gt=0, lt=1)] | None = 0.2  # MFU below this is an alert and a failed check
-    alert: ThroughputAlert = ThroughputAlert.model_validate(
-        {"for": "15m", "window": "10m", "baseline": "1h", "min_samples": 5, "severity": "warning"})
+    alert: ThroughputAlert = ThroughputAlert()
     check: ThroughputCheck = ThroughputCheck()
+
+
+class SkippedAlert(WindowAlert):
+    for_: Duration = Field("0s", alias="for")
 
 
 class SkippedSignal(ConfigSection):
     max_skipped: Annotated[int, Field(ge=0)] = 10  # skipped iterations (loss-scale overflow, NaN) allowed per window/run
-    alert: WindowAlert = WindowAlert.model_validate({"for": "0s", "window": "1h", "severity": "warning"})
+    alert: SkippedAlert = SkippedAlert()
     check: CheckSpec = CheckSpec()
 
 
+class NonFiniteAlert(WindowAlert):
+    for_: Duration = Field("0s", alias="for")
+    window: Duration = "10m"
+    severity: AlertSeverity = "critical"
+
+
 class NonFiniteSignal(ConfigSection):
-    alert: WindowAlert = WindowAlert.model_validate({"for": "0s", "window": "10m", "severity": "critical"})
+    alert: NonFiniteAlert = NonFiniteAlert()
+
+
+class StaleAlert(AlertSpec):
+    for_: Duration = Field("0s", alias="for")
+    severity: AlertSeverity = "critical"
 
 
 class StalenessSignal(ConfigSection):
     after: Duration = "15m"  # no push for this long while the run's group exists (it is deleted when the run ends)
-    alert: AlertSpec = AlertSpec.model_validate({"for": "0s", "severity": "critical"})
+    alert: StaleAlert = StaleAlert()
+
+
+class PushgatewayDownAlert(AlertSpec):
+    severity: AlertSeverity = "critical"
 
 
 class PushgatewayDownSignal(ConfigSection):
-    alert: AlertSpec = AlertSpec.model_validate({"for": "5m", "severity": "critical"})
+    alert: PushgatewayDownAlert = PushgatewayDownAlert()
 
 
 class SignalsConfig(ConfigSection):

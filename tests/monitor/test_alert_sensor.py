@@ -63,6 +63,7 @@ def test_each_failed_check_and_run_is_delivered_once(tmp_path, webhook):
     defs = _defs(tmp_path, {"webhooks": [{"name": "ops", "url": f"{webhook.url}/hooks/ops"}]})
     with dg.instance_for_test() as instance:
         _materialize(defs, instance, "exp-a")  # before the sensor started: history is not replayed
+        assert not defs.resolve_job_def("broken").execute_in_process(instance=instance, raise_on_error=False).success
         tick = Ticker(defs, instance)
         assert "started" in tick()
         _materialize(defs, instance, "exp-b")
