@@ -8,19 +8,17 @@ scraped from nodes that no longer run the job.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from mm_assets.paths import atomic_write_text
-
-_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
+from mm_assets.train.slurm_state import HOSTNAME
 
 
 def target_groups(experiment: str, nodes: list[str], port: int, job_id: str | None) -> list[dict]:
     """One file_sd group per node, so each target carries its own `node_id` label."""
     groups = []
     for node in nodes:
-        if not _HOST.match(node):
+        if not HOSTNAME.match(node):
             raise ValueError(f"node {node!r} is not a host name")
         labels = {"experiment": experiment, "node_id": node}
         if job_id:
