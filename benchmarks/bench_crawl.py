@@ -2,7 +2,7 @@
 
 Baseline (named, measured in the same run): `python -m yt_dlp` started once per URL with the reference's
 recipe as a command line (mm_assets.crawl.options.cli_args: same format, subtitles, wav extraction at the same
-rate, info.json, kept video), run `--workers` at a time. Ours: YtDlpResource.crawl_batch with the same number
+rate, info.json, kept video), run `--workers` at a time. Ours: crawl_batch (raw_media's crawl) with the same number
 of worker processes, each holding one YoutubeDL; its time includes starting the workers. DESIGN.md §9 expects
 ~10x. Both must produce every item (video, wav, subtitles, info.json), or the run fails.
 
@@ -21,12 +21,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mm_assets.config import CrawlConfig
+from mm_assets.config.pipeline import CrawlConfig
 from mm_assets.crawl.batch import BatchInfo, parse_manifest
+from mm_assets.crawl.ledger import CrawlRecord
 from mm_assets.crawl.options import cli_args
-from mm_assets.demo import build_bench_site, serve
+from mm_assets.crawl.pool import crawl_batch
+from mm_assets.crawl.progress import CrawlProgress
+from mm_assets.demo.media import build_bench_site
+from mm_assets.demo.server import serve
 from resources.storage import StorageResource
-from resources.ytdlp import YtDlpResource
 
 SOURCE = "bench"
 
@@ -58,15 +61,26 @@ def run_pool(urls: list[str], cfg: CrawlConfig, root: Path) -> tuple[float, floa
     entries = parse_manifest("\n".join(urls))
     batch = BatchInfo(batch="bench-1", source=SOURCE, manifest_sha256="-", origin="bench",
                       registered_at="-", urls=len(entries))
-    done_at: list[float] = []
+    progress = DoneTimes(batch.batch, len(entries))
     start = time.perf_counter()
-    records = YtDlpResource(**cfg.model_dump()).crawl_batch(
-        storage, batch, entries, progress=lambda *_: done_at.append(time.perf_counter()))
+    records = crawl_batch(storage, cfg, batch, entries, progress=progress)
     wall = time.perf_counter() - start
     bad = [r for r in records if r.status != "ok"]
     if bad:
         raise SystemExit(f"pool: {len(bad)} items not ok, first: {bad[0]}")
-    return wall, done_at[-1] - done_at[0]
+    return wall, progress.done_at[-1] - progress.done_at[0]
+
+
+class DoneTimes(CrawlProgress):
+    """Progress that notes when each item finished, and reports nothing."""
+
+    def __init__(self, batch: str, total: int):
+        super().__init__(batch, total, lambda _line: None)
+        self.done_at: list[float] = []
+
+    def record(self, rec: CrawlRecord) -> None:
+        super().record(rec)
+        self.done_at.append(time.perf_counter())
 
 
 def main() -> None:

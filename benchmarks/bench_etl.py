@@ -48,7 +48,9 @@ def synthetic_rows(n: int, bad_every: int = 100) -> list[dict]:
                            "video": f"/data/raw/youtube/{uid}/{uid}.mp4", "image": None},
             "metadata": {"title": f"Video number {i}", "description": "A description. " * 8,
                          "license": None if i % bad_every == 1 else "CC-BY-4.0",
+                         "license_source": None if i % bad_every == 1 else "info_json",
                          "upload_date": dt.date(2024, 1, 1) + dt.timedelta(days=i % 700),
+                         "upload_date_source": "info_json",
                          "duration_seconds": float(durations[i]), "resolution": {"width": 1280, "height": 720},
                          "sample_rate_hz": 24000, "language": "English" if i % bad_every == 2 else "en"},
             "quality_scores": {"text_perplexity": None, "audio_snr_db": None, "image_aesthetic_score": None},
@@ -59,7 +61,7 @@ def synthetic_rows(n: int, bad_every: int = 100) -> list[dict]:
             ],
             "data_card_info": {"collection_process": "Automated crawl via yt-dlp 2026.10.26", "crawler": "yt-dlp",
                                "crawler_version": "2026.10.26", "extractor": "youtube", "pii_detection_method": "none",
-                               "crawl_batch": "youtube-2026-11-29", "schema_version": 1},
+                               "crawl_batch": "youtube-2026-11-29", "schema_version": 2},
         })
     return rows
 
@@ -109,8 +111,7 @@ def end_to_end(n_items: int, folder: Path) -> tuple[float, int]:
     """build_metadata over `n_items` real audio+subtitle item folders (files written beforehand)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "etl"))
     from itemfactory import VTT_EN, make_item, run  # the test suite's item builder
-
-    from mm_assets.config import PipelineConfig
+    from mm_assets.config.pipeline import PipelineConfig
 
     items = [make_item(folder, f"it{i:05d}", i + 1, audio_seed=i, subs={"en": VTT_EN.encode()}) for i in range(n_items)]
     cfg = PipelineConfig(base_dir=folder)

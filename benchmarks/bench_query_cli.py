@@ -25,6 +25,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from mm_assets.etl.catalog import EXAMPLE_QUERIES, build_catalog  # noqa: E402
+from resources.storage import StorageResource  # noqa: E402
 
 
 def make_project(folder: Path, rows: int) -> Path:
@@ -39,7 +40,7 @@ def make_project(folder: Path, rows: int) -> Path:
                       "duration_seconds": float(i % 600)} for i in range(rows)],
     })
     pq.write_table(table, root / "metadata" / "bench" / "media_metadata.parquet")
-    build_catalog(root, root / "catalog" / "metadata.duckdb")
+    build_catalog(StorageResource(root=str(root)))
     config = folder / "configs" / "pipeline.yaml"
     config.parent.mkdir()
     config.write_text(f"storage: {{root: {root}}}\n")

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from mm_assets.paths import fsync_path, sha256_file  # noqa: E402
 from mm_assets.shards.indexed import ShardWriter, bin_path, idx_path  # noqa: E402
+from mm_assets.storage.paths import fsync_path, sha256_file  # noqa: E402
 
 
 def make_documents(tokens: int, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:

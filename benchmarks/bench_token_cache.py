@@ -30,9 +30,8 @@ import pyarrow.parquet as pq  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from mm_assets.demo.media import make_clip, vtt  # noqa: E402
-from mm_assets.etl.metadata import METADATA_FILE  # noqa: E402
 from mm_assets.partitions import crawl_batches  # noqa: E402
-from mm_assets.tokens.assets import MODALITIES, TOKEN_ASSETS, token_file  # noqa: E402
+from mm_assets.tokens.assets import MODALITIES, TOKEN_ASSETS  # noqa: E402
 from mm_assets.tokens.text import train_demo_bpe  # noqa: E402
 from resources.config import PipelineConfigResource  # noqa: E402
 from resources.storage import StorageResource  # noqa: E402
@@ -53,7 +52,7 @@ def make_batch(storage: StorageResource, batch: str, n: int, seconds: float, pat
     rows = []
     for i in range(n):
         uid, hz, sr = f"{batch}_{i}", base_hz + 37 * i, 24000
-        folder = storage.path("raw", "bench", uid)
+        folder = storage.store.local_dir(storage.layout.item_dir("bench", uid))
         folder.mkdir(parents=True)
         clip = make_clip(folder / f"{uid}.mp4", seconds=seconds, freq_hz=hz, pattern=patterns[i % len(patterns)])
         t = np.arange(int(seconds * sr)) / sr
@@ -64,7 +63,7 @@ def make_batch(storage: StorageResource, batch: str, n: int, seconds: float, pat
         rows.append({"unique_id": uid, "data_paths": {
             "text": str(folder / f"{uid}.en.vtt"), "audio": str(folder / f"{uid}.wav"),
             "video": str(clip), "image": str(folder / f"{uid}.png")}, "metadata": {"duration_seconds": seconds}})
-    out = storage.metadata_dir(batch) / METADATA_FILE
+    out = storage.store.local_path(storage.layout.metadata_file(batch))
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), out)
 
@@ -84,6 +83,10 @@ def run(config: Path, storage: StorageResource, batch: str, instance: dg.Dagster
     return wall, counts
 
 
+def token_bytes(storage: StorageResource, modality: str) -> bytes:
+    return storage.store.read_bytes(storage.layout.token_file("bench", modality))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=24)
@@ -98,15 +101,15 @@ def main() -> None:
         storage = StorageResource(root=str(work / "data"))
         make_batch(storage, "warmup", 1, args.seconds, ("pal75bars",), base_hz=3000)  # no file in common
         make_batch(storage, "bench", args.items, args.seconds)
-        texts = [p.read_text() for p in storage.path("raw", "bench").rglob("*.vtt")]
+        texts = [p.read_text() for p in storage.store.local_dir(storage.layout.raw_dir("bench")).rglob("*.vtt")]
         train_demo_bpe(texts, 2048, work / "models" / "tokenizer.json")
         with dg.instance_for_test() as instance:
             instance.add_dynamic_partitions(crawl_batches.name, ["warmup", "bench"])
             run(config, storage, "warmup", instance)
             first, first_counts = run(config, storage, "bench", instance)
-            files = {m: token_file(storage, "bench", m).read_bytes() for m in MODALITIES}
+            files = {m: token_bytes(storage, m) for m in MODALITIES}
             rerun, rerun_counts = run(config, storage, "bench", instance)
-            same = files == {m: token_file(storage, "bench", m).read_bytes() for m in MODALITIES}
+            same = files == {m: token_bytes(storage, m) for m in MODALITIES}
         print(f"{args.items} items of {args.seconds:g} s (audio, video, image, text), random weights, "
               f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
         print(f"{'asset':<14}{'first: misses':>14}{'wall_s':>8}{'rerun: hits':>13}{'wall_s':>8}")

@@ -3,24 +3,23 @@
 import dagster as dg
 import pyarrow.parquet as pq
 
-from mm_assets.etl.catalog import run_query
 from mm_assets.etl.assets import metadata_catalog
-from mm_assets.etl.metadata import METADATA_FILE
+from mm_assets.etl.catalog import run_query
+from mm_assets.storage.layout import EVERY
 from resources.storage import StorageResource
 
 
 def batch_row_counts(storage: StorageResource) -> dict[str, int]:
     """Rows per batch, read from each metadata Parquet footer (no data scanned)."""
-    return {
-        p.parent.name: pq.ParquetFile(p).metadata.num_rows
-        for p in sorted(storage.path("metadata").glob(f"*/{METADATA_FILE}"))
-    }
+    store, layout = storage.store, storage.layout
+    return {layout.batch_of(key): pq.ParquetFile(store.local_path(key)).metadata.num_rows
+            for key in store.list(layout.metadata_file(EVERY))}
 
 
 @dg.asset_check(asset=metadata_catalog, description="Catalog row count = sum of the batches' metadata rows.")
 def catalog_row_count(storage: StorageResource) -> dg.AssetCheckResult:
     expected = batch_row_counts(storage)
-    db = storage.catalog_path()
+    db = storage.store.local_path(storage.layout.catalog())
     if not expected:
         return dg.AssetCheckResult(passed=db.exists(), metadata={"batches": 0})
     _, rows = run_query(db, "SELECT batch, count(*) FROM media_metadata GROUP BY batch")

@@ -1,4 +1,4 @@
-"""Asset checks on `media_metadata`: schema (blocking), unique ids, licenses, quarantine share.
+"""Asset checks on `media_metadata`: schema (blocking), unique ids, license policy (blocking), quarantine share.
 
 Pure functions over the written files return (passed, metadata); the Dagster checks below wrap them.
 """
@@ -10,10 +10,16 @@ import dagster as dg
 import polars as pl
 import pyarrow.parquet as pq
 
-from checks.metadata_schema import METADATA_ARROW_SCHEMA, SCHEMA_VERSION, filled, row_failures, struct_field
-from mm_assets.config import MetadataConfig
+from checks.metadata_schema import (
+    LICENSE_SOURCES,
+    METADATA_ARROW_SCHEMA,
+    NO_LICENSE,
+    SCHEMA_VERSION,
+    row_failures,
+    struct_field,
+)
+from mm_assets.config.pipeline import LicensePolicy, MetadataConfig
 from mm_assets.etl.assets import media_metadata
-from mm_assets.etl.metadata import DUPLICATES_FILE, METADATA_FILE, QUARANTINE_FILE
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
 
@@ -24,8 +30,13 @@ def check_metadata_file(path: Path) -> tuple[bool, dict[str, Any]]:
     """Blocking schema check: the Parquet's Arrow schema is exactly the unified one and every row validates."""
     schema = pq.read_schema(path)
     same = schema.remove_metadata().equals(METADATA_ARROW_SCHEMA.remove_metadata())
-    meta: dict[str, Any] = {"path": str(path), "schema_matches": same, "schema_version": SCHEMA_VERSION}
+    written = (schema.metadata or {}).get(b"mm_pretrain.schema_version", b"?").decode()
+    meta: dict[str, Any] = {"path": str(path), "schema_matches": same, "schema_version": SCHEMA_VERSION,
+                            "file_schema_version": written}
     if not same:
+        if written != str(SCHEMA_VERSION):
+            meta["hint"] = (f"written with schema v{written}; this code writes v{SCHEMA_VERSION}: rematerialize "
+                            "media_metadata for this batch (older files still read in the catalog)")
         diff = [f.name for f in METADATA_ARROW_SCHEMA if f.name not in schema.names or schema.field(f.name) != f]
         meta["mismatched_columns"] = diff + [n for n in schema.names if n not in METADATA_ARROW_SCHEMA.names]
         return False, meta
@@ -49,16 +60,54 @@ def check_unique_ids(path: Path) -> tuple[bool, dict[str, Any]]:
     }
 
 
-def check_license_present(metadata_path: Path, quarantine_path: Path | None = None) -> tuple[bool, dict[str, Any]]:
-    """Every accepted row names a license; unlicensed items are counted in quarantine, not in training."""
-    df = pl.read_parquet(metadata_path, columns=["unique_id", "metadata"])
-    missing = df.filter(~filled(struct_field("metadata", "license")))
-    meta: dict[str, Any] = {"rows": df.height, "missing_license": missing.height,
-                            "examples": missing["unique_id"].head(10).to_list()}
+# What each policy accepts as a row's license_source (null: the row names no license and no policy admits it).
+POLICY_SOURCES = {
+    "require": set(LICENSE_SOURCES) - {"config_default"},
+    "default": set(LICENSE_SOURCES),
+    "unknown": (set(LICENSE_SOURCES) - {"config_default"}) | {NO_LICENSE},
+}
+
+
+def _policy_violation(policy: LicensePolicy, license_: str | None, source: str | None) -> str | None:
+    if source not in POLICY_SOURCES[policy.kind]:
+        return f"license_source {source!r} under policy {policy}"
+    if source == "config_default" and license_ != policy.license:
+        return f"config default {license_!r} is not the policy's {policy.license!r}"
+    if (source == NO_LICENSE) != (not license_):
+        return f"license {license_!r} with license_source {source!r}"
+    return None
+
+
+def check_license_policy(metadata_path: Path, quarantine_path: Path | None, cfg: MetadataConfig
+                         ) -> tuple[bool, dict[str, Any]]:
+    """Every accepted row's license agrees with its source's metadata.license_policy: `require` rows name a
+    stated license, `default` rows a stated one or the configured default, `unknown` rows a stated one or
+    none ('none'). Counts rows by license_source and the items quarantined for a missing license."""
+    df = pl.read_parquet(metadata_path, columns=["unique_id", "source", "metadata"])
+    has_source = "license_source" in dict(df.schema["metadata"].to_schema())
+    lic = struct_field("metadata", "license")
+    src = struct_field("metadata", "license_source") if has_source else pl.lit(None, pl.String)
+    rows = df.select("unique_id", "source", lic.alias("license"), src.alias("license_source")).iter_rows()
+    bad = {}
+    for uid, source, license_, license_source in rows:
+        if not has_source:  # a schema v1 file: only "every row has a license" can be checked
+            problem = None if license_ else "no license (schema v1 file: rematerialize it)"
+        else:
+            problem = _policy_violation(cfg.license_policy_for(source), license_, license_source)
+        if problem:
+            bad[uid] = problem
+    by_source = df.select(src.fill_null("null").alias("s"))["s"].value_counts()
+    meta: dict[str, Any] = {
+        "rows": df.height,
+        "policies": {s: str(cfg.license_policy_for(s)) for s in sorted(set(df["source"].to_list()))},
+        "by_license_source": dict(sorted(by_source.iter_rows())),
+        "violations": len(bad),
+        "examples": dict(list(bad.items())[:10]),
+    }
     if quarantine_path is not None and Path(quarantine_path).exists():
         q = pl.read_parquet(quarantine_path, columns=["reason_codes"])
         meta["quarantined_for_license"] = q.filter(pl.col("reason_codes").list.contains("license missing")).height
-    return missing.height == 0, meta
+    return not bad, meta
 
 
 def check_quarantine(
@@ -89,24 +138,29 @@ def _md(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool)) or value is None else dg.MetadataValue.json(value)
 
 
-def _batch_file(context: dg.AssetCheckExecutionContext, storage: StorageResource, name: str) -> Path:
-    return storage.metadata_dir(context.partition_key) / name
+def _batch_file(context: dg.AssetCheckExecutionContext, storage: StorageResource, kind: str) -> Path:
+    """The batch's metadata file of `kind` (metadata, quarantine, duplicates), as a local file."""
+    return storage.store.local_path(storage.layout.metadata_files(context.partition_key)[kind])
 
 
 @dg.asset_check(asset=media_metadata, blocking=True, description="The Parquet has the unified schema and every row passes the Pandera model.")
 def metadata_schema(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    return _result(*check_metadata_file(_batch_file(context, storage, METADATA_FILE)))
+    return _result(*check_metadata_file(_batch_file(context, storage, "metadata")))
 
 
 @dg.asset_check(asset=media_metadata, blocking=True, description="unique_id is unique and never null.")
 def metadata_unique_ids(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    return _result(*check_unique_ids(_batch_file(context, storage, METADATA_FILE)))
+    return _result(*check_unique_ids(_batch_file(context, storage, "metadata")))
 
 
-@dg.asset_check(asset=media_metadata, blocking=True, description="Every accepted row names a license; unlicensed items are in quarantine.")
-def metadata_license_present(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-    return _result(*check_license_present(
-        _batch_file(context, storage, METADATA_FILE), _batch_file(context, storage, QUARANTINE_FILE)
+@dg.asset_check(asset=media_metadata, blocking=True,
+                description="Every accepted row's license agrees with its source's metadata.license_policy.")
+def metadata_license_present(
+    context: dg.AssetCheckExecutionContext, storage: StorageResource, pipeline: PipelineConfigResource
+) -> dg.AssetCheckResult:
+    return _result(*check_license_policy(
+        _batch_file(context, storage, "metadata"), _batch_file(context, storage, "quarantine"),
+        pipeline.load().metadata,
     ))
 
 
@@ -115,9 +169,9 @@ def metadata_quarantine(
     context: dg.AssetCheckExecutionContext, storage: StorageResource, pipeline: PipelineConfigResource
 ) -> dg.AssetCheckResult:
     passed, meta = check_quarantine(
-        _batch_file(context, storage, METADATA_FILE),
-        _batch_file(context, storage, QUARANTINE_FILE),
-        _batch_file(context, storage, DUPLICATES_FILE),
+        _batch_file(context, storage, "metadata"),
+        _batch_file(context, storage, "quarantine"),
+        _batch_file(context, storage, "duplicates"),
         pipeline.load().metadata,
     )
     return _result(passed, meta, severity=dg.AssetCheckSeverity.WARN)

@@ -16,14 +16,20 @@ import polars as pl
 import pyarrow as pa_arrow
 from pandera.config import ValidationDepth, config_context
 
-from mm_assets.config import SOURCE_NAME
+from mm_assets.config.pipeline import SOURCE_NAME
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2: metadata.license_source and metadata.upload_date_source (v1 files still read)
 MODALITIES = ("text", "audio", "video", "image")  # canonical order of `modalities` and `data_paths`
 LOG_STATUSES = ("success", "failed", "skipped")
 # BCP 47 with an ISO 639 primary subtag: "en", "zh-Hans", "pt-BR" (3 letters only where 639-1 has no code).
 LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 SHA256_HEX = r"^[0-9a-f]{64}$"
+# Where a row's license came from; "page" is an item crawled before the crawl recorded which part of the page.
+# "none": no license stated and the source's metadata.license_policy is `unknown` (a null license, kept).
+LICENSE_SOURCES = ("page_json_ld", "page_html", "page", "info_json", "config_default")
+NO_LICENSE = "none"
+# Where upload_date came from; http_last_modified is yt-dlp's generic extractor reading the Last-Modified header.
+UPLOAD_DATE_SOURCES = ("page_json_ld", "page_opengraph", "page", "info_json", "http_last_modified")
 
 _s, _f64, _i32 = pa_arrow.string(), pa_arrow.float64(), pa_arrow.int32()
 RESOLUTION_TYPE = pa_arrow.struct([("width", _i32), ("height", _i32)])
@@ -44,7 +50,9 @@ METADATA_ARROW_SCHEMA = pa_arrow.schema(
                     ("title", _s),
                     ("description", _s),
                     ("license", _s),
+                    ("license_source", _s),
                     ("upload_date", pa_arrow.date32()),
+                    ("upload_date_source", _s),
                     ("duration_seconds", _f64),
                     ("resolution", RESOLUTION_TYPE),
                     ("sample_rate_hz", _i32),
@@ -112,7 +120,17 @@ CHECK_REASONS: dict[str, tuple[str, str, str | None]] = {
         "every listed modality needs a data_paths entry and every data_paths entry a listed modality",
         "data_paths",
     ),
-    "license_present": ("license missing", "metadata.license is null or empty", "metadata.license"),
+    "license_present": ("license missing", "neither the page nor yt-dlp states a license", None),
+    "license_source_valid": (
+        "bad license_source",
+        f"metadata.license_source must be one of {list(LICENSE_SOURCES)} with a license, or {NO_LICENSE!r} without",
+        "metadata.license_source",
+    ),
+    "upload_date_source_valid": (
+        "bad upload_date_source",
+        f"metadata.upload_date_source must be one of {list(UPLOAD_DATE_SOURCES)} with a date, null without",
+        "metadata.upload_date_source",
+    ),
     "duration_valid": (
         "bad duration",
         "metadata.duration_seconds must be a finite number >= 0",
@@ -206,7 +224,25 @@ class MediaMetadata(pa.DataFrameModel):
 
     @pa.check("metadata", name="license_present")
     def _license(cls, data):
-        return data.lazyframe.select(filled(struct_field("metadata", "license")))
+        """A license, or license_source 'none': the ETL writes 'none' only under the `unknown` policy."""
+        lic, src = struct_field("metadata", "license"), struct_field("metadata", "license_source")
+        # A null metadata struct is not_nullable's failure, not a license policy's.
+        ok = pl.col("metadata").is_null() | filled(lic) | (src == NO_LICENSE)
+        return data.lazyframe.select(ok.fill_null(False))
+
+    @pa.check("metadata", name="license_source_valid")
+    def _license_source(cls, data):
+        lic, src = struct_field("metadata", "license"), struct_field("metadata", "license_source")
+        ok = (pl.when(src.is_null()).then(~filled(lic))  # null, null: license_present explains it
+              .when(src == NO_LICENSE).then(lic.is_null())
+              .otherwise(src.is_in(LICENSE_SOURCES) & filled(lic)))
+        return data.lazyframe.select(ok.fill_null(False))
+
+    @pa.check("metadata", name="upload_date_source_valid")
+    def _upload_date_source(cls, data):
+        day, src = struct_field("metadata", "upload_date"), struct_field("metadata", "upload_date_source")
+        ok = pl.when(day.is_null()).then(src.is_null()).otherwise(src.is_in(UPLOAD_DATE_SOURCES))
+        return data.lazyframe.select(ok.fill_null(False))
 
     @pa.check("metadata", name="duration_valid")
     def _duration(cls, data):
@@ -272,10 +308,13 @@ def _reason(check: str, column: str, row: dict[str, Any]) -> str:
     code, what, path = CHECK_REASONS.get(check, (f"failed check {check}", f"{column} failed {check}", column))
     if check == "not_nullable":
         return f"{code}: {column} is null"
+    if check == "license_present":  # only `require` leaves a row without a license and without 'none'
+        return (f"{code}: {what} and metadata.license_policy.{row.get('source')} is require (set it to "
+                "unknown or {default: <SPDX id or URL>} to keep such items)")
     if path is None:
         return f"{code}: {what}"
     value = _value_at(row, path)
-    if check == "license_present" or value is None:
+    if value is None:
         return f"{code}: {what}"
     return f"{code}: {path} = {str(value)[:120]!r}; {what}"
 

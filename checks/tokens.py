@@ -8,9 +8,8 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from mm_assets.config import PipelineConfig
-from mm_assets.etl.metadata import METADATA_FILE
-from mm_assets.tokens.assets import TOKEN_ASSETS, token_file
+from mm_assets.config.pipeline import PipelineConfig
+from mm_assets.tokens.assets import TOKEN_ASSETS
 from mm_assets.tokens.store import read_identity, read_tokens
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
@@ -81,15 +80,16 @@ def _token_checks(asset: dg.AssetsDefinition) -> list[dg.AssetChecksDefinition]:
                     description="Codes inside the codebook, levels as configured, rate consistent, no empty item.")
     def codes_valid(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
                     storage: StorageResource) -> dg.AssetCheckResult:
-        batch = context.partition_key
-        passed, meta = check_tokens(token_file(storage, batch, modality),
-                                    storage.metadata_dir(batch) / METADATA_FILE, modality, pipeline.load())
+        batch, local = context.partition_key, storage.store.local_path
+        passed, meta = check_tokens(local(storage.layout.token_file(batch, modality)),
+                                    local(storage.layout.metadata_file(batch)), modality, pipeline.load())
         return dg.AssetCheckResult(passed=passed, metadata=meta)
 
     @dg.asset_check(asset=asset, name="tokenizer_weights_pretrained",
                     description="Warns when codes come from randomly initialised weights (demo/tests only).")
     def weights_pretrained(context: dg.AssetCheckExecutionContext, storage: StorageResource) -> dg.AssetCheckResult:
-        identity = read_identity(token_file(storage, context.partition_key, modality))
+        token_file = storage.layout.token_file(context.partition_key, modality)
+        identity = read_identity(storage.store.local_path(token_file))
         weights = identity.get("weights", "none")
         return dg.AssetCheckResult(passed=weights != "random", severity=dg.AssetCheckSeverity.WARN,
                                    metadata={"weights": weights, "weights_sha256": str(identity.get("weights_sha256"))})

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mm_assets.config import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError, load_config
+from mm_assets.config.base import DEFAULT_CONFIG, PROJECT_ROOT, ConfigError
+from mm_assets.config.pipeline import load_config
 
 
 def _use_project_instance() -> None:
@@ -21,8 +22,13 @@ def _use_project_instance() -> None:
 def _instance():
     import dagster as dg
 
+    from mm_assets.orphan_runs import fail_orphaned_runs
+
     _use_project_instance()
-    return dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.get()
+    for run_id in fail_orphaned_runs(instance):  # SIGKILLed earlier: nothing else ends them (orphan_runs.py)
+        print(f"mm: run {run_id} was left STARTED by a process that is gone; marked it failed", file=sys.stderr)
+    return instance
 
 
 def cmd_add_batch(args: argparse.Namespace) -> int:
@@ -46,22 +52,33 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def _run_then_refresh(config: Path, job: str, partition_key: str, refresh: str, instance) -> bool:
-    """Materialize `job` for one partition, then the unpartitioned `refresh` job; True when both succeed."""
+    """Materialize `job` for one partition, then the unpartitioned `refresh` job; True when both succeed.
+
+    Each run is tagged with this process (so a later `mm` can fail it if the process dies) and logs to the
+    console without interrupt tracebacks; an interrupt between the two runs stops before the second."""
+    from mm_assets.console_log import cli_console_logger
     from mm_assets.definitions import build_definitions
+    from mm_assets.interrupts import raise_if_interrupted
+    from mm_assets.orphan_runs import owner_tags
 
     defs = build_definitions(config)
-    run = defs.resolve_job_def(job).execute_in_process(
-        partition_key=partition_key, instance=instance, raise_on_error=False, run_config=QUIET
-    )
-    if not run.success:
-        return False
-    return defs.resolve_job_def(refresh).execute_in_process(instance=instance, raise_on_error=False,
-                                                             run_config=QUIET).success
+
+    def execute(name: str, **kwargs) -> bool:
+        job_def = defs.resolve_job_def(name).with_logger_defs({"console": cli_console_logger})
+        return job_def.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET,
+                                          tags=owner_tags(), **kwargs).success
+
+    ok = execute(job, partition_key=partition_key)
+    raise_if_interrupted()
+    return ok and execute(refresh)
 
 
 def run_ingest(config: Path, batch: str, instance=None) -> bool:
     """Materialize one batch (crawl, metadata, tokens, shard + checks), then refresh the catalog."""
     return _run_then_refresh(config, "ingest_batch", batch, "refresh_catalog", instance or _instance())
+
+
+EXIT_QUARANTINE = 3  # `mm ingest --strict`: the run succeeded, but too much of the batch is quarantined
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -71,7 +88,27 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if not instance.has_dynamic_partition(crawl_batches.name, args.batch):
         print(f"mm: no crawl batch {args.batch!r}; register it with `mm crawl add-batch FILE`", file=sys.stderr)
         return 2
-    return 0 if run_ingest(args.config, args.batch, instance) else 1
+    ok = run_ingest(args.config, args.batch, instance)
+    over_limit = print_ingest_summary(args.config, args.batch)
+    if not ok:
+        return 1
+    return EXIT_QUARANTINE if over_limit and args.strict else 0
+
+
+def print_ingest_summary(config: Path, batch: str) -> bool:
+    """The batch's closing summary on stdout, read from the files the run wrote; a warning on stderr when its
+    quarantined share passes metadata.quarantine_max_fraction. True when it does."""
+    from mm_assets.crawl.batch import load_batch
+    from mm_assets.definitions import build_resources
+    from mm_assets.etl.summary import format_quarantine_warning, format_summary, read_ingest_summary
+
+    cfg, storage = load_config(config), build_resources(config)["storage"]
+    info, _ = load_batch(storage, batch)
+    summary = read_ingest_summary(storage, batch=batch, source=info.source, cfg=cfg)
+    print("\n".join(format_summary(summary)))
+    if summary.over_limit:
+        print("\n".join(f"mm: {line}" for line in format_quarantine_warning(summary)), file=sys.stderr)
+    return summary.over_limit
 
 
 def run_experiment(config: Path, experiment: str, instance=None) -> bool:
@@ -85,13 +122,18 @@ def run_experiment(config: Path, experiment: str, instance=None) -> bool:
 
 
 def _load_experiment(args: argparse.Namespace):
-    from mm_assets.train.experiments import load_experiment_file
+    from mm_assets.train.launch.experiment import load_experiment
 
-    return load_experiment_file(load_config(args.config), args.config, args.experiment)[0]
+    return load_experiment(load_config(args.config), args.experiment)
 
 
 def cmd_train_run(args: argparse.Namespace) -> int:
-    _load_experiment(args)  # a bad experiment file fails here, before anything is registered
+    from mm_assets.definitions import build_resources
+    from mm_assets.train.launch.preflight import launch_preflight
+
+    # The whole launch validation (the blend's shards and vocabulary, world size, batches, heads, layers, …)
+    # fails here, before a partition is registered or a file written.
+    launch_preflight(_load_experiment(args), build_resources(args.config)["storage"])
     return 0 if run_experiment(args.config, args.experiment) else 1
 
 
@@ -115,14 +157,16 @@ def vocab_size_arg(text: str) -> int:
 def cmd_train_render(args: argparse.Namespace) -> int:
     """Print (or write) the Megatron arguments and sbatch script, without shards: vocab from_shards stays open."""
     from mm_assets.definitions import build_resources
-    from mm_assets.train.blend_assets import shard_resolver
-    from mm_assets.train.config import ShardVocab
-    from mm_assets.train.sbatch import render_launch
+    from mm_assets.shards.vocab import ShardVocab
+    from mm_assets.train.launch.preflight import shard_resolver
+    from mm_assets.train.launch.run_folders import RunFolders
+    from mm_assets.train.launch.sbatch import render_launch
 
     exp = _load_experiment(args)
     vocab = ShardVocab(vocab_size=args.vocab_size, eod_id=args.vocab_size - 2, pad_id=args.vocab_size - 1) \
         if args.vocab_size is not None else None
-    files = render_launch(exp, vocab=vocab, shard_prefix=shard_resolver(build_resources(args.config)["storage"]))
+    storage = build_resources(args.config)["storage"]
+    files = render_launch(exp, RunFolders.of(exp, storage), vocab=vocab, shard_prefix=shard_resolver(storage))
     if args.out:
         for kind, path in files.write(Path(args.out)).items():
             print(f"{kind}: {path}")
@@ -134,12 +178,14 @@ def cmd_train_render(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    """Read-only SQL on the catalog; needs only the storage layout, so it starts without Dagster."""
+    """Read-only SQL on the catalog; needs only the layout and the store, so it starts without Dagster."""
     from mm_assets.etl.catalog import format_rows, run_query
-    from mm_assets.layout import StorageLayout
+    from mm_assets.storage.layout import ArtifactLayout
+    from mm_assets.storage.store import open_store
 
-    storage = StorageLayout(load_config(args.config).storage_root)
-    cols, rows = run_query(storage.catalog_path(), args.sql, root=storage.root_path)
+    cfg = load_config(args.config)
+    cols, rows = run_query(open_store(cfg.storage_root, cfg.storage_scratch).local_path(ArtifactLayout().catalog()),
+                           args.sql)
     print(format_rows(cols, rows, args.format))
     return 0
 
@@ -169,13 +215,20 @@ def cmd_monitor_render(args: argparse.Namespace) -> int:
 
 def cmd_monitor_stack(args: argparse.Namespace) -> int:
     """The loopback stack's prometheus.yml and alertmanager.yml (scripts/monitoring/start.sh calls this)."""
-    from mm_assets.layout import StorageLayout
     from mm_assets.monitor.deploy import write_stack_configs
+    from mm_assets.storage.layout import ArtifactLayout
+    from mm_assets.storage.store import open_store
 
     cfg = load_config(args.config)
+    targets = args.targets_dir
+    if targets is None:
+        if cfg.storage_root.startswith("s3://"):
+            raise ConfigError(f"storage.root {cfg.storage_root} is object storage, which Prometheus cannot read: "
+                              "pass --targets-dir, a local folder synced from its monitoring/targets/")
+        targets = open_store(cfg.storage_root, cfg.storage_scratch).local_dir(ArtifactLayout().monitoring_targets())
     written = write_stack_configs(
         Path(args.out).resolve(), rules_dir=Path(args.rules_dir).resolve(),
-        targets_dir=StorageLayout(cfg.storage_root).monitoring_targets_dir(), prometheus=args.prometheus,
+        targets_dir=Path(targets).resolve(), prometheus=args.prometheus,
         pushgateway=args.pushgateway, alertmanager=args.alertmanager, interval=args.interval,
         group_wait=args.group_wait, group_interval=args.group_interval, webhooks=args.webhook)
     for path in written.values():
@@ -203,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = sub.add_parser("ingest", help="crawl one batch, build its metadata, refresh the catalog")
     ingest.add_argument("batch", help="crawl batch partition key, e.g. youtube-2026-11-29")
+    ingest.add_argument("--strict", action="store_true", help=f"exit {EXIT_QUARANTINE} when the quarantined share "
+                        "of the batch passes metadata.quarantine_max_fraction (default: warn only)")
     ingest.set_defaults(func=cmd_ingest)
 
     query = sub.add_parser("query", help="run SQL against the DuckDB metadata catalog")
@@ -235,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     stack = monitor_sub.add_parser("stack-config", help="prometheus.yml + alertmanager.yml for a loopback stack")
     stack.add_argument("--out", required=True, help="folder for the two files")
     stack.add_argument("--rules-dir", default=str(PROJECT_ROOT / "deploy" / "prometheus"))
+    stack.add_argument("--targets-dir", help="the file_sd folder Prometheus reads (default: the local storage "
+                                             "root's monitoring/targets/)")
     stack.add_argument("--prometheus", default="127.0.0.1:9090", help="Prometheus host:port (scraped by itself)")
     stack.add_argument("--pushgateway", default="127.0.0.1:9091", help="Pushgateway host:port")
     stack.add_argument("--alertmanager", default="127.0.0.1:9093", help="Alertmanager host:port")
@@ -251,6 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _after_interrupt(args: argparse.Namespace) -> str:
+    """What a user can do after Ctrl-C / SIGTERM: everything `mm` writes is published whole or not at all."""
+    if args.command == "ingest":
+        return (f"items published so far are kept; `mm ingest {args.batch}` continues the batch "
+                "(partial downloads resume where they stopped)")
+    return "nothing was half-written; run the same command again to continue"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.config = args.config.resolve()
@@ -258,12 +323,19 @@ def main(argv: list[str] | None = None) -> int:
         args.file = str(Path(args.file).resolve())
     from mm_assets.crawl.batch import BatchError
     from mm_assets.etl.catalog import CatalogError
+    from mm_assets.interrupts import Interrupted, raise_if_interrupted, watch_interrupts
 
     try:
-        return args.func(args)
+        with watch_interrupts():
+            code = args.func(args)
+            raise_if_interrupted()  # a signal Dagster handled ended its run as failed; say why, once
+            return code
     except (ConfigError, BatchError, CatalogError) as err:
         print(f"mm: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(f"mm: {stop}: {_after_interrupt(args)}", file=sys.stderr)
+        return stop.exit_code
 
 
 if __name__ == "__main__":

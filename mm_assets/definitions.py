@@ -9,20 +9,22 @@ import dagster as dg
 from checks.catalog import catalog_row_count
 from checks.crawl import every_item_accounted_for
 from checks.metadata import METADATA_CHECKS
+from checks.records import one_row_per_experiment
 from checks.shards import SHARD_CHECKS
 from checks.tokens import TOKEN_CHECKS
-from checks.training_log import TRAINING_LOG_CHECKS
-from mm_assets.config import DEFAULT_CONFIG, load_config
+from checks.train import TRAIN_CHECKS
+from mm_assets.config.base import DEFAULT_CONFIG
+from mm_assets.config.pipeline import load_config
 from mm_assets.crawl.assets import raw_media
 from mm_assets.crawl.sensors import batch_manifest_sensor
 from mm_assets.etl.assets import media_metadata, metadata_catalog
 from mm_assets.jobs import catalog_job, ingest_batch_job, records_job, train_experiment_job
 from mm_assets.monitor.sensor import alert_sensor
+from mm_assets.records.assets import experiment_records
 from mm_assets.shards.assets import token_shards
 from mm_assets.tokens.assets import TOKEN_ASSETS
-from mm_assets.train.assets import TRAIN_CHECKS, checkpoint, training_log
-from mm_assets.train.blend_assets import blend_complete, training_blend
-from mm_assets.train.records import experiment_records, one_row_per_experiment
+from mm_assets.train.assets import checkpoint, training_blend, training_log
+from resources.compute import ComputeResource
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
 from resources.ytdlp import YtDlpResource
@@ -33,8 +35,10 @@ def build_resources(config_path: str | Path) -> dict[str, dg.ConfigurableResourc
     cfg = load_config(config_path)
     return {
         "pipeline": PipelineConfigResource(path=str(Path(config_path).resolve())),
-        "storage": StorageResource(root=str(cfg.storage_root)),
+        "storage": StorageResource(root=cfg.storage_root, scratch=cfg.storage_scratch),
         "crawler": YtDlpResource(**cfg.crawl.model_dump()),
+        "compute": ComputeResource(**cfg.compute.model_dump(exclude={"credentials_file"}),
+                                   credentials_file=str(cfg.credentials_path) if cfg.credentials_path else None),
     }
 
 
@@ -44,7 +48,7 @@ def build_definitions(config_path: str | Path = DEFAULT_CONFIG) -> dg.Definition
         assets=[raw_media, media_metadata, metadata_catalog, *TOKEN_ASSETS, token_shards,
                 training_blend, checkpoint, training_log, experiment_records],
         asset_checks=[every_item_accounted_for, *METADATA_CHECKS, catalog_row_count, *TOKEN_CHECKS, *SHARD_CHECKS,
-                      blend_complete, *TRAIN_CHECKS, *TRAINING_LOG_CHECKS, one_row_per_experiment],
+                      *TRAIN_CHECKS, one_row_per_experiment],
         jobs=[ingest_batch_job, catalog_job, train_experiment_job, records_job],
         sensors=[batch_manifest_sensor, alert_sensor(alerts.interval_s)],
         resources=build_resources(config_path),

@@ -1,100 +1,79 @@
-"""The local compute backend: a training (or any) command as a subprocess under Dagster Pipes.
+"""Compute as a Dagster resource: where jobs run (a local subprocess, or Slurm), behind one call.
 
-The embedded default needs no cluster: the same rendered program and arguments that Slurm would start run
-here, their output goes to the run's log file (what the training_log asset parses) and into the Dagster log,
-and a terminated Dagster run terminates the process group.
+The `checkpoint` asset (and later the eval jobs) describe a job once, as a `JobSpec` holding every rendering
+(the program for the local backend, the sbatch script for Slurm), and `ComputeResource.run` starts it on the
+configured backend through Dagster Pipes, streams its log into the Dagster log and to `on_line`, and returns
+the Pipes invocation (metadata `log`: where the job's output went; `slurm_job_id` on Slurm). A job's
+environment is the allow-list of `compute.job_env` (job_env.py).
+
+Watching a job from outside (monitoring) takes two callbacks: `on_start` hears where the job runs once it
+runs (Slurm allocates the nodes only then, and no log line names them), `on_line` every line of its log. The
+end needs none: `run` returns or raises.
 """
 
-import os
-import signal
-import socket
-import subprocess
-import time
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
 import dagster as dg
-from dagster._core.definitions.resource_annotation import TreatAsResourceParam
+from pydantic import Field
 
-from mm_assets.train.slurm_state import LogFollower, tail_lines
+from mm_assets.config.pipeline import ComputeConfig, existing_credentials_file
+from resources.job_env import job_environment
+from resources.local import LocalPipesClient
+from resources.slurm.client import SlurmPipesClient
 
-
-class JobObserver(Protocol):
-    """Watches a job from outside it (e.g. the metrics publisher): its nodes once it runs, then its output lines
-    as the client streams them. Both compute clients call it; it must not raise."""
-
-    def job_started(self, job_id: str | None, nodes: list[str]) -> None: ...
-
-    def job_lines(self, lines: list[str]) -> None: ...
+_DEFAULTS = ComputeConfig()
 
 
-class LocalPipesClient(dg.PipesClient, TreatAsResourceParam):
-    """Runs `command` with the Pipes bootstrap in its environment; stdout+stderr appended to `log_path`."""
+@dataclass(frozen=True)
+class JobSpec:
+    """One job, rendered for every backend."""
 
-    def __init__(self, *, poll_interval_s: float = 1.0, log_tail_lines: int = 50, terminate_timeout_s: float = 30.0):
-        self.poll_interval_s = poll_interval_s
-        self.log_tail_lines = log_tail_lines
-        self.terminate_timeout_s = terminate_timeout_s
+    name: str  # the job's name (Slurm's --job-name)
+    command: list[str]  # the program and its arguments: what the local backend runs
+    sbatch: str  # the batch script: what the Slurm backend submits (its #SBATCH --output names the log)
+    log: Path  # the local backend appends the job's stdout and stderr here
+    pipes_dir: Path  # the Pipes context and messages (on Slurm, a folder per job inside): both ends see it
+    env: Mapping[str, str] = field(default_factory=dict)  # the job's whole environment (ComputeResource.job_env)
+    on_line: Callable[[str], None] | None = None  # hears each line of the job's log as it is written
+    # hears (Slurm job id or None, host names) when the job starts running (again, after a requeue)
+    on_start: Callable[[str | None, list[str]], None] | None = None
 
-    @classmethod
-    def _is_dagster_maintained(cls) -> bool:
-        return False
 
-    def run(self, *, context: dg.AssetExecutionContext, command: list[str], log_path: Path,
-            env: dict[str, str] | None = None, extras: dict[str, Any] | None = None,
-            observer: JobObserver | None = None) -> dg.PipesClientCompletedInvocation:
-        log_path = Path(log_path)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        folder = log_path.parent
-        with dg.open_pipes_session(
-            context=context,
-            context_injector=dg.PipesFileContextInjector(str(folder / "pipes-context.json")),
-            message_reader=dg.PipesFileMessageReader(str(folder / "pipes-messages.jsonl")),
-            extras=extras,
-        ) as session:
-            full_env = {**os.environ, **(env or {}), **session.get_bootstrap_env_vars()}
-            context.log.info(f"starting {command[:4]}... (log: {log_path})")
-            with open(log_path, "ab") as out:
-                proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=full_env,
-                                        start_new_session=True)
-            follower = LogFollower(log_path)
-            if observer is not None:
-                observer.job_started(None, [socket.gethostname()])
-            try:
-                while proc.poll() is None:
-                    time.sleep(self.poll_interval_s)
-                    self._stream(context, follower, observer)
-            except BaseException:
-                self._terminate(proc)
-                context.log.warning(f"terminated the local job (pid {proc.pid})")
-                raise
-            self._stream(context, follower, observer, final=True)
-            if proc.returncode != 0:
-                tail = "\n".join(tail_lines(log_path, self.log_tail_lines))
-                raise dg.Failure(
-                    description=f"local job exited with code {proc.returncode}; last lines of {log_path}:\n{tail}",
-                    metadata={"exit_code": proc.returncode, "log": dg.MetadataValue.path(str(log_path)),
-                              "log_tail": dg.MetadataValue.md(f"```\n{tail}\n```")},
-                )
-        return dg.PipesClientCompletedInvocation(session, metadata={"exit_code": 0, "log": str(log_path)})
+class ComputeResource(dg.ConfigurableResource):
+    """The fields mirror ComputeConfig (configs/pipeline.yaml `compute:`), which validates them."""
 
-    @staticmethod
-    def _stream(context: dg.AssetExecutionContext, follower: LogFollower, observer: JobObserver | None,
-                final: bool = False) -> None:
-        lines = follower.read(final=final)
-        if lines:
-            context.log.info("\n".join(lines))
-            if observer is not None:
-                observer.job_lines(lines)
+    backend: str = _DEFAULTS.backend
+    slurm_conf: str | None = _DEFAULTS.slurm_conf
+    poll_interval_s: float = _DEFAULTS.poll_interval_s
+    log_tail_lines: int = _DEFAULTS.log_tail_lines
+    job_env: list[str] = Field(default_factory=lambda: list(_DEFAULTS.job_env))
+    credentials_file: str | None = None  # resolved; checked when a job is built
 
-    def _terminate(self, proc: subprocess.Popen) -> None:
-        for sig, wait in ((signal.SIGTERM, self.terminate_timeout_s), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                proc.wait(timeout=wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+    @property
+    def compute_config(self) -> ComputeConfig:
+        """The validated settings (a bad value fails here, with its name)."""
+        return ComputeConfig(**{name: getattr(self, name) for name in ComputeConfig.model_fields})
+
+    def environment(self, values: Mapping[str, str] | None = None) -> dict[str, str]:
+        """A job's whole environment: the allow-list, and `values` (the experiment's cluster.env) where the
+        backend does not set them itself (an sbatch script exports them). ConfigError for a missing
+        compute.credentials_file, before anything is started."""
+        cfg = self.compute_config
+        own = dict(values or {}) if cfg.backend == "local" else {}
+        return job_environment(cfg.job_env, own, credentials_file=existing_credentials_file(self.credentials_file))
+
+    def run(self, context: dg.AssetExecutionContext, job: JobSpec) -> dg.PipesClientCompletedInvocation:
+        """Run `job` on the configured backend and wait for it; dg.Failure (with metadata `log`) when it fails."""
+        cfg = self.compute_config
+        if cfg.backend == "slurm":
+            client = SlurmPipesClient(shared_dir=job.pipes_dir, slurm_conf=cfg.slurm_conf,
+                                      poll_interval_s=cfg.poll_interval_s, log_tail_lines=cfg.log_tail_lines)
+            return client.run(context=context, script=job.sbatch, job_name=job.name, env=job.env,
+                              on_line=job.on_line, on_start=job.on_start)
+        client = LocalPipesClient(poll_interval_s=min(cfg.poll_interval_s, 2.0), log_tail_lines=cfg.log_tail_lines)
+        return client.run(context=context, command=job.command, log_path=job.log, pipes_dir=job.pipes_dir,
+                          env=job.env, on_line=job.on_line, on_start=job.on_start)

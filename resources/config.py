@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from functools import cached_property
-
 import dagster as dg
 
-from mm_assets.config import PipelineConfig, load_config
+from mm_assets.config.pipeline import PipelineConfig, load_config
 
 
 class PipelineConfigResource(dg.ConfigurableResource):
-    """configs/pipeline.yaml (or another file), loaded and validated once per process."""
+    """configs/pipeline.yaml (or another file); `load` gives the process's one loaded PipelineConfig."""
 
     path: str
 
-    @cached_property
-    def _config(self) -> PipelineConfig:
-        return load_config(self.path)
-
     def load(self) -> PipelineConfig:
-        return self._config
+        return load_config(self.path)

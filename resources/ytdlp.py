@@ -1,22 +1,15 @@
-"""yt-dlp as a Dagster resource: the crawl settings, and one call that crawls a batch's entries.
+"""yt-dlp as a Dagster resource: the crawl settings (`crawl:` of the pipeline config), shown in the UI.
 
-A thin adapter: the worker pool, ids, probing and error classes live in mm_assets/crawl/. Built from the
+The `raw_media` asset runs the worker pool (mm_assets/crawl/pool.py) with `crawl_config`. Built from the
 pipeline config with `YtDlpResource(**cfg.crawl.model_dump())`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import dagster as dg
 from pydantic import Field
 
-from mm_assets.config import CrawlConfig
-from mm_assets.crawl.batch import BatchInfo, ManifestEntry
-from mm_assets.crawl.pool import crawl_entries
-from mm_assets.crawl.records import CrawlRecord
-from mm_assets.crawl.worker import CrawlTarget
-from resources.storage import StorageResource
+from mm_assets.config.pipeline import CrawlConfig
 
 _DEFAULTS = CrawlConfig()
 
@@ -36,29 +29,10 @@ class YtDlpResource(dg.ConfigurableResource):
     item_timeout_s: float = _DEFAULTS.item_timeout_s
     socket_timeout_s: float = _DEFAULTS.socket_timeout_s
     retries: int = _DEFAULTS.retries
+    partial_max_age_hours: float = _DEFAULTS.partial_max_age_hours
+    partial_max_gb: float = _DEFAULTS.partial_max_gb
 
     @property
     def crawl_config(self) -> CrawlConfig:
         """The validated settings (a bad value fails here, with its name)."""
         return CrawlConfig(**{name: getattr(self, name) for name in CrawlConfig.model_fields})
-
-    def crawl_batch(
-        self,
-        storage: StorageResource,
-        batch: BatchInfo,
-        entries: list[ManifestEntry],
-        progress: Callable[[int, int, int], None] | None = None,
-    ) -> list[CrawlRecord]:
-        """Crawl `entries` into storage.item_dir(batch.source, id): one record per entry, ordered by line.
-
-        Items already published are not downloaded again (`ok` when this batch published them, else
-        `skipped`/`archived`). `progress(done, total, failures)` is called after each entry.
-        """
-        target = CrawlTarget(
-            root=str(storage.root_path),
-            raw_dir=str(storage.raw_source_dir(batch.source)),
-            staging_dir=str(storage.path(".staging", "crawl")),
-            source=batch.source,
-            batch=batch.batch,
-        )
-        return crawl_entries(target, self.crawl_config, entries, progress)

@@ -4,12 +4,19 @@
 - `bad_site` / `bad_server`: corrupt media, no audio, cp1252 subtitles, a shell-metacharacter title, a `../`
   id, a trickling download, malformed JSON-LD (build_bad_site); `pwn_marker` is the file the title would
   `touch` if it ever reached a shell.
+- `web_site` / `web_server`: ordinary pages without license metadata, served with a fixed Last-Modified, a
+  duplicate pair whose original is quarantined and a third copy for a second batch (build_web_site).
 - `demo_manifest`: the demo site's URLs written as sources/demo/site.txt under a temp project folder.
+- `slurm_cluster` (session): the local Slurm cluster (scripts/slurm/start.sh, DESIGN.md §9). start.sh reuses
+  whatever already runs and installs the Debian packages on a fresh machine (root needed); at the end only the
+  daemons this session's start.sh started are stopped. The cluster's folder is $MM_SLURM_DIR (/tmp/mm-slurm).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 # One BLAS/OpenMP thread per process on these 2-core machines: torch's default oversubscribes (DESIGN.md §9).
@@ -17,7 +24,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
-from mm_assets.demo import Trickle, build_bad_site, build_demo_site, serve, write_manifest
+from mm_assets.demo.media import build_bad_site, build_demo_site, build_web_site, write_manifest
+from mm_assets.demo.server import Trickle, serve
 
 SLOW = Trickle(chunk=64, interval_s=0.5)  # ~128 B/s: a 45 kB clip would take six minutes
 
@@ -49,6 +57,56 @@ def bad_server(bad_site):
         yield server
 
 
+@pytest.fixture(scope="session")
+def web_site(tmp_path_factory):
+    return build_web_site(tmp_path_factory.mktemp("web-site"), n_plain=2)
+
+
+@pytest.fixture(scope="session")
+def web_server(web_site):
+    with serve(web_site.root, last_modified=web_site.last_modified) as server:
+        yield server
+
+
 @pytest.fixture
 def demo_manifest(tmp_path, demo_site, demo_server) -> Path:
     return write_manifest(demo_site, demo_server.base_url, tmp_path / "sources" / "demo" / "site.txt")
+
+
+REPO = Path(__file__).resolve().parents[1]
+START = REPO / "scripts" / "slurm" / "start.sh"
+STOP = REPO / "scripts" / "slurm" / "stop.sh"
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    dir: Path
+
+    @property
+    def conf(self) -> Path:
+        return self.dir / "etc" / "slurm.conf"
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SLURM_CONF": str(self.conf)}
+
+    def run(self, *argv: str) -> subprocess.CompletedProcess:
+        """A Slurm command against this cluster (argv, no shell)."""
+        return subprocess.run(argv, env=self.env(), capture_output=True, text=True, timeout=60, check=False)
+
+
+def _recorded(path: Path) -> set[str]:
+    return set(path.read_text().split("\n")) - {""} if path.exists() else set()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> SlurmCluster:
+    cluster = SlurmCluster(Path(os.environ.get("MM_SLURM_DIR", "/tmp/mm-slurm")))
+    record = cluster.dir / "run" / "started"
+    before = _recorded(record)
+    proc = subprocess.run([str(START)], capture_output=True, text=True, timeout=900, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"{START} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}", pytrace=False)
+    ours = [line.split()[1] for line in _recorded(record) - before]
+    yield cluster
+    if ours:
+        subprocess.run([str(STOP), *ours], capture_output=True, text=True, timeout=120, check=False)

@@ -17,7 +17,6 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from mm_assets.demo.media import make_clip, vtt
-from mm_assets.etl.metadata import METADATA_FILE
 from mm_assets.partitions import crawl_batches
 from mm_assets.shards.assets import token_shards
 from mm_assets.tokens.assets import TOKEN_ASSETS
@@ -46,7 +45,7 @@ def write_media_batch(storage: StorageResource, batch: str, n: int, *, subtitles
     patterns = ("testsrc", "smptebars", "rgbtestsrc", "testsrc2")
     for i in range(n):
         uid = f"{batch}_{i}"
-        folder = storage.path("raw", "test", uid)
+        folder = storage.store.local_dir(storage.layout.item_dir("test", uid))
         folder.mkdir(parents=True)
         files = {
             "audio": write_wav(folder / f"{uid}.wav", 220 + 110 * i, seconds),
@@ -71,7 +70,7 @@ def write_metadata(storage: StorageResource, batch: str, items: dict[str, dict[s
         "metadata": pa.array([{"duration_seconds": seconds}] * len(items),
                              pa.struct([("duration_seconds", pa.float64())])),
     })
-    out = storage.metadata_dir(batch) / METADATA_FILE
+    out = storage.store.local_path(storage.layout.metadata_file(batch))
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out)
     return out

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mm_assets.config import parse_config
+from mm_assets.config.pipeline import parse_config
 from mm_assets.crawl.batch import BatchError, find_manifests, load_batch, parse_manifest, register_batch
 from resources.storage import StorageResource
 

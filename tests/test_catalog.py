@@ -2,15 +2,21 @@
 
 import json
 import os
+from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import duckdb
-
 from mm_assets.etl.catalog import EXAMPLE_QUERIES, CatalogError, build_catalog, format_rows, run_query
 from mm_assets.etl.read_only import connect_read_only
+from resources.storage import StorageResource
+
+
+def catalog_of(root) -> Path:
+    """Build the catalog of the storage root `root`; the database file."""
+    return Path(build_catalog(StorageResource(root=str(root))).url)
 
 
 def _write_batch(root, batch, rows):
@@ -32,8 +38,9 @@ def _row(uid, source, lang, seconds, license_):
 def test_views_count_every_batch_and_examples_run(tmp_path):
     _write_batch(tmp_path, "demo-a", [_row("demo_1", "demo", "en", 3600.0, "CC-BY-4.0"), _row("demo_2", "demo", "zh", 1800.0, "CC0-1.0")])
     _write_batch(tmp_path, "web-b", [_row("web_1", "web", "en", 1800.0, "CC-BY-4.0")])
+    result = build_catalog(StorageResource(root=str(tmp_path)))
     db = tmp_path / "catalog" / "metadata.duckdb"
-    result = build_catalog(tmp_path, db)
+    assert result.url == str(db)
     assert result.views == {"media_metadata": 3}
     assert result.files == {"media_metadata": 2}
     _, rows = run_query(db, "SELECT batch, count(*) FROM media_metadata GROUP BY 1 ORDER BY 1")
@@ -46,15 +53,14 @@ def test_views_count_every_batch_and_examples_run(tmp_path):
     assert dict(rows) == {"demo": 2, "web": 1}
     # A rebuild picks up a new batch and leaves no temp files behind.
     _write_batch(tmp_path, "web-c", [_row("web_2", "web", "fr", 60.0, "CC-BY-4.0")])
-    assert build_catalog(tmp_path, db).views["media_metadata"] == 4
+    assert build_catalog(StorageResource(root=str(tmp_path))).views["media_metadata"] == 4
     assert [p.name for p in db.parent.iterdir()] == ["metadata.duckdb"]
 
 
 def test_query_errors_are_clear(tmp_path):
     with pytest.raises(CatalogError, match="materialize metadata_catalog"):
         run_query(tmp_path / "none.duckdb", "SELECT 1")
-    db = tmp_path / "c.duckdb"
-    build_catalog(tmp_path, db)
+    db = catalog_of(tmp_path)
     with pytest.raises(CatalogError, match="query failed"):
         run_query(db, "SELECT * FROM no_such_view")
     with pytest.raises(CatalogError, match="refused: CREATE makes tables"):
@@ -77,7 +83,7 @@ def catalog(tmp_path):
     """A storage root with one batch and its catalog, and a folder outside the root holding readable files."""
     root = tmp_path / "root"
     _write_batch(root, "demo-a", [_row("demo_1", "demo", "en", 3600.0, "CC-BY-4.0")])
-    db = build_catalog(root, root / "catalog" / "metadata.duckdb").path
+    db = catalog_of(root)
     outside = tmp_path / "outside"
     outside.mkdir()
     pq.write_table(pa.table({"secret": ["outside"]}), outside / "x.parquet")

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mm_assets.etl.catalog import build_catalog
+from resources.storage import StorageResource
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -61,11 +62,13 @@ def catalog(tmp_path) -> Path:
     batch.parent.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist([
         {"unique_id": "web_1", "source": "web", "modalities": ["audio"],
-         "metadata": {"license": "CC-BY-4.0", "language": "en", "duration_seconds": 1800.0}},
+         "metadata": {"license": "CC-BY-4.0", "license_source": "page_json_ld", "upload_date_source": "page_json_ld",
+                      "language": "en", "duration_seconds": 1800.0}},
         {"unique_id": "web_2", "source": "web", "modalities": ["text"],
-         "metadata": {"license": "CC0-1.0", "language": "fr", "duration_seconds": None}},
+         "metadata": {"license": "CC0-1.0", "license_source": "page_html", "upload_date_source": "none",
+                      "language": "fr", "duration_seconds": None}},
     ]), batch)
-    build_catalog(tmp_path / "data", tmp_path / "data" / "catalog" / "metadata.duckdb")
+    build_catalog(StorageResource(root=str(tmp_path / "data")))
     return batch
 
 

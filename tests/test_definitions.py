@@ -25,6 +25,9 @@ def test_lineage_runs_crawl_to_records():
     assert parents("media_metadata") == {"raw_media"}
     assert parents("metadata_catalog") == {"media_metadata", "experiment_records"}
     assert parents("training_blend") == {"token_shards"}
+    # the blend reads the batches its experiment names, not every batch (mm_assets/train/lineage.py)
+    mapping = graph.get(dg.AssetKey("training_blend")).partition_mappings[dg.AssetKey("token_shards")]
+    assert isinstance(mapping, dg.SpecificPartitionsPartitionMapping) and list(mapping.partition_keys) == []
     assert parents("checkpoint") == {"training_blend"} and parents("training_log") == {"checkpoint"}
     assert parents("experiment_records") == {"checkpoint", "training_log"}
 
@@ -32,7 +35,9 @@ def test_lineage_runs_crawl_to_records():
 def test_resources_follow_the_config_file(tmp_path):
     (tmp_path / "configs").mkdir()
     cfg = tmp_path / "configs" / "pipeline.yaml"
-    cfg.write_text("storage: {root: elsewhere}\ncrawl: {workers: 3}\n")
+    cfg.write_text("storage: {root: elsewhere}\ncrawl: {workers: 3}\ncompute: {backend: slurm, poll_interval_s: 2}\n")
     resources = build_definitions(cfg).resources
     assert resources["storage"].root == str(tmp_path / "elsewhere")
+    assert resources["storage"].store.url("shards/b1") == str(tmp_path / "elsewhere" / "shards" / "b1")
     assert resources["crawler"].workers == 3
+    assert (resources["compute"].backend, resources["compute"].poll_interval_s) == ("slurm", 2)

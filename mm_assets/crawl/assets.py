@@ -2,33 +2,19 @@
 
 import time
 from collections import Counter
-from pathlib import Path
 
 import dagster as dg
 import yt_dlp
 
 from mm_assets.crawl.batch import load_batch
-from mm_assets.crawl.records import CrawlRecord, write_ledger
+from mm_assets.crawl.ledger import CrawlRecord, write_ledger
+from mm_assets.crawl.pool import crawl_batch
+from mm_assets.crawl.progress import CrawlProgress
 from mm_assets.monitor.data_counts import crawl_counts, publish_counts
 from mm_assets.partitions import crawl_batches
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
 from resources.ytdlp import YtDlpResource
-
-LEDGER = "items.parquet"
-
-
-class _Progress:
-    """Logs items done / total and failures, at most every few seconds and at the end."""
-
-    def __init__(self, log: dg.DagsterLogManager, batch: str, every_s: float = 5.0):
-        self.log, self.batch, self.every_s, self._last = log, batch, every_s, 0.0
-
-    def __call__(self, done: int, total: int, failures: int) -> None:
-        now = time.monotonic()
-        if done == total or now - self._last >= self.every_s:
-            self._last = now
-            self.log.info(f"crawl {self.batch}: {done}/{total} items done, {failures} failed")
 
 
 def crawl_summary(records: list[CrawlRecord]) -> dict[str, int]:
@@ -55,20 +41,22 @@ def raw_media(context: dg.AssetExecutionContext, storage: StorageResource, crawl
     info, entries = load_batch(storage, batch)
     context.log.info(f"crawl {batch}: {len(entries)} URLs from {info.origin} with {crawler.workers} workers")
     started = time.monotonic()
-    records = crawler.crawl_batch(storage, info, entries, progress=_Progress(context.log, batch))
-    ledger = storage.crawl_dir(batch) / LEDGER
-    write_ledger(ledger, records)
+    progress = CrawlProgress(batch, len(entries), context.log.info)
+    records = crawl_batch(storage, crawler.crawl_config, info, entries, progress)
+    ledger = storage.layout.crawl_ledger(batch)
+    with storage.store.publish(ledger) as staged:
+        write_ledger(staged, records)
     summary = crawl_summary(records)
     for r in records:
         if r.status == "failed":
             context.log.warning(f"crawl {batch}: line {r.line_no} {r.url} failed ({r.reason}): {r.message}")
-    counts = crawl_counts(batch, records, lambda rel: storage.path(*Path(rel).parts))
+    counts = crawl_counts(batch, records, storage)
     publish_counts(pipeline.load().monitoring, counts, context.log.warning)
     return dg.MaterializeResult(
         metadata={
             **summary,
             **counts.metadata(),
-            "ledger": dg.MetadataValue.path(str(ledger)),
+            "ledger": dg.MetadataValue.path(storage.store.url(ledger)),
             "manifest_sha256": info.manifest_sha256,
             "source": info.source,
             "yt_dlp_version": yt_dlp.version.__version__,

@@ -15,9 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from mm_assets.config import PipelineConfig
-from mm_assets.layout import StorageLayout
-from mm_assets.paths import atomic_write_bytes, atomic_write_text, sanitize_component
+from mm_assets.config.pipeline import PipelineConfig
+from mm_assets.storage.paths import sanitize_component
+from mm_assets.storage.store import Storage
 
 MAX_URL_LEN = 2048
 _BATCH_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
@@ -95,19 +95,18 @@ def source_of(manifest: Path, cfg: PipelineConfig, source: str | None = None) ->
     return name
 
 
-def load_batch(storage: StorageLayout, batch: str) -> tuple[BatchInfo, list[ManifestEntry]]:
+def load_batch(storage: Storage, batch: str) -> tuple[BatchInfo, list[ManifestEntry]]:
     """The registered snapshot of `batch`; fails with the command to register it when it is missing."""
-    folder = storage.batch_dir(batch)
-    info_path = folder / "batch.json"
-    if not info_path.exists():
-        raise BatchError(f"batch {batch!r} is not registered under {folder}; run `mm crawl add-batch FILE`")
-    info = BatchInfo(**json.loads(info_path.read_text(encoding="utf-8")))
-    text = (folder / "manifest.txt").read_text(encoding="utf-8")
-    return info, parse_manifest(text)
+    info_key = storage.layout.batch_info(batch)
+    if not storage.store.exists(info_key):
+        raise BatchError(f"batch {batch!r} is not registered ({storage.store.url(info_key)} is missing); "
+                         "run `mm crawl add-batch FILE`")
+    info = BatchInfo(**json.loads(storage.store.read_text(info_key)))
+    return info, parse_manifest(storage.store.read_text(storage.layout.batch_manifest(batch)))
 
 
 def register_batch(
-    storage: StorageLayout, cfg: PipelineConfig, manifest: Path, source: str | None = None
+    storage: Storage, cfg: PipelineConfig, manifest: Path, source: str | None = None
 ) -> tuple[BatchInfo, bool]:
     """Snapshot `manifest` into storage. Returns (info, created); same content again is a no-op."""
     manifest = Path(manifest)
@@ -121,8 +120,7 @@ def register_batch(
     src = source_of(manifest, cfg, source)
     key = batch_key(src, manifest)
     sha = hashlib.sha256(data).hexdigest()
-    folder = storage.batch_dir(key)
-    if (folder / "batch.json").exists():
+    if storage.store.exists(storage.layout.batch_info(key)):
         existing, _ = load_batch(storage, key)
         if existing.manifest_sha256 != sha:
             raise BatchError(
@@ -141,8 +139,8 @@ def register_batch(
         registered_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         urls=len(entries),
     )
-    atomic_write_bytes(folder / "manifest.txt", data)
-    atomic_write_text(folder / "batch.json", json.dumps(asdict(info), indent=2))  # written last: the marker
+    storage.store.write_bytes(storage.layout.batch_manifest(key), data)
+    storage.store.write_text(storage.layout.batch_info(key), json.dumps(asdict(info), indent=2))  # last: the marker
     return info, True
 
 

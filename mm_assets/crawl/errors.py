@@ -1,4 +1,4 @@
-"""Classify a failed item into one of records.REASONS, from yt-dlp's exceptions first and its text second.
+"""Classify a failed item into one of ledger.REASONS, from yt-dlp's exceptions first and its text second.
 
 yt-dlp's own outcome is not trustworthy enough to be the ledger (DESIGN.md §9): a corrupt file and a file
 without audio give the same ffprobe message, so the crawl probes media itself and raises MediaProblem with
@@ -19,7 +19,7 @@ from yt_dlp.utils import (
     UnsupportedError,
 )
 
-from mm_assets.crawl.records import REASONS
+from mm_assets.crawl.ledger import REASONS
 
 MAX_MESSAGE = 500
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -44,7 +44,7 @@ class MediaProblem(PostProcessingError):
 
     def __init__(self, reason: str, msg: str):
         if reason not in REASONS:
-            raise ValueError(f"unknown reason {reason!r}; use a key of records.REASONS")
+            raise ValueError(f"unknown reason {reason!r}; use a key of ledger.REASONS")
         super().__init__(msg)
         self.reason = reason
 

@@ -8,7 +8,7 @@ info.json and item.json, never used in a path.
 
 from __future__ import annotations
 
-from mm_assets.paths import sanitize_component, short_hash
+from mm_assets.storage.paths import sanitize_component, short_hash
 
 # Extractors whose ids come from URL file names rather than a site's own catalogue.
 GENERIC_EXTRACTORS = frozenset({"Generic", "HTML5MediaEmbed", "QuotedHTML"})

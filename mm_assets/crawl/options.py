@@ -17,9 +17,7 @@ from typing import Any
 
 import imageio_ffmpeg
 
-from mm_assets.config import CrawlConfig
-
-SUBTITLE_EXTS = frozenset({"vtt", "srt", "ass", "ssa", "ttml", "dfxp", "srv1", "srv2", "srv3", "json3", "lrc"})
+from mm_assets.config.pipeline import CrawlConfig
 
 
 def audio_args(cfg: CrawlConfig) -> list[str]:
@@ -51,7 +49,8 @@ def ydl_params(cfg: CrawlConfig, outtmpl: str, *, logger: Any) -> dict[str, Any]
         "extractor_retries": cfg.retries,
         "ignoreerrors": False,  # raise, so each item's failure is classified (see errors.py)
         "noplaylist": True,
-        "overwrites": True,  # the staging folder is emptied before each item anyway
+        "overwrites": True,  # what an interrupted attempt finished is redone; only partial downloads are kept
+        "continuedl": True,  # ...and resumed with an HTTP Range request (staging.py keeps `*.part`)
         "quiet": True,
         "noprogress": True,
         "color": "no_color",

@@ -100,8 +100,9 @@ def normalize_date(value: str | None) -> str | None:
 def parse_page(html_text: str) -> dict[str, Any]:
     """The page fields of ItemRecord.page; keys are present only when found.
 
-    JSON-LD wins over HTML (it is about the video; <title> is often the site's). Keys: license,
-    upload_date (YYYY-MM-DD), title, description, language, and json_ld_error when a block did not parse.
+    JSON-LD wins over HTML (it is about the video; <title> is often the site's). Keys: license (and
+    license_from: json_ld / html), upload_date (YYYY-MM-DD; upload_date_from: json_ld / opengraph), title,
+    description, language, and json_ld_error when a block did not parse.
     """
     parser = _PageParser()
     try:
@@ -119,14 +120,20 @@ def parse_page(html_text: str) -> dict[str, Any]:
             continue
         ld = ld or (objs[0] if objs else {})
     meta = parser.meta
+    ld_license = _text(ld.get("license"))
+    ld_date = normalize_date(_text(ld.get("uploadDate")) or _text(ld.get("datePublished")))
     found = {
-        "license": _text(ld.get("license")) or parser.license or meta.get("dc.rights") or meta.get("license"),
-        "upload_date": normalize_date(_text(ld.get("uploadDate")) or _text(ld.get("datePublished"))
-                                      or meta.get("article:published_time")),
+        "license": ld_license or parser.license or meta.get("dc.rights") or meta.get("license"),
+        "upload_date": ld_date or normalize_date(meta.get("article:published_time")),
         "title": _text(ld.get("name")) or meta.get("og:title") or (parser.title_parts or [None])[0],
         "description": _text(ld.get("description")) or meta.get("description") or meta.get("og:description"),
         "language": _text(ld.get("inLanguage")) or parser.lang,
     }
+    # Which part of the page stated them: the ETL records it as the row's license_source / upload_date_source.
+    if found["license"]:
+        found["license_from"] = "json_ld" if ld_license else "html"
+    if found["upload_date"]:
+        found["upload_date_from"] = "json_ld" if ld_date else "opengraph"
     page = {k: v.strip() for k, v in found.items() if isinstance(v, str) and v.strip()}
     if errors:
         page["json_ld_error"] = "; ".join(errors)

@@ -3,8 +3,10 @@
 The parent is the only clock: `socket_timeout` does not bound a server that trickles bytes (DESIGN.md §9),
 so an item that overruns `crawl.item_timeout_s` has its worker killed (with its ffmpeg children: workers
 lead their own process group), is recorded as `timeout`, and a fresh worker takes the slot. A worker that
-dies mid-item gives `worker_crashed`. Workers die with the parent (PR_SET_PDEATHSIG), and anything a killed
-worker staged is swept, so a killed crawl leaves no visible half-written item.
+dies mid-item gives `worker_crashed`. Workers die with the parent (PR_SET_PDEATHSIG); when the crawl is
+interrupted (an exception such as Dagster's interrupt reaches this loop), busy workers are killed at once and idle
+ones stopped. A killed worker's partial download stays in its item's staging folder for the next attempt to
+resume (staging.py); nothing half-written is ever visible under raw/.
 """
 
 from __future__ import annotations
@@ -14,18 +16,19 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from mm_assets.config import CrawlConfig
-from mm_assets.crawl.batch import ManifestEntry
-from mm_assets.crawl.records import CrawlRecord
+from mm_assets.config.pipeline import CrawlConfig
+from mm_assets.crawl.batch import BatchInfo, ManifestEntry
+from mm_assets.crawl.ledger import CrawlRecord
+from mm_assets.crawl.progress import CrawlProgress
 from mm_assets.crawl.staging import sweep_stale
 from mm_assets.crawl.worker import CrawlTarget, Job, worker_main
+from mm_assets.storage.store import Storage
 
-Progress = Callable[[int, int, int], None]  # (done, total, failures)
 STARTUP_TIMEOUT_S = 120.0
+TICK_S = 1.0  # the loop wakes at least this often, so progress reports keep their clock
 MAX_START_FAILURES = 3
 
 
@@ -89,22 +92,25 @@ class _Slot:
         self.conn.close()
 
 
+def sweep_staging(staging: Path, cfg: CrawlConfig) -> list[Path]:
+    """Staging of items nobody works on, beyond what the next run may resume (crawl.partial_max_*)."""
+    return sweep_stale(staging, max_age_s=cfg.partial_max_age_hours * 3600,
+                       max_bytes=int(cfg.partial_max_gb * 1e9))
+
+
 def crawl_entries(
     target: CrawlTarget,
     cfg: CrawlConfig,
     entries: list[ManifestEntry],
-    progress: Progress | None = None,
+    progress: CrawlProgress | None = None,
 ) -> list[CrawlRecord]:
     """Crawl every entry with `cfg.workers` processes; exactly one record per entry, ordered by line."""
     records: list[CrawlRecord] = []
-    failures = 0
 
     def finish(rec: CrawlRecord) -> None:
-        nonlocal failures
         records.append(rec)
-        failures += rec.status == "failed"
         if progress is not None:
-            progress(len(records), len(entries), failures)
+            progress.record(rec)
 
     pending: deque[ManifestEntry] = deque()
     for entry in entries:
@@ -117,7 +123,7 @@ def crawl_entries(
 
     staging = Path(target.staging_dir)
     staging.mkdir(parents=True, exist_ok=True)
-    sweep_stale(staging)  # folders of workers killed in an earlier run
+    sweep_staging(staging, cfg)  # what earlier runs left and will not resume
     ctx = mp.get_context("spawn")
     slots = [_Slot(ctx, target, cfg) for _ in range(min(cfg.workers, len(pending)))]
     start_failures = 0
@@ -131,7 +137,6 @@ def crawl_entries(
 
     def replace(slot: _Slot) -> None:
         slot.kill()
-        sweep_stale(staging)
         if pending:
             slot.start()
 
@@ -144,7 +149,9 @@ def crawl_entries(
             if not live:
                 break
             timeout = max(0.0, min(s.deadline for s in live) - time.monotonic())
-            wait([s.conn for s in live] + [s.proc.sentinel for s in live], timeout=min(timeout, 5.0))
+            wait([s.conn for s in live] + [s.proc.sentinel for s in live], timeout=min(timeout, TICK_S))
+            if progress is not None:
+                progress.tick()
             now = time.monotonic()
             for slot in live:
                 message, eof = None, False
@@ -184,9 +191,26 @@ def crawl_entries(
                         if start_failures >= MAX_START_FAILURES:
                             raise CrawlPoolError(f"crawl workers did not start within {STARTUP_TIMEOUT_S:g}s")
                     replace(slot)
+    except BaseException:  # interrupted (Dagster raises on SIGINT/SIGTERM): stop now, not after the item
+        for slot in slots:
+            if not slot.conn.closed:
+                slot.kill()  # a partial download stays staged for the next run to resume
+        raise
     finally:
         for slot in slots:
             if not slot.conn.closed:
                 slot.stop()
-        sweep_stale(staging)
+        sweep_staging(staging, cfg)
     return sorted(records, key=lambda r: r.line_no)
+
+
+def crawl_batch(storage: Storage, cfg: CrawlConfig, batch: BatchInfo, entries: list[ManifestEntry],
+                progress: CrawlProgress | None = None) -> list[CrawlRecord]:
+    """Crawl a batch's `entries` into storage's item folders: one record per entry, ordered by line.
+
+    Items already published (by an earlier run of this batch or by another batch) are not downloaded again:
+    `skipped`/`archived`, with the publishing batch in `owner_batch`. A partial download that an interrupted
+    run left staged is resumed. `progress` hears each record and the loop's clock.
+    """
+    target = CrawlTarget(storage.store, storage.layout, source=batch.source, batch=batch.batch)
+    return crawl_entries(target, cfg, entries, progress)

@@ -1,9 +1,9 @@
 """One crawl worker: a long-lived YoutubeDL that turns manifest entries into published items and records.
 
-Per item: extract (no download) -> derive our id -> already published? record it without downloading ->
-else download into the worker's staging folder, probe, extract audio (video kept), write subtitles and
-info.json, hash, write item.json, and publish the folder with one rename. Every outcome is a CrawlRecord;
-no exception leaves `Worker.crawl`.
+Per item: extract (no download) -> derive our id -> already published? record it as `archived` without
+downloading -> else download into the item's staging folder (resuming a partial download an earlier attempt
+left there), probe, extract audio (video kept), write subtitles and info.json, hash, write item.json, and
+publish the folder with one rename. Every outcome is a CrawlRecord; no exception leaves `Worker.crawl`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import yt_dlp
@@ -24,17 +24,20 @@ from yt_dlp.extractor import gen_extractor_classes
 from yt_dlp.postprocessor import FFmpegExtractAudioPP, FFmpegPostProcessor, PostProcessor
 from yt_dlp.utils import DownloadError
 
-from mm_assets.config import CrawlConfig
+from mm_assets.config.pipeline import CrawlConfig
 from mm_assets.crawl.errors import MediaProblem, classify, clean_message
 from mm_assets.crawl.ids import derive_item_id
+from mm_assets.crawl.ledger import CrawlRecord, ItemRecord
 from mm_assets.crawl.options import ydl_params
 from mm_assets.crawl.page import read_page
 from mm_assets.crawl.probe import MediaProbe, probe_audio, probe_media
-from mm_assets.crawl.records import ITEM_RECORD, CrawlRecord, ItemRecord
-from mm_assets.crawl.staging import WorkerDirs, item_lock
-from mm_assets.paths import atomic_write_text, publish_dir, safe_join, sanitize_component, sha256_file
+from mm_assets.crawl.staging import item_lock, keep_partials, stage_item
+from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.storage.paths import atomic_write_text, sanitize_component, sha256_file
+from mm_assets.storage.store import ArtifactStore
 
-STAGED = "item"  # fixed outtmpl stem in the staging folder; files are renamed to <id>.<ext> before publishing
+# yt-dlp's fixed output stem in an item's staging folder; files are renamed to <id>.<ext> before publishing
+STAGED = ArtifactLayout.CRAWL_DOWNLOAD_STEM
 THUMBNAIL_EXTS = {"jpg", "jpeg", "png", "webp"}
 _SUBTITLE_FAILURE = re.compile(r"Unable to download video subtitles", re.I)
 
@@ -48,13 +51,17 @@ class Job(NamedTuple):
 
 @dataclass(frozen=True)
 class CrawlTarget:
-    """Where a crawl writes (plain paths, so it pickles into a spawned worker without importing Dagster)."""
+    """Where a crawl writes: the store and its layout (they pickle into a spawned worker without Dagster)."""
 
-    root: str  # the storage root, resolved
-    raw_dir: str  # StorageResource.raw_source_dir(source)
-    staging_dir: str  # <root>/.staging/crawl
+    store: ArtifactStore
+    layout: ArtifactLayout
     source: str
     batch: str
+
+    @property
+    def staging_dir(self) -> Path:
+        """The crawl's scratch folder: resumable downloads and item locks (staging.py)."""
+        return self.store.scratch / ArtifactLayout.SCRATCH_CRAWL
 
 
 class _Logger:
@@ -121,10 +128,11 @@ class Worker:
 
     def __init__(self, target: CrawlTarget, cfg: CrawlConfig, notify: Callable[[str], None] | None = None):
         self.target, self.cfg, self.notify = target, cfg, notify
-        self.root, self.raw_dir = Path(target.root), Path(target.raw_dir)
-        self.dirs = WorkerDirs(Path(target.staging_dir))
+        self.store, self.layout = target.store, target.layout
+        self.staging = target.staging_dir
         self.log = _Logger()
-        self.ydl = yt_dlp.YoutubeDL(ydl_params(cfg, str(self.dirs.work / f"{STAGED}.%(ext)s"), logger=self.log))
+        # The output template points into each item's own staging folder once the item is known (_stage).
+        self.ydl = yt_dlp.YoutubeDL(ydl_params(cfg, str(self.staging / ArtifactLayout.CRAWL_STAGED_ITEMS / f"{STAGED}.%(ext)s"), logger=self.log))
         self.ydl.add_post_processor(ProbePP(self.ydl, self), when="post_process")
         self.ydl.add_post_processor(ExtractAudioPP(self.ydl, self, preferredcodec=cfg.audio_format),
                                     when="post_process")
@@ -142,7 +150,6 @@ class Worker:
 
     def close(self) -> None:
         self.ydl.close()
-        self.dirs.close()
 
     def _tell(self, activity: str) -> None:
         if activity != self.activity:
@@ -192,32 +199,29 @@ class Worker:
         extractor = str(info.get("extractor_key") or info.get("extractor") or "unknown")
         webpage_url = info.get("webpage_url") or entry.url
         item_id = derive_item_id(extractor, raw_id, webpage_url)
-        final = safe_join(self.raw_dir, sanitize_component(item_id))  # == StorageResource.item_dir(source, id)
-        rec.item_id, rec.raw_id, rec.extractor = item_id, raw_id, extractor
-        rec.item_dir = final.relative_to(self.root).as_posix()
-        with item_lock(Path(self.target.staging_dir), self.target.source, item_id):
-            if (final / ITEM_RECORD).is_file():
-                published = ItemRecord.load(final / ITEM_RECORD)
-                owner = published.batch
-                if owner == self.target.batch:  # this batch published it earlier: a rerun reports the same
-                    rec.status, rec.message = "ok", published.files.get("subtitles_error")
-                else:
-                    rec.status, rec.reason, rec.owner_batch = "skipped", "archived", owner
-                    rec.message = f"published by batch {owner!r}"
+        item_dir = self.layout.item_dir(self.target.source, item_id)
+        rec.item_id, rec.raw_id, rec.extractor, rec.item_dir = item_id, raw_id, extractor, item_dir
+        with item_lock(self.staging, self.target.source, item_id):
+            record = self.layout.item_record(item_dir)
+            if self.store.exists(record):
+                owner = ItemRecord.load(self.store.local_path(record)).batch  # this batch's earlier run, or another
+                rec.status, rec.reason, rec.owner_batch = "skipped", "archived", owner
+                rec.message = f"published by batch {owner!r}"
                 return
             self.stage = "download"
-            work = self.dirs.fresh_work()
+            work = self._stage(item_id)
             # A manifest line that is the media file itself has no page to read.
             page = {} if info.get("url") == webpage_url else read_page(self.ydl, webpage_url)
-            done, note = self._download(entry, info)
+            done, note = self._download(entry, info, work)
             item = self._assemble(work, done, item_id, raw_id, extractor, entry.url, webpage_url, page)
             if note:
                 item.files["subtitles_error"] = note
-            atomic_write_text(work / ITEM_RECORD, item.dump())
-            publish_dir(work, final)
+            atomic_write_text(work / ArtifactLayout.ITEM_RECORD, item.dump())
+            with self.store.publish(item_dir, what=f"item {item_id}") as staged:
+                os.replace(work, staged)
         rec.status, rec.message = "ok", note
 
-    def _download(self, entry: Job, info: dict) -> tuple[dict, str | None]:
+    def _download(self, entry: Job, info: dict, work: Path) -> tuple[dict, str | None]:
         """Download and post-process; a subtitle track that fails is dropped (noted), not the item."""
         try:
             return self.ydl.process_ie_result(info, download=True), None
@@ -225,13 +229,19 @@ class Worker:
             if not _SUBTITLE_FAILURE.search(str(err)):
                 raise
             note = clean_message(f"subtitles dropped: {err}")
-        self.dirs.fresh_work()
+        keep_partials(work)
         saved = {k: self.ydl.params.get(k) for k in ("writesubtitles", "writeautomaticsub")}
         self.ydl.params.update(writesubtitles=False, writeautomaticsub=False)
         try:
             return self.ydl.extract_info(entry.url, download=True), note
         finally:
             self.ydl.params.update(saved)
+
+    def _stage(self, item_id: str) -> Path:
+        """Point yt-dlp at the item's staging folder; a partial download left there is resumed (continuedl)."""
+        work = stage_item(self.staging, self.target.source, item_id)
+        self.ydl.params["outtmpl"]["default"] = str(work / f"{STAGED}.%(ext)s")
+        return work
 
     def _assemble(self, work: Path, info: dict, item_id: str, raw_id: str, extractor: str, url: str,
                   webpage_url: str, page: dict) -> ItemRecord:

@@ -12,7 +12,7 @@ import html
 import json
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -20,6 +20,10 @@ import imageio_ffmpeg
 BASE_URL = "{{base_url}}"
 LICENSE_URL = "https://creativecommons.org/licenses/by/4.0/"
 UPLOAD_DATE = "2026-01-15"
+# What the web site's server sends as every file's Last-Modified: the date yt-dlp's generic extractor would
+# present as upload_date (yt_dlp/extractor/generic.py). PAGE_DATE is what one page's JSON-LD states instead.
+LAST_MODIFIED = "Mon, 01 Jun 2026 12:00:00 GMT"
+PAGE_DATE = "2025-03-01"
 # Shell metacharacters of every kind; the `touch` target is given by the caller, and the `rm` names a
 # canary path rather than `~`, so even a broken crawler cannot hurt the machine running the tests.
 SHELL_TITLE = "$(touch {marker}); rm -rf ~/.mm-canary && echo \"x\" | tee '; <b>`id`</b>"
@@ -39,9 +43,14 @@ class Site:
     root: Path
     pages: tuple[SitePage, ...]
     slow_paths: tuple[str, ...] = field(default=())  # served a few bytes at a time (see server.Trickle)
+    last_modified: str | None = None  # the Last-Modified header the server should send (serve(last_modified=))
 
     def urls(self, base_url: str) -> list[str]:
         return [base_url.rstrip("/") + "/" + p.path for p in self.pages]
+
+    def subset(self, notes: set[str] | frozenset[str], *, exclude: bool = False) -> "Site":
+        """The same site with only the pages noted `notes` (or all but those): one manifest per batch."""
+        return replace(self, pages=tuple(p for p in self.pages if (p.note in notes) != exclude))
 
     def page(self, note: str) -> SitePage:
         return next(p for p in self.pages if p.note == note)
@@ -80,21 +89,25 @@ def vtt(lines: list[str]) -> str:
     return "WEBVTT\n\n" + "\n".join(cues)
 
 
-def json_ld(title: str, description: str, *, content_url: str | None = None, seconds: int = 2) -> dict:
+def json_ld(title: str, description: str, *, content_url: str | None = None, seconds: int = 2,
+            license: str | None = LICENSE_URL, upload_date: str | None = UPLOAD_DATE,
+            date_published: str | None = None) -> dict:
+    """A schema.org VideoObject; `license`, `uploadDate` and `datePublished` are left out when None."""
     obj = {
         "@context": "https://schema.org",
         "@type": "VideoObject",
         "name": title,
         "description": description,
-        "uploadDate": UPLOAD_DATE,
-        "license": LICENSE_URL,
+        "uploadDate": upload_date,
+        "datePublished": date_published,
+        "license": license,
         "inLanguage": "en",
         "duration": f"PT{seconds}S",
         "thumbnailUrl": BASE_URL + "thumb.jpg",
     }
     if content_url:
         obj["contentUrl"] = content_url
-    return obj
+    return {k: v for k, v in obj.items() if v is not None}
 
 
 def page_html(
@@ -106,12 +119,15 @@ def page_html(
     description: str = "A synthetic clip for the mm-pretrain crawl.",
     lang: str = "en",
     poster: str | None = None,
+    license: str | None = LICENSE_URL,
 ) -> str:
-    """A page: optional <video> (with a poster image) and <track>s (lang -> src), optional JSON-LD."""
+    """A page: optional <video> (with a poster image) and <track>s (lang -> src), optional JSON-LD, and a
+    `<link rel="license">` unless `license` is None."""
     esc = html.escape
     head = ['<meta charset="utf-8">', f"<title>{esc(title)}</title>",
-            f'<meta name="description" content="{esc(description)}">',
-            f'<link rel="license" href="{LICENSE_URL}">']
+            f'<meta name="description" content="{esc(description)}">']
+    if license:
+        head.append(f'<link rel="license" href="{esc(license)}">')
     if ld is not None:
         text = ld if isinstance(ld, str) else json.dumps(ld, ensure_ascii=False).replace("</", "<\\/")
         head.append(f'<script type="application/ld+json">{text}</script>')
@@ -248,6 +264,57 @@ def build_bench_site(folder: str | Path, n: int = 30) -> Site:
         _video_page(root, f"bench/item-{i:03d}.html", f"Bench item {i}", clip, "subs/bench.en.vtt")
         pages.append(SitePage(f"bench/item-{i:03d}.html", "ok", f"item-{i:03d}"))
     return Site(root, tuple(pages))
+
+
+def build_web_site(folder: str | Path, n_plain: int = 20) -> Site:
+    """Ordinary web pages, as most of the web has them: no license metadata and no JSON-LD, served with a
+    `Last-Modified` header (LAST_MODIFIED, which yt-dlp's generic extractor turns into an upload date).
+
+    Besides `n_plain` such pages (`plain-NN`): two direct media links, a page with `<link rel="license">`, a
+    JSON-LD page with a license, a JSON-LD page whose `datePublished` (PAGE_DATE) differs from the header, a
+    dead link, and one clip on three pages: `dup-original` (whose `<html lang="English">` is quarantined),
+    `dup-copy` and `dup-next-batch`; put the last one in a second batch (`site.subset({"dup-next-batch"})`).
+    """
+    root = _fresh(Path(folder))
+    _write(root, "subs/web.en.vtt", vtt(["An ordinary page.", "Nothing says who may reuse it."]))
+    patterns = ("testsrc", "testsrc2", "smptebars", "rgbtestsrc")
+    pages: list[SitePage] = []
+
+    def page(note: str, clip: str, **kwargs) -> None:
+        title = kwargs.pop("title", f"Web video {note}")
+        _write(root, f"web/{note}.html", page_html(title, video=f"../{clip}", tracks={"en": "../subs/web.en.vtt"},
+                                                   **{"license": None, **kwargs}))
+        pages.append(SitePage(f"web/{note}.html", "ok", note))
+
+    clips = [f"media/web-{i:02d}.mp4" for i in range(n_plain + 7)]
+    for i, clip in enumerate(clips):
+        make_clip(root / clip, seconds=1.0, freq_hz=300 + 20 * i, pattern=patterns[i % len(patterns)])
+    for i in range(n_plain):
+        page(f"plain-{i + 1:02d}", clips[i])
+    for i, clip in enumerate(clips[n_plain:n_plain + 2], start=1):
+        shutil.copy(root / clip, root / f"media/direct-{i}.mp4")
+        pages.append(SitePage(f"media/direct-{i}.mp4", "ok", f"direct-{i}"))
+    page("licensed-link", clips[n_plain + 2], license=LICENSE_URL)
+    page("jsonld-licensed", clips[n_plain + 3], ld=json_ld("JSON-LD licensed", "A licensed clip.", upload_date=None,
+                                                           date_published=UPLOAD_DATE))
+    page("jsonld-dated", clips[n_plain + 4], ld=json_ld("JSON-LD dated", "Only a date, no license.", license=None,
+                                                        upload_date=None, date_published=PAGE_DATE))
+    shared = clips[n_plain + 5]
+    page("dup-original", shared, lang="English")
+    page("dup-copy", shared)
+    page("dup-next-batch", shared)
+    pages.append(SitePage("web/gone.html", "page_unavailable", "dead-link"))
+    return Site(root, tuple(pages), last_modified=LAST_MODIFIED)
+
+
+def build_resume_site(folder: str | Path, *, seconds: float = 4.0) -> Site:
+    """One page whose clip (~20 kB a second of video) is served trickling (`slow_paths`, with a Trickle the
+    caller picks), so a crawl can be interrupted mid-download and its rerun seen resuming the partial file."""
+    root = _fresh(Path(folder))
+    make_clip(root / "media/long.mp4", seconds=seconds, freq_hz=520)
+    _write(root, "subs/long.en.vtt", vtt(["A long clip, first line."]))
+    _video_page(root, "watch/long.html", "A long clip", "media/long.mp4", "subs/long.en.vtt")
+    return Site(root, (SitePage("watch/long.html", "ok", "long"),), slow_paths=("media/long.mp4",))
 
 
 def write_manifest(site: Site, base_url: str, path: str | Path, *, header: str | None = None) -> Path:

@@ -1,8 +1,10 @@
 """A loopback HTTP server for the synthetic sites: the crawl's tests, demo and benchmark run offline on it.
 
-It serves one folder on 127.0.0.1 from a background thread, answers single `Range` requests (yt-dlp's
-resumed downloads use them), and can trickle chosen paths a few bytes at a time: a server that keeps a
-connection alive without ever finishing, which yt-dlp's `socket_timeout` does not bound (DESIGN.md §9).
+It serves one folder on 127.0.0.1 from a background thread, answers single `Range` requests with 206 and
+`Content-Range` (yt-dlp's resumed downloads use them), and can trickle chosen paths a few bytes at a time: a
+server that keeps a connection alive without ever finishing, which yt-dlp's `socket_timeout` does not bound
+(DESIGN.md §9). Every response is kept as a `Served` record (status, Range asked, body bytes sent so far), so
+tests can tell a resumed download from a fresh one and count the bytes each run fetched.
 
 URL path segments are looked up literally first (a file may be named `..%2Fx.html`), then percent-decoded;
 a segment that is, or decodes to, `.`/`..` or contains a slash is refused, so nothing outside the folder is
@@ -44,6 +46,17 @@ class Trickle:
 
 
 @dataclass
+class Served:
+    """One response: `sent` grows while the body is written, and stops where a client hung up."""
+
+    method: str
+    path: str  # the URL path, as requested
+    status: int
+    range: str | None  # the request's Range header
+    sent: int = 0  # body bytes written to the socket
+
+
+@dataclass
 class LoopbackServer:
     """A running server; `url(path)` gives the absolute URL of a path under the served folder."""
 
@@ -51,7 +64,9 @@ class LoopbackServer:
     host: str
     port: int
     slow_paths: dict[str, Trickle] = field(default_factory=dict)
+    last_modified: str | None = None  # an HTTP date sent with every file, as real servers send file times
     requests: list[str] = field(default_factory=list)  # "METHOD path" in arrival order, for tests
+    responses: list[Served] = field(default_factory=list)  # in the order their headers were sent
     stopping: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -60,6 +75,15 @@ class LoopbackServer:
 
     def url(self, path: str) -> str:
         return self.base_url + path.lstrip("/")
+
+    def served(self, path: str) -> list[Served]:
+        """The responses for one path ("media/x.mp4" or "/media/x.mp4"), oldest first."""
+        want = "/" + path.lstrip("/")
+        return [r for r in list(self.responses) if r.path == want]
+
+    def bytes_sent(self, path: str) -> int:
+        """Body bytes sent for `path` so far, over every response."""
+        return sum(r.sent for r in self.served(path))
 
 
 def _resolve(root: Path, url_path: str) -> Path | None:
@@ -110,6 +134,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.state.requests.append(f"{self.command} {path}")
         file = _resolve(self.state.root, path)
         if file is None:
+            self._record(path, 404)
             return self._send_plain(404, b"not found\n", body)
         if file.suffix.lower() in TEMPLATED:
             data = file.read_bytes().replace(b"{{base_url}}", self.state.base_url.encode())
@@ -125,23 +150,32 @@ class _Handler(BaseHTTPRequestHandler):
             elif b:
                 start = max(size - int(b), 0)
             if start >= size or start > end:
+                self._record(path, 416)
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{size}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
             status = 206
+        served = self._record(path, status)
         self.send_response(status)
         self.send_header("Content-Type", CONTENT_TYPES.get(file.suffix.lower(), "application/octet-stream"))
         self.send_header("Content-Length", str(end - start + 1))
         self.send_header("Accept-Ranges", "bytes")
+        if self.state.last_modified:
+            self.send_header("Last-Modified", self.state.last_modified)
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.end_headers()
         if body:
-            self._send_body(file, data, start, end - start + 1)
+            self._send_body(file, data, start, end - start + 1, served)
 
-    def _send_body(self, file: Path, data: bytes | None, start: int, length: int) -> None:
+    def _record(self, path: str, status: int) -> Served:
+        served = Served(self.command, path, status, self.headers.get("Range"))
+        self.state.responses.append(served)
+        return served
+
+    def _send_body(self, file: Path, data: bytes | None, start: int, length: int, served: Served) -> None:
         trickle = self.state.slow_paths.get(urlsplit(self.path).path.lstrip("/"))
         step = trickle.chunk if trickle else 1 << 16
         with open(file, "rb") as f:
@@ -159,6 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self.close_connection = True
                     return
                 sent += len(chunk)
+                served.sent = sent
                 if trickle:
                     self.state.stopping.wait(trickle.interval_s)
         if sent < length:
@@ -214,18 +249,21 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     slow_paths: dict[str, Trickle] | None = None,
+    last_modified: str | None = None,
 ) -> Iterator[LoopbackServer]:
     """Serve `root` on host:port (0 = an ephemeral port) until the block exits.
 
-    `slow_paths` maps URL paths relative to the root (e.g. "media/slow.mp4") to how they trickle. On exit the
-    server stops accepting, trickling responses end within one interval, and the thread is joined.
+    `slow_paths` maps URL paths relative to the root (e.g. "media/slow.mp4") to how they trickle;
+    `last_modified` (an HTTP date, e.g. Site.last_modified) is sent as every file's Last-Modified header. On
+    exit the server stops accepting, trickling responses end within one interval, and the thread is joined.
     """
     if host not in {"127.0.0.1", "localhost"}:
         raise ValueError(f"host {host!r}: the demo server binds to loopback only")
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"cannot serve {root}: not a folder (build a site first)")
-    state = LoopbackServer(root=root, host=host, port=port, slow_paths=dict(slow_paths or {}))
+    state = LoopbackServer(root=root, host=host, port=port, slow_paths=dict(slow_paths or {}),
+                           last_modified=last_modified)
     handler = type("Handler", (_Handler,), {"state": state})
     httpd = _Server((host, port), handler)
     state.port = httpd.server_address[1]

@@ -15,16 +15,30 @@ from pathlib import Path
 import duckdb
 
 from mm_assets.etl.read_only import QueryRefused, connect_read_only, read_statement
-from mm_assets.layout import catalog_storage_root
-from mm_assets.paths import atomic_path
+from mm_assets.storage.layout import EVERY, ArtifactLayout
+from mm_assets.storage.store import Storage
 
-# view name -> Parquet glob under the storage root; per-batch files get a `batch` column from their folder.
-VIEWS = {
-    "media_metadata": ("metadata/*/media_metadata.parquet", True),
-    "quarantine": ("metadata/*/quarantine.parquet", True),
-    "duplicates": ("metadata/*/duplicates.parquet", True),
-    "crawl_items": ("crawl/*/items.parquet", True),
-    "experiment_records": ("records/experiment_records.parquet", False),
+
+def views(layout: ArtifactLayout) -> dict[str, tuple[str, bool]]:
+    """view name -> (the glob of its Parquet files, per batch). Per-batch files get a `batch` column from their
+    folder (unless they hold one already, as the crawl ledger does)."""
+    return {
+        "media_metadata": (layout.metadata_file(EVERY), True),
+        "quarantine": (layout.quarantine_file(EVERY), True),
+        "duplicates": (layout.duplicates_file(EVERY), True),
+        "crawl_items": (layout.crawl_ledger(EVERY), True),
+        "experiment_records": (layout.records_table(), False),
+    }
+
+# Columns a view leads with, and how files written before they existed derive them (quarantine files gained
+# source_uri, title and reasons after the first release; their row_json holds the same facts).
+LEADING = {
+    "quarantine": {
+        "unique_id": None,
+        "source_uri": "json_extract_string(row_json, '$.source_uri')",
+        "title": "json_extract_string(row_json, '$.metadata.title')",
+        "reasons": "[reason]",
+    },
 }
 
 EXAMPLE_QUERIES = {
@@ -43,7 +57,7 @@ class CatalogError(RuntimeError):
 
 @dataclass(frozen=True)
 class CatalogResult:
-    path: Path
+    url: str
     views: dict[str, int]  # view -> row count
     files: dict[str, int]  # view -> Parquet files behind it
 
@@ -52,29 +66,44 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def build_catalog(root: Path, db_path: Path) -> CatalogResult:
-    """(Re)create the catalog database at `db_path` with one view per artifact family found under `root`."""
-    views, files = {}, {}
-    with atomic_path(db_path) as tmp:
-        tmp.unlink()  # duckdb must create the file itself
+def _select(view: str, columns: list[str], per_batch: bool) -> str:
+    """The view's select list: its leading columns (derived where older files lack them), the rest, batch."""
+    lead = LEADING.get(view, {})
+    items = []
+    for col, derived in lead.items():
+        if col in columns and derived:
+            items.append(f"coalesce({col}, {derived}) AS {col}")
+        else:
+            items.append(col if col in columns else f"{derived} AS {col}")
+    excluded = ", ".join(["filename", *(c for c in lead if c in columns)])
+    items.append(f"* EXCLUDE ({excluded})")
+    if per_batch and "batch" not in columns:
+        items.append("regexp_extract(filename, '/([^/]+)/[^/]+$', 1) AS batch")
+    return ", ".join(items)
+
+
+def build_catalog(storage: Storage) -> CatalogResult:
+    """(Re)create the catalog database with one view per artifact family in storage; published whole (a
+    concurrent rebuild waits for this one)."""
+    counts, files = {}, {}
+    key = storage.layout.catalog()
+    with storage.store.publish(key, wait=True) as tmp:  # duckdb must create the file itself
         con = duckdb.connect(str(tmp))
         try:
-            for view, (pattern, per_batch) in VIEWS.items():
-                paths = sorted(str(p) for p in Path(root).glob(pattern))
+            for view, (pattern, per_batch) in views(storage.layout).items():
+                paths = [storage.store.url(k) for k in storage.store.list(pattern)]
                 if not paths:
                     continue
                 listing = "[" + ", ".join(_sql_str(p) for p in paths) + "]"
-                batch = ", regexp_extract(filename, '/([^/]+)/[^/]+$', 1) AS batch" if per_batch else ""
-                con.execute(
-                    f"CREATE VIEW {view} AS SELECT * EXCLUDE (filename){batch} "
-                    f"FROM read_parquet({listing}, union_by_name = true, filename = true)"
-                )
-                views[view] = con.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
+                source = f"read_parquet({listing}, union_by_name = true, filename = true)"
+                columns = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
+                con.execute(f"CREATE VIEW {view} AS SELECT {_select(view, columns, per_batch)} FROM {source}")
+                counts[view] = con.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
                 files[view] = len(paths)
             con.execute("CHECKPOINT")
         finally:
             con.close()
-    return CatalogResult(db_path, views, files)
+    return CatalogResult(storage.store.url(key), counts, files)
 
 
 def run_query(db_path: Path, sql: str, *, root: Path | None = None) -> tuple[list[str], list[tuple]]:
@@ -85,7 +114,8 @@ def run_query(db_path: Path, sql: str, *, root: Path | None = None) -> tuple[lis
     """
     if not Path(db_path).exists():
         raise CatalogError(f"no catalog at {db_path}: materialize metadata_catalog first (e.g. `mm demo`)")
-    root = Path(root) if root is not None else catalog_storage_root(db_path)
+    if root is None:  # the storage root the catalog file belongs to
+        root = Path(db_path).resolve().parents[ArtifactLayout().catalog().count("/")]
     con = connect_read_only(Path(db_path), root)
     try:
         cur = con.execute(read_statement(con, sql))
@@ -95,7 +125,7 @@ def run_query(db_path: Path, sql: str, *, root: Path | None = None) -> tuple[lis
         raise CatalogError(f"refused: {err}") from None
     except duckdb.PermissionException as err:
         raise CatalogError(
-            f"refused: {_first_line(err)}; mm query reads files under the storage root {root.resolve()} only "
+            f"refused: {_first_line(err)}; mm query reads files under the storage root {Path(root).resolve()} only "
             "(query the catalog's views, or read_parquet('<absolute path under the root>'))"
         ) from None
     except duckdb.Error as err:

@@ -2,15 +2,8 @@
 
 Inputs are untrusted: item.json and info.json may be missing, malformed or wrongly typed, and file names in
 them are confined to the item folder. Nothing here raises for bad data; problems are returned as reasons
-and the row goes to quarantine. Which source wins for each field:
-
-  title                             item.json `page` (yt-dlp suffixes HTML5 embeds' titles " (1)"), then info.json
-  description, upload_date          info.json, then item.json `page`
-  license                           item.json `page` (read from the page by us), then info.json
-  duration_seconds                  item.json `probe`, then the audio file, then info.json
-  resolution (only with a video)    item.json `probe`, then info.json
-  sample_rate_hz                    the audio file, read with soundfile
-  language                          info.json, then `page`, then the text's subtitle language
+and the row goes to quarantine. Which source wins for each field is the table in precedence.py; the row
+records where its license and upload date came from (metadata.license_source / upload_date_source).
 
 Every processing_log timestamp is the item's `crawled_at`: the data holds no wall-clock time of the ETL run,
 so rematerializing gives the same bytes (the run's own time is in Dagster's materialization record).
@@ -29,11 +22,13 @@ from typing import Any
 
 import soundfile as sf
 
-from checks.metadata_schema import MODALITIES, SCHEMA_VERSION
-from mm_assets.config import PipelineConfig
-from mm_assets.crawl.records import ITEM_RECORD, CrawlRecord
+from checks.metadata_schema import MODALITIES, NO_LICENSE, SCHEMA_VERSION
+from mm_assets.config.pipeline import LicensePolicy, PipelineConfig
+from mm_assets.crawl.ledger import CrawlRecord
+from mm_assets.etl.precedence import date_is_last_modified, page_origin, pick
 from mm_assets.etl.subtitles import Subtitle, choose_text, normalize_language, read_subtitle
-from mm_assets.paths import UnsafePathError, safe_join, sha256_file
+from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.storage.paths import UnsafePathError, safe_join, sha256_file
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -221,8 +216,32 @@ def _media(item_dir: Path, files: dict[str, Any], hashes: dict[str, Any], out: I
     return {"text": text.path if text else None, "audio": audio, "video": video, "image": image}, sample_rate, language
 
 
-def build_item_row(record: CrawlRecord, item_dir: Path | None, *, source: str, cfg: PipelineConfig) -> ItemRow:
-    """The metadata row of one ok ledger record whose published folder is `item_dir` (None: unknown)."""
+def _license(page: dict, info: dict, policy: LicensePolicy, problems: list[str]) -> tuple[str | None, str | None]:
+    """(license, license_source): stated by the page or yt-dlp, else as the source's license policy says.
+    `require` leaves (None, None), which the schema's license_present rule quarantines with the policy's name."""
+    value, origin = pick("license", {"page": (page.get("license"), "page.license"),
+                                     "info_json": (info.get("license"), "info.json license")}, _text, problems)
+    if value is not None:
+        return value, page_origin(page, "license") if origin == "page" else origin
+    if policy.kind == "default":
+        return pick("license", {"config_default": (policy.license, "metadata.license_policy")}, _text, problems)
+    return None, NO_LICENSE if policy.kind == "unknown" else None
+
+
+def _upload_date(page: dict, info: dict, problems: list[str]) -> tuple[date | None, str | None]:
+    """(upload_date, upload_date_source): the page's date beats yt-dlp's, which may be Last-Modified."""
+    stated = (info.get("upload_date"), "info.json upload_date")
+    value, origin = pick("upload_date", {
+        "page": (page.get("upload_date"), "page.upload_date"),
+        "http_last_modified" if date_is_last_modified(info) else "info_json": stated,
+    }, parse_upload_date, problems)
+    return value, page_origin(page, "upload_date") if origin == "page" else origin
+
+
+def build_item_row(record: CrawlRecord, item_dir: Path | None, *, source: str, cfg: PipelineConfig,
+                   item_url: str | None = None) -> ItemRow:
+    """The metadata row of one ok ledger record whose published folder is `item_dir` (a local folder; None:
+    unknown). `item_url` is where the folder is stored, for data_paths (default: the local folder)."""
     uid = f"{source}_{record.item_id}" if record.item_id else None
     out = ItemRow(record.line_no, uid, str(item_dir or record.item_dir), empty_row(uid, source, record.url))
     problems = out.problems
@@ -232,8 +251,10 @@ def build_item_row(record: CrawlRecord, item_dir: Path | None, *, source: str, c
         problems.append(f"ledger error: item_dir {record.item_dir!r} is missing or leaves the storage root")
         return out
     item_dir = Path(item_dir).resolve()
-    out.item_dir = str(item_dir)
-    item, item_bytes = _load_json_object(item_dir / ITEM_RECORD, ITEM_RECORD, problems)
+    item_url = item_url or str(item_dir)
+    out.item_dir = item_url
+    record_name = ArtifactLayout.ITEM_RECORD
+    item, item_bytes = _load_json_object(item_dir / record_name, record_name, problems)
     if item is None or not _objects(item, problems, "files", "probe", "page", "sha256", "crawler"):
         return out
     if item.get("item_id") != record.item_id:
@@ -254,39 +275,51 @@ def build_item_row(record: CrawlRecord, item_dir: Path | None, *, source: str, c
     ts = parse_timestamp(item.get("crawled_at"), "item.json crawled_at", problems)
     name, version = (_text(crawler.get(k), f"item.json crawler.{k}", problems) for k in ("name", "version"))
     log = [_log("crawl", ts, "success", None, f"{name} {version} in batch {item.get('batch')}")]
-    language = _first((info.get("language"), "info.json language"), (page.get("language"), "page.language"),
-                      conv=_text, problems=problems)
+    language, _ = pick("language", {"info_json": (info.get("language"), "info.json language"),
+                                    "page": (page.get("language"), "page.language")}, _text, problems)
     paths, sample_rate, language = _media(item_dir, files, hashes, out, log, ts, cfg,
                                           normalize_language(language) if language else None)
     fingerprint = hashlib.sha256(item_bytes + b"\0" + info_bytes).hexdigest()
     log.append(_log("etl", ts, "success", fingerprint,
                     f"mm-pretrain metadata ETL, schema v{SCHEMA_VERSION}; hash = sha256(item.json, info.json)"))
+    license_, license_source = _license(page, info, cfg.metadata.license_policy_for(source), problems)
+    upload_date, date_source = _upload_date(page, info, problems)
+    if date_source == "http_last_modified":
+        log.append(_log("etl", ts, "success", None, f"upload_date {upload_date} is the HTTP Last-Modified date "
+                        "yt-dlp's generic extractor reports: the page states no publication date"))
     if out.content_hash:
         log.append(_log("dedup", ts, "success", out.content_hash, f"exact sha256 of the {out.hash_of} file"))
 
-    def pick(*candidates, conv=_text):
-        return _first(*candidates, conv=conv, problems=problems)
+    def first(field, conv=_text, **candidates):
+        return pick(field, candidates, conv, problems)[0]
 
     resolution = None
     if paths["video"] is not None:
-        w = pick((probe.get("width"), "probe.width"), (info.get("width"), "info.json width"), conv=_int)
-        h = pick((probe.get("height"), "probe.height"), (info.get("height"), "info.json height"), conv=_int)
+        w = first("resolution", _int, probe=(probe.get("width"), "probe.width"),
+                  info_json=(info.get("width"), "info.json width"))
+        h = first("resolution", _int, probe=(probe.get("height"), "probe.height"),
+                  info_json=(info.get("height"), "info.json height"))
         resolution = {"width": w, "height": h} if (w, h) != (None, None) else None
     out.row.update(
-        source_uri=pick((item.get("webpage_url"), "item.json webpage_url"),
-                        (info.get("webpage_url"), "info.json webpage_url"), (record.url, "ledger url")),
+        source_uri=_first((item.get("webpage_url"), "item.json webpage_url"),
+                          (info.get("webpage_url"), "info.json webpage_url"), (record.url, "ledger url"),
+                          conv=_text, problems=problems),
         modalities=[m for m in MODALITIES if paths[m] is not None],
-        data_paths={m: (str(p) if p is not None else None) for m, p in paths.items()},
+        data_paths={m: (f"{item_url}/{p.relative_to(item_dir).as_posix()}" if p is not None else None)
+                    for m, p in paths.items()},
         metadata={
-            "title": pick((page.get("title"), "page.title"), (info.get("title"), "info.json title")),
-            "description": pick((info.get("description"), "info.json description"),
-                                (page.get("description"), "page.description")),
-            "license": pick((page.get("license"), "page.license"), (info.get("license"), "info.json license")),
-            "upload_date": pick((info.get("upload_date"), "info.json upload_date"),
-                                (page.get("upload_date"), "page.upload_date"), conv=parse_upload_date),
-            "duration_seconds": pick((probe.get("duration_seconds"), "probe.duration_seconds"),
-                                     (out.audio_seconds, "the audio file"),
-                                     (info.get("duration"), "info.json duration"), conv=_number),
+            "title": first("title", page=(page.get("title"), "page.title"),
+                           info_json=(info.get("title"), "info.json title")),
+            "description": first("description", info_json=(info.get("description"), "info.json description"),
+                                 page=(page.get("description"), "page.description")),
+            "license": license_,
+            "license_source": license_source,
+            "upload_date": upload_date,
+            "upload_date_source": date_source,
+            "duration_seconds": first("duration_seconds", _number,
+                                      probe=(probe.get("duration_seconds"), "probe.duration_seconds"),
+                                      audio_file=(out.audio_seconds, "the audio file"),
+                                      info_json=(info.get("duration"), "info.json duration")),
             "resolution": resolution,
             "sample_rate_hz": sample_rate,
             "language": language,
@@ -296,10 +329,10 @@ def build_item_row(record: CrawlRecord, item_dir: Path | None, *, source: str, c
             "collection_process": f"Automated crawl via {name} {version}" if name else None,
             "crawler": name,
             "crawler_version": version,
-            "extractor": pick((item.get("extractor"), "item.json extractor"),
-                              (info.get("extractor"), "info.json extractor")),
+            "extractor": _first((item.get("extractor"), "item.json extractor"),
+                                (info.get("extractor"), "info.json extractor"), conv=_text, problems=problems),
             "pii_detection_method": cfg.metadata.pii_detection_method,
-            "crawl_batch": pick((item.get("batch"), "item.json batch")),
+            "crawl_batch": _first((item.get("batch"), "item.json batch"), conv=_text, problems=problems),
             "schema_version": SCHEMA_VERSION,
         },
     )

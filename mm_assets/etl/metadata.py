@@ -1,12 +1,13 @@
-"""The `media_metadata` ETL of one crawl batch: ok ledger records -> four Parquet files under metadata/<batch>/.
+"""The `media_metadata` ETL of one crawl batch: ok ledger records -> four Parquet files in its metadata folder.
 
   media_metadata.parquet  accepted rows in the unified schema (checks.metadata), sorted by unique_id
-  quarantine.parquet      rows that cannot be used: unique_id, line_no, item_dir, reason, reason_codes, row_json
+  quarantine.parquet      rows that cannot be used: unique_id, source_uri, title, reasons, ..., row_json
   duplicates.parquet      exact duplicates (within the batch or of an earlier batch) with their winner
   hashes.parquet          every content hash the batch saw, accepted / duplicate / quarantined (cross-batch dedup)
 
-Every ok item ends in exactly one of the first three files. Same inputs give byte-identical files: rows are
-sorted, timestamps come from the inputs (items.py), and each file is replaced whole (atomic rename).
+Dedup runs first, over every item (dedup.py); the first copies are then validated. Every ok item ends in
+exactly one of the first three files. Same inputs give byte-identical files: rows are sorted and timestamps
+come from the inputs (items.py). The asset publishes the folder whole (metadata/<batch>/, ArtifactLayout).
 """
 
 from __future__ import annotations
@@ -24,15 +25,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from checks.metadata_schema import METADATA_ARROW_SCHEMA, SCHEMA_VERSION, row_failures
-from mm_assets.config import PipelineConfig
-from mm_assets.crawl.records import CrawlRecord
-from mm_assets.etl.dedup import HASHES_FILE, HASHES_SCHEMA, Candidate, PriorHash, dedup, load_prior_hashes
+from mm_assets.config.pipeline import PipelineConfig
+from mm_assets.crawl.ledger import CrawlRecord
+from mm_assets.etl.dedup import HASHES_SCHEMA, Candidate, PriorHash, dedup
 from mm_assets.etl.items import ItemRow, build_item_row, empty_row
-from mm_assets.paths import UnsafePathError, atomic_path
+from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.storage.paths import UnsafePathError
+from mm_assets.storage.store import Storage
 
-METADATA_FILE = "media_metadata.parquet"
-QUARANTINE_FILE = "quarantine.parquet"
-DUPLICATES_FILE = "duplicates.parquet"
 # No `batch` column in these files: the batch is the folder name (the DuckDB catalog adds it as `batch`).
 QUARANTINE_SCHEMA = pa.schema(
     [
@@ -42,12 +42,17 @@ QUARANTINE_SCHEMA = pa.schema(
         ("reason", pa.string()),  # every reason, "; "-joined
         ("reason_codes", pa.list_(pa.string())),  # the part of each reason before ':', e.g. "license missing"
         ("row_json", pa.string()),  # the offending row as far as it could be built
+        ("source_uri", pa.string()),
+        ("title", pa.string()),
+        ("reasons", pa.list_(pa.string())),  # every reason, one per element
     ]
 )
 DUPLICATES_SCHEMA = pa.schema(
     [
         ("unique_id", pa.string()),
         ("line_no", pa.int64()),
+        ("source_uri", pa.string()),
+        ("title", pa.string()),
         ("hash", pa.string()),
         ("hash_of", pa.string()),
         ("kind", pa.string()),  # within_batch / across_batches
@@ -58,23 +63,23 @@ DUPLICATES_SCHEMA = pa.schema(
     ]
 )
 
-__all__ = ["MetadataResult", "build_batch_metadata", "build_metadata", "load_prior_hashes", "PriorHash"]
-
-
 @dataclass
 class MetadataResult:
     """What one batch's ETL did, for Dagster materialization metadata and logs."""
 
     batch: str
-    paths: dict[str, Path]  # metadata / quarantine / duplicates / hashes
+    paths: dict[str, Path]  # metadata / quarantine / duplicates / hashes, as written (out_dir)
     items: int  # ok ledger records processed
     rows: int
     quarantined: int
     duplicates_within: int
     duplicates_across: int
+    license_policy: str = "unknown"  # the batch source's metadata.license_policy
     modalities: dict[str, int] = field(default_factory=dict)
     languages: dict[str, int] = field(default_factory=dict)
     licenses: dict[str, int] = field(default_factory=dict)
+    license_sources: dict[str, int] = field(default_factory=dict)  # accepted rows by metadata.license_source
+    upload_date_sources: dict[str, int] = field(default_factory=dict)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     audio_hours: float = 0.0
     video_hours: float = 0.0
@@ -90,16 +95,21 @@ class MetadataResult:
         out.update({f"path.{k}": str(v) for k, v in self.paths.items()})
         return out
 
-    def dagster_metadata(self) -> dict[str, Any]:
+    def dagster_metadata(self, urls: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """For the materialization; `urls`: kind -> where the published file lives (default: as written)."""
         import dagster as dg  # the ETL itself does not need Dagster
 
-        meta: dict[str, Any] = {f"path.{k}": dg.MetadataValue.path(str(v)) for k, v in self.paths.items()}
-        for key in ("items", "rows", "quarantined", "duplicates_within", "duplicates_across", "ledger_not_ok"):
+        urls = urls or {k: str(v) for k, v in self.paths.items()}
+        meta: dict[str, Any] = {f"path.{k}": dg.MetadataValue.path(urls[k]) for k in self.paths}
+        for key in ("items", "rows", "quarantined", "duplicates_within", "duplicates_across", "ledger_not_ok",
+                    "license_policy"):
             meta[key] = getattr(self, key)
+        meta["duplicates"] = self.duplicates_within + self.duplicates_across
         meta["audio_hours"] = round(self.audio_hours, 4)
         meta["video_hours"] = round(self.video_hours, 4)
         meta["dagster/row_count"] = self.rows
-        for key in ("modalities", "languages", "licenses", "quarantine_reasons", "superseded"):
+        for key in ("modalities", "languages", "licenses", "license_sources", "upload_date_sources",
+                    "quarantine_reasons", "superseded"):
             meta[key] = dg.MetadataValue.json(getattr(self, key))
         return meta
 
@@ -132,8 +142,7 @@ def _to_arrow(rows: Sequence[ItemRow]) -> tuple[pa.Table, list[ItemRow], dict[in
 
 
 def _write(table: pa.Table, path: Path) -> None:
-    with atomic_path(path) as tmp:  # zstd level 3: ~17% smaller than pyarrow's default level 1, as fast
-        pq.write_table(table, tmp, compression="zstd", compression_level=3)
+    pq.write_table(table, path, compression="zstd", compression_level=3)  # ~17% smaller than level 1, as fast
 
 
 def _mark_duplicate(row: dict[str, Any], winner: str, winner_batch: str) -> None:
@@ -142,10 +151,11 @@ def _mark_duplicate(row: dict[str, Any], winner: str, winner_batch: str) -> None
             entry.update(status="skipped", message=f"{entry['message']}; duplicate of {winner} (batch {winner_batch})")
 
 
-def _build_row(record: CrawlRecord, item_dir: Path | None, source: str, cfg: PipelineConfig) -> ItemRow:
+def _build_row(record: CrawlRecord, item_dir: Path | None, source: str, cfg: PipelineConfig,
+               item_url: str | None) -> ItemRow:
     """build_item_row, with an error it did not foresee recorded as the item's reason instead of ending the batch."""
     try:
-        return build_item_row(record, item_dir, source=source, cfg=cfg)
+        return build_item_row(record, item_dir, source=source, cfg=cfg, item_url=item_url)
     except Exception as err:  # noqa: BLE001 - one bad item must not stop the batch; the reason is kept
         uid = f"{source}_{record.item_id}" if record.item_id else None
         row = ItemRow(record.line_no, uid, str(item_dir), empty_row(uid, source, record.url))
@@ -162,51 +172,58 @@ def build_metadata(
     cfg: PipelineConfig,
     prior_hashes: Mapping[str, PriorHash],
     out_dir: Path,
+    item_urls: Mapping[int, str] | None = None,
 ) -> MetadataResult:
-    """Build and write one batch's metadata from its ok ledger records and their item folders.
+    """Build and write one batch's metadata from its ok ledger records and their (local) item folders into
+    `out_dir`, ArtifactLayout.METADATA_FILES' names, media_metadata.parquet last.
 
     `registered_at` is the batch's registration time (BatchInfo.registered_at): with the batch key it orders
-    batches for cross-batch dedup. `prior_hashes` comes from load_prior_hashes.
+    batches for cross-batch dedup. `prior_hashes` comes from load_prior_hashes. `item_urls` (line -> where
+    the item folder is stored) makes data_paths; without it they are the local files.
     """
     if cfg.schema_version != SCHEMA_VERSION:
         raise ValueError(f"schema_version {cfg.schema_version} in the config, but this code writes "
                          f"v{SCHEMA_VERSION}; set schema_version: {SCHEMA_VERSION} or use matching code")
-    not_ok = [r.line_no for r, _ in items if r.status != "ok"]
+    not_ok = [r.line_no for r, _ in items if not r.published_by(batch)]
     if not_ok:
-        raise ValueError(f"build_metadata takes ok ledger records only; lines {not_ok[:10]} are not ok")
-    built = [_build_row(r, d, source, cfg) for r, d in sorted(items, key=lambda x: x[0].line_no)]
-    quarantine: list[tuple[ItemRow, list[str]]] = [(r, r.problems) for r in built if r.problems]
-    candidates = [r for r in built if not r.problems]
-    table, typed, untyped = _to_arrow(candidates)
-    quarantine += [(candidates[i], [reason]) for i, reason in untyped.items()]
+        raise ValueError(f"build_metadata takes ok ledger records only (or archived by this batch's earlier run); "
+                         f"lines {not_ok[:10]} are not")
+    urls = item_urls or {}
+    rows_by_line = (_build_row(rec, d, source, cfg, urls.get(rec.line_no))
+                    for rec, d in sorted(items, key=lambda x: x[0].line_no))
+    built = {r.line_no: r for r in rows_by_line}
+    # Dedup first, over every item with content: a copy of a quarantined item is still a copy.
+    decided = dedup([Candidate(r.line_no, r.unique_id, r.content_hash) for r in built.values() if r.content_hash],
+                    batch=batch, registered_at=registered_at, prior=prior_hashes)
+    duplicates = {d.candidate.line_no: d for d in decided.duplicates}
+    firsts = [r for line, r in built.items() if line not in duplicates]
+    quarantine: list[tuple[ItemRow, list[str]]] = [(r, r.problems) for r in firsts if r.problems]
+    clean = [r for r in firsts if not r.problems]
+    table, typed, untyped = _to_arrow(clean)
+    quarantine += [(clean[i], [reason]) for i, reason in untyped.items()]
     failures = row_failures(pl.from_arrow(table)) if table.num_rows else {}
     quarantine += [(typed[i], reasons) for i, reasons in failures.items()]
-    valid = {i: r for i, r in enumerate(typed) if i not in failures}
-
-    by_uid = {r.unique_id: i for i, r in valid.items()}
-    decided = dedup([Candidate(r.line_no, r.unique_id, r.content_hash) for r in valid.values()],
-                    batch=batch, registered_at=registered_at, prior=prior_hashes)
-    accepted = [valid[by_uid[c.unique_id]] for c in decided.accepted]
-    keep = sorted((r.unique_id, by_uid[r.unique_id]) for r in accepted)
+    accepted = [r for i, r in enumerate(typed) if i not in failures]
+    keep = sorted((r.unique_id, i) for i, r in enumerate(typed) if i not in failures)
     metadata = table.take(pa.array([i for _, i in keep], type=pa.int64())) if keep else table.slice(0, 0)
 
-    dup_rows, hash_rows = [], []
-    for d in decided.duplicates:
-        r = valid[by_uid[d.candidate.unique_id]]
+    dup_rows = []
+    for line, d in duplicates.items():
+        r = built[line]
         _mark_duplicate(r.row, d.winner_unique_id, d.winner_batch)
-        dup_rows.append({"unique_id": r.unique_id, "line_no": r.line_no, "hash": r.content_hash, "hash_of": r.hash_of,
+        dup_rows.append({**_names(r), "line_no": r.line_no, "hash": r.content_hash, "hash_of": r.hash_of,
                          "kind": d.kind, "winner_unique_id": d.winner_unique_id, "winner_batch": d.winner_batch,
                          "item_dir": r.item_dir, "row_json": row_json(r.row)})
-        hash_rows.append((r, "duplicate", d.winner_unique_id, d.winner_batch))
-    hash_rows += [(r, "accepted", r.unique_id, batch) for r in accepted]
-    hash_rows += [(r, "quarantined", None, None) for r, _ in quarantine if r.content_hash]
-    q_rows = [{"unique_id": r.unique_id, "line_no": r.line_no, "item_dir": r.item_dir, "reason": "; ".join(reasons),
-               "reason_codes": sorted({x.split(":")[0] for x in reasons}), "row_json": row_json(r.row)}
-              for r, reasons in quarantine]
+    hash_rows = [(built[line], "duplicate", d.winner_unique_id, d.winner_batch) for line, d in duplicates.items()]
+    hash_rows += [(r, "accepted", r.unique_id, batch) for r in accepted if r.content_hash]
+    hash_rows += [(r, "quarantined", r.unique_id, batch) for r, _ in quarantine if r.content_hash]
+    q_rows = [{**_names(r), "line_no": r.line_no, "item_dir": r.item_dir, "reason": "; ".join(reasons),
+               "reasons": list(reasons), "reason_codes": sorted({x.split(":")[0] for x in reasons}),
+               "row_json": row_json(r.row)} for r, reasons in quarantine]
 
     out_dir = Path(out_dir)
-    paths = {"metadata": out_dir / METADATA_FILE, "quarantine": out_dir / QUARANTINE_FILE,
-             "duplicates": out_dir / DUPLICATES_FILE, "hashes": out_dir / HASHES_FILE}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {kind: out_dir / name for kind, name in ArtifactLayout.METADATA_FILES.items()}
     _write(pa.Table.from_pylist(sorted(q_rows, key=lambda x: x["line_no"]), schema=QUARANTINE_SCHEMA),
            paths["quarantine"])
     _write(pa.Table.from_pylist(sorted(dup_rows, key=lambda x: x["line_no"]), schema=DUPLICATES_SCHEMA),
@@ -227,9 +244,13 @@ def build_metadata(
         quarantined=len(quarantine),
         duplicates_within=decided.count("within_batch"),
         duplicates_across=decided.count("across_batches"),
+        license_policy=str(cfg.metadata.license_policy_for(source)),
         modalities=dict(sorted(Counter(m for row in rows for m in row["modalities"]).items())),
         languages=dict(sorted(Counter(row["metadata"]["language"] or "unknown" for row in rows).items())),
         licenses=dict(Counter(row["metadata"]["license"] for row in rows).most_common(20)),
+        license_sources=dict(sorted(Counter(row["metadata"]["license_source"] for row in rows).items())),
+        upload_date_sources=dict(sorted(Counter(row["metadata"]["upload_date_source"] or "none"
+                                                for row in rows).items())),
         quarantine_reasons=dict(sorted(Counter(c for q in q_rows for c in q["reason_codes"]).items())),
         audio_hours=sum(r.audio_seconds or 0.0 for r in accepted if "audio" in r.row["modalities"]) / 3600,
         video_hours=sum(r.row["metadata"]["duration_seconds"] for r in accepted if "video" in r.row["modalities"])
@@ -238,34 +259,46 @@ def build_metadata(
     )
 
 
+def _names(r: ItemRow) -> dict[str, Any]:
+    """How a person recognises an item in the quarantine and duplicates files."""
+    return {"unique_id": r.unique_id, "source_uri": r.row.get("source_uri"),
+            "title": (r.row.get("metadata") or {}).get("title")}
+
+
 def build_batch_metadata(
     records: Sequence[CrawlRecord],
     *,
-    storage,
+    storage: Storage,
     info,
     cfg: PipelineConfig,
     prior_hashes: Mapping[str, PriorHash],
-    out_dir: Path | None = None,
+    out_dir: Path,
 ) -> MetadataResult:
-    """The asset's entry point: a batch's whole ledger (ok records are processed, the rest counted) with the
-    StorageResource that holds the item folders and the batch's BatchInfo (key, source, registered_at)."""
+    """A batch's whole ledger (ok records are processed, the rest counted) with the storage that holds the item
+    folders and the batch's BatchInfo (key, source, registered_at), written into `out_dir`."""
     items: list[tuple[CrawlRecord, Path | None]] = []
+    urls: dict[int, str] = {}
     for rec in records:
-        if rec.status != "ok":
+        if not rec.published_by(info.batch):  # ok now, or archived by this batch's earlier run
             continue
         try:
-            folder = storage.path(rec.item_dir) if rec.item_dir else None
+            folder = storage.store.local_dir(rec.item_dir) if rec.item_dir else None
+            if folder is not None:
+                urls[rec.line_no] = storage.store.url(rec.item_dir)
         except UnsafePathError:
             folder = None
         items.append((rec, folder))
-    result = build_metadata(
-        items,
-        batch=info.batch,
-        source=info.source,
-        registered_at=info.registered_at,
-        cfg=cfg,
-        prior_hashes=prior_hashes,
-        out_dir=out_dir or storage.metadata_dir(info.batch),
-    )
+    result = build_metadata(items, batch=info.batch, source=info.source, registered_at=info.registered_at, cfg=cfg,
+                            prior_hashes=prior_hashes, out_dir=out_dir, item_urls=urls)
     result.ledger_not_ok = len(records) - len(items)
     return result
+
+
+def publish_batch_metadata(records: Sequence[CrawlRecord], *, storage: Storage, info, cfg: PipelineConfig,
+                           prior_hashes: Mapping[str, PriorHash]) -> tuple[MetadataResult, dict[str, str]]:
+    """Build the batch's metadata folder and publish it whole; (the result, kind -> url of each file)."""
+    layout = storage.layout
+    with storage.store.publish(layout.metadata_dir(info.batch), last=layout.METADATA_FILES["metadata"]) as staged:
+        result = build_batch_metadata(records, storage=storage, info=info, cfg=cfg, prior_hashes=prior_hashes,
+                                      out_dir=staged)
+    return result, {kind: storage.store.url(key) for kind, key in layout.metadata_files(info.batch).items()}

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from mm_assets.project import ConfigSection
+from mm_assets.config.base import Section
 
 _DURATION = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
 _UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
@@ -36,7 +36,7 @@ AlertSeverity = Literal["info", "warning", "critical"]  # the `severity` label A
 CheckSeverity = Literal["WARN", "ERROR"]  # dg.AssetCheckSeverity
 
 
-class AlertSpec(ConfigSection):
+class AlertSpec(Section):
     """How long a condition must hold (`for`) and the severity label of the alert. Each signal's subclass holds
     its own defaults, so overriding one key keeps the others."""
 
@@ -52,7 +52,7 @@ class SampledWindowAlert(WindowAlert):
     min_samples: Annotated[int, Field(ge=1)] = 10  # pushes seen in *each* window before the rule may fire
 
 
-class CheckSpec(ConfigSection):
+class CheckSpec(Section):
     severity: CheckSeverity = "WARN"
 
 
@@ -68,7 +68,7 @@ class GradNormCheck(CheckSpec):
     severity: CheckSeverity = "ERROR"
 
 
-class GradNormSignal(ConfigSection):
+class GradNormSignal(Section):
     threshold: Annotated[float, Field(gt=0)] = 10.0  # the reference's
     alert: GradNormAlert = GradNormAlert()
     check: GradNormCheck = GradNormCheck()
@@ -84,7 +84,7 @@ class StagnationCheck(CheckSpec):
     min_records: Annotated[int, Field(ge=1)] = 5  # logged records each window needs to count
 
 
-class StagnationSignal(ConfigSection):
+class StagnationSignal(Section):
     min_delta: Annotated[float, Field(gt=0)] = 0.001  # the reference's
     alert: StagnationAlert = StagnationAlert()
     check: StagnationCheck = StagnationCheck()
@@ -95,7 +95,7 @@ class GpuUtilizationAlert(AlertSpec):
     severity: AlertSeverity = "critical"
 
 
-class GpuUtilizationSignal(ConfigSection):
+class GpuUtilizationSignal(Section):
     threshold_percent: Annotated[float, Field(gt=0, le=100)] = 50.0  # the reference's
     alert: GpuUtilizationAlert = GpuUtilizationAlert()
 
@@ -112,7 +112,7 @@ class ThroughputCheck(CheckSpec):
     skip_records: Annotated[int, Field(ge=0)] = 1  # the first interval includes start-up: not counted
 
 
-class ThroughputSignal(ConfigSection):
+class ThroughputSignal(Section):
     max_drop: Annotated[float, Field(gt=0, lt=1)] = 0.5  # alert when tokens/s falls below (1 - max_drop) × baseline
     mfu_floor: Annotated[float, Field(gt=0, lt=1)] | None = 0.2  # MFU below this is an alert and a failed check
     alert: ThroughputAlert = ThroughputAlert()
@@ -123,7 +123,7 @@ class SkippedAlert(WindowAlert):
     for_: Duration = Field("0s", alias="for")
 
 
-class SkippedSignal(ConfigSection):
+class SkippedSignal(Section):
     max_skipped: Annotated[int, Field(ge=0)] = 10  # skipped iterations (loss-scale overflow, NaN) allowed per window/run
     alert: SkippedAlert = SkippedAlert()
     check: CheckSpec = CheckSpec()
@@ -135,7 +135,7 @@ class NonFiniteAlert(WindowAlert):
     severity: AlertSeverity = "critical"
 
 
-class NonFiniteSignal(ConfigSection):
+class NonFiniteSignal(Section):
     alert: NonFiniteAlert = NonFiniteAlert()
 
 
@@ -144,7 +144,7 @@ class StaleAlert(AlertSpec):
     severity: AlertSeverity = "critical"
 
 
-class StalenessSignal(ConfigSection):
+class StalenessSignal(Section):
     after: Duration = "15m"  # no push for this long while the run's group exists (it is deleted when the run ends)
     alert: StaleAlert = StaleAlert()
 
@@ -153,11 +153,11 @@ class PushgatewayDownAlert(AlertSpec):
     severity: AlertSeverity = "critical"
 
 
-class PushgatewayDownSignal(ConfigSection):
+class PushgatewayDownSignal(Section):
     alert: PushgatewayDownAlert = PushgatewayDownAlert()
 
 
-class SignalsConfig(ConfigSection):
+class SignalsConfig(Section):
     grad_norm_explosion: GradNormSignal = GradNormSignal()
     loss_stagnation: StagnationSignal = StagnationSignal()
     gpu_utilization_low: GpuUtilizationSignal = GpuUtilizationSignal()
@@ -168,7 +168,7 @@ class SignalsConfig(ConfigSection):
     pushgateway_down: PushgatewayDownSignal = PushgatewayDownSignal()
 
 
-class PushgatewayConfig(ConfigSection):
+class PushgatewayConfig(Section):
     url: str | None = None  # e.g. http://127.0.0.1:9091 (scripts/monitoring/start.sh); None: nothing is pushed
     training_job: str = "llm_pretrain_training"  # the `job` label of each experiment's group
     data_job: str = "llm_pretrain_data"  # the `job` label of each crawl/token batch's group
@@ -190,7 +190,7 @@ class PushgatewayConfig(ConfigSection):
         return job
 
 
-class WebhookConfig(ConfigSection):
+class WebhookConfig(Section):
     """A webhook that takes Slack-compatible JSON. Give `url`, or `url_env` (the variable holding a secret URL)."""
 
     name: str
@@ -206,7 +206,7 @@ class WebhookConfig(ConfigSection):
         return self
 
 
-class SlackConfig(ConfigSection):
+class SlackConfig(Section):
     """Slack's API through dagster-slack (chat.postMessage); the bot token only from the environment."""
 
     token_env: str = "SLACK_BOT_TOKEN"
@@ -214,7 +214,7 @@ class SlackConfig(ConfigSection):
     base_url: str = "https://slack.com/api/"  # Slack's; another value only for a Slack-compatible server
 
 
-class AlertsConfig(ConfigSection):
+class AlertsConfig(Section):
     """The alert sensor: failed asset checks (any asset) and failed runs, delivered once each."""
 
     ui_url: str = "http://127.0.0.1:3000"  # links to runs: <ui_url>/runs/<run id>
@@ -225,7 +225,7 @@ class AlertsConfig(ConfigSection):
     interval_s: Annotated[int, Field(ge=1)] = 30  # the sensor's minimum interval
 
 
-class MonitoringConfig(ConfigSection):
+class MonitoringConfig(Section):
     pushgateway: PushgatewayConfig = PushgatewayConfig()
     # Dense BF16 peak FLOP/s per device, by training.cluster.gpu_type ("cpu" for gpus_per_node: 0), for MFU.
     peak_flops_per_device: dict[str, Annotated[float, Field(gt=0)]] = Field(

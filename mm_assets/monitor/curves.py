@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import base64
+import io
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from mm_assets.paths import atomic_path
 
-
-def plot_curves(records: Sequence[dict[str, Any]], out: Path, *, title: str, grad_norm_threshold: float) -> Path:
+def plot_curves(records: Sequence[dict[str, Any]], *, title: str, grad_norm_threshold: float) -> bytes:
     """Two panels sharing the iteration axis: loss, and grad norm (log scale) with the alert threshold."""
     import matplotlib
 
@@ -39,13 +37,11 @@ def plot_curves(records: Sequence[dict[str, Any]], out: Path, *, title: str, gra
     grad_ax.set_xlabel("iteration")
     grad_ax.legend(loc="upper right", fontsize=8)
     grad_ax.grid(alpha=0.3)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})  # no version stamp: same data, same bytes
-    return out
+    png = io.BytesIO()
+    fig.savefig(png, format="png", metadata={"Software": None})  # no version stamp: same data, same bytes
+    return png.getvalue()
 
 
-def markdown_image(png: Path, alt: str) -> str:
+def markdown_image(png: bytes, alt: str) -> str:
     """The PNG inline as Markdown, for asset metadata (the UI renders it)."""
-    data = base64.b64encode(png.read_bytes()).decode("ascii")
-    return f"![{alt}](data:image/png;base64,{data})"
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"

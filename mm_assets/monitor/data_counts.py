@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mm_assets.monitor import metrics as mt
 from mm_assets.monitor.pushgateway import Pushgateway, Sample
+from mm_assets.storage.store import Storage
 
 CRAWL_MODALITIES = {"video": "video", "audio": "audio", "image": "image"}  # ItemRecord.files key -> modality
 ALL = "all"  # the modality label of a crawl failure: the whole item failed
@@ -48,17 +49,17 @@ class BatchCounts:
         return out
 
 
-def crawl_counts(batch: str, records: Iterable, item_dir: Callable[[str], Path]) -> BatchCounts:
-    """From the crawl ledger: each newly crawled item's files by modality (subtitles are text); failures.
-    `item_dir` maps a record's item_dir (relative to the storage root) to its folder."""
+def crawl_counts(batch: str, records: Iterable, storage: Storage) -> BatchCounts:
+    """From the crawl ledger: each newly crawled item's files by modality (subtitles are text); failures."""
     counts = BatchCounts("raw_media", "crawl", batch)
+    layout, store = storage.layout, storage.store
     for record in records:
         if record.status == "failed":
             counts.failed[ALL] += 1
         if record.status != "ok" or not record.item_dir:
             continue
-        folder = item_dir(record.item_dir)
-        files = json.loads((folder / "item.json").read_text(encoding="utf-8")).get("files", {})
+        files = json.loads(store.read_text(layout.item_record(record.item_dir))).get("files", {})
+        folder = store.local_dir(record.item_dir)  # as the metadata ETL reads the item
         for key, modality in CRAWL_MODALITIES.items():
             if files.get(key):
                 counts.bytes[modality] += _size(folder / files[key])

@@ -13,7 +13,7 @@ from mm_assets.monitor.config import MonitoringConfig
 from mm_assets.monitor.dashboard import dashboard
 from mm_assets.monitor.rule_tests import tests_document
 from mm_assets.monitor.rules import DCGM_SCRAPE_JOB, PUSHGATEWAY_SCRAPE_JOB, recording_document, rules_document
-from mm_assets.paths import atomic_write_text
+from mm_assets.storage.paths import atomic_write_text
 
 ALERT_RULES = "prometheus/alert_rules.yml"
 RECORDING_RULES = "prometheus/recording_rules.yml"

@@ -1,11 +1,11 @@
-"""Training metrics while the job runs: Megatron's log lines, as the compute client streams them, become the
-experiment's group in the Pushgateway (reference §B.5; DESIGN.md §6).
+"""Training metrics while the job runs: Megatron's log lines, as the compute resource streams them (JobSpec's
+`on_line`), become the experiment's group in the Pushgateway (reference §B.5; DESIGN.md §6).
 
 It only reads the log, so it works with an unmodified Megatron-LM. Pushes run on a background thread that keeps
 only the latest snapshot: a slow or dead Pushgateway never holds up the log streaming (let alone the job), each
-push is bounded by a timeout, and the first failure is reported once through `warn`. When the run ends the
-group is deleted, so a finished run is neither stale nor idle to the rules, and the job's file_sd targets are
-removed.
+push is bounded by a timeout, and the first failure is reported once through `warn`. `job_started` (JobSpec's
+`on_start`) lists the job's nodes for Prometheus; `finish`, called when the run ends, deletes the group, so a
+finished run is neither stale nor idle to the rules, and empties the job's file_sd targets.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 
 from mm_assets.monitor import metrics as mt
 from mm_assets.monitor.pushgateway import Pushgateway, Sample
 from mm_assets.monitor.run_spec import RunSpec
-from mm_assets.monitor.targets import remove_targets, target_groups, write_targets
-from mm_assets.train.log_records import TrainingRecord
-from mm_assets.train.log_stream import MegatronLogParser
+from mm_assets.monitor.targets import target_groups, write_targets
+from mm_assets.storage.store import Storage
+from mm_assets.train.megatron_log.events import TrainingRecord
+from mm_assets.train.megatron_log.stream import MegatronLogParser
 
 
 def metric_values(record: TrainingRecord, spec: RunSpec, totals: dict[str, float]) -> dict[str, float]:
@@ -106,21 +106,22 @@ class _PushWorker:
 
 
 class TrainingMetricsPublisher:
-    """A compute-client observer (resources.compute.JobObserver) publishing one experiment's metrics.
+    """One experiment's metrics from its job's log; `job_started` and `on_line` are JobSpec's callbacks.
 
     Args:
         spec: the run's labels and what MFU needs.
         gateway: the Pushgateway, or None to only parse (nothing is pushed).
         job: the `job` label of the group; the grouping key is {job, experiment}.
         warn: where problems go (the Dagster log); each kind is reported once.
-        targets_path: the run's file_sd target file (written when the job starts, removed at the end).
+        storage: where the run's file_sd targets go (written when the job starts, emptied at the end); None: none.
         exporter_port: dcgm-exporter's port on the nodes.
     """
 
     def __init__(self, spec: RunSpec, gateway: Pushgateway | None, *, job: str, warn: Callable[[str], None],
-                 min_push_interval_s: float = 5.0, targets_path: Path | None = None, exporter_port: int = 9400):
+                 min_push_interval_s: float = 5.0, storage: Storage | None = None, exporter_port: int = 9400):
         self.spec, self.gateway, self.job, self.warn = spec, gateway, job, warn
-        self.targets_path, self.exporter_port = targets_path, exporter_port
+        self.storage, self.exporter_port = storage, exporter_port
+        self._targets_written = False
         self.parser = MegatronLogParser(seq_length=spec.seq_length)
         self.records = 0
         self._totals = {mt.name("training", "skipped_iterations_total"): 0.0,
@@ -130,37 +131,34 @@ class TrainingMetricsPublisher:
         self._worker = _PushWorker(self._push, min_push_interval_s) if gateway else None
 
     @classmethod
-    def from_config(cls, monitoring, spec: RunSpec, *, targets_path: Path | None,
+    def from_config(cls, monitoring, spec: RunSpec, *, storage: Storage | None,
                     warn: Callable[[str], None]) -> "TrainingMetricsPublisher":
         """From the `monitoring:` config section; with no Pushgateway URL it only writes the targets."""
         pg = monitoring.pushgateway
         gateway = Pushgateway(pg.url, pg.timeout_s) if pg.url else None
         return cls(spec, gateway, job=pg.training_job, warn=warn, min_push_interval_s=pg.min_push_interval_s,
-                   targets_path=targets_path, exporter_port=monitoring.dcgm_exporter_port)
+                   storage=storage, exporter_port=monitoring.dcgm_exporter_port)
 
     @property
     def grouping_key(self) -> dict[str, str]:
         return {"experiment": self.spec.experiment}
 
-    # -- JobObserver -------------------------------------------------------------------------------------
+    # -- JobSpec's callbacks -----------------------------------------------------------------------------
 
     def job_started(self, job_id: str | None, nodes: list[str]) -> None:
         """The job runs on `nodes`: list them for Prometheus and open the group (the staleness clock starts)."""
-        if self.targets_path is not None and nodes:
-            try:
-                groups = target_groups(self.spec.experiment, nodes, self.exporter_port, job_id)
-                write_targets(self.targets_path, groups)
-            except (OSError, ValueError) as err:
-                self.warn(f"monitoring: could not write the Prometheus targets {self.targets_path}: {err}")
+        if nodes:
+            self._write_targets(job_id, nodes)
         self._values[mt.name("training", "last_update_timestamp_seconds")] = time.time()
         self._submit()
 
-    def job_lines(self, lines: list[str]) -> None:
-        for event in self.parser.feed("".join(f"{line}\n" for line in lines)):
+    def on_line(self, line: str) -> None:
+        """One line of the job's log; a training record updates the snapshot that is pushed."""
+        for event in self.parser.feed(f"{line}\n"):
             if isinstance(event, TrainingRecord):
                 self.records += 1
                 self._values.update(metric_values(event, self.spec, self._totals))
-        self._submit()
+                self._submit()
 
     def finish(self) -> None:
         """The run ended (any way): delete the group and the targets; never raises."""
@@ -173,11 +171,18 @@ class TrainingMetricsPublisher:
                 self.warn(f"monitoring: could not delete the Pushgateway group {self.job}/{self.spec.experiment} "
                           f"({type(err).__name__}: {err}); its staleness alert will fire until it is deleted: "
                           f"curl -X DELETE {self.gateway.url}/metrics/job/{self.job}/experiment/{self.spec.experiment}")
-        if self.targets_path is not None:
-            try:
-                remove_targets(self.targets_path)
-            except OSError as err:
-                self.warn(f"monitoring: could not remove the Prometheus targets {self.targets_path}: {err}")
+        if self._targets_written:
+            self._write_targets(None, [])  # no targets: Prometheus marks their series stale
+
+    def _write_targets(self, job_id: str | None, nodes: list[str]) -> None:
+        if self.storage is None:
+            return
+        try:
+            write_targets(self.storage, self.spec.experiment,
+                          target_groups(self.spec.experiment, nodes, self.exporter_port, job_id))
+            self._targets_written = True
+        except (OSError, ValueError) as err:
+            self.warn(f"monitoring: could not write the Prometheus targets of {self.spec.experiment}: {err}")
 
     # -- pushing -----------------------------------------------------------------------------------------
 

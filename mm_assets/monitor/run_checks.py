@@ -1,5 +1,5 @@
 """The alert rules' conditions over a whole run's JSONL log (reference §B.4 records), for the training_log
-asset checks. Each check is a small function returning a `Verdict`; checks/training_log.py wraps them.
+asset checks. Each check is a small function returning a `Verdict`; checks/train.py wraps them.
 
 Where the rules look at time windows, these look at iteration windows: a run's log is complete, so "the last
 hour against the hour before" becomes "each window of N iterations against the one before".

@@ -1,17 +1,17 @@
 """Prometheus file-service-discovery targets for a running job: dcgm-exporter on each of its nodes.
 
-Prometheus reads every `*.json` in the targets folder (file_sd_configs) and re-reads on change; removing the
-file when the job ends makes Prometheus drop the targets and mark their series stale at once, so nothing is
-scraped from nodes that no longer run the job.
+Prometheus reads every `*.json` in the targets folder (file_sd_configs, ArtifactLayout.monitoring_targets) and
+re-reads on change. When the job ends its file is rewritten as an empty list: Prometheus drops the targets and
+marks their series stale at once, so nothing is scraped from nodes that no longer run the job. The folder must
+be one Prometheus can read: under a local storage root, that is the folder itself (scripts/monitoring/start.sh).
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from mm_assets.paths import atomic_write_text
-from mm_assets.train.slurm_state import HOSTNAME
+from mm_assets.storage.store import Storage
+from resources.slurm.state import HOSTNAME
 
 
 def target_groups(experiment: str, nodes: list[str], port: int, job_id: str | None) -> list[dict]:
@@ -27,11 +27,8 @@ def target_groups(experiment: str, nodes: list[str], port: int, job_id: str | No
     return groups
 
 
-def write_targets(path: Path, groups: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(groups, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def remove_targets(path: Path) -> None:
-    path.unlink(missing_ok=True)
+def write_targets(storage: Storage, experiment: str, groups: list[dict]) -> str:
+    """The experiment's target file (atomic: Prometheus never reads half of it); returns its key."""
+    key = storage.layout.monitoring_target(experiment)
+    storage.store.write_text(key, json.dumps(groups, indent=2, sort_keys=True) + "\n")
+    return key

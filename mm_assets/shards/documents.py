@@ -7,7 +7,7 @@ each level offset into its own range, so a model reads every frame's levels toge
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -102,8 +102,6 @@ class DocumentAssembler:
 
     __call__ = assemble
 
-    def assemble_all(self, items: Iterable[Item]) -> Iterator[np.ndarray]:
-        return (self.assemble(item) for item in items)
 
     def _segments(self, item: Item) -> list[tuple[str, ArrayLike]]:
         if not isinstance(item, Mapping):

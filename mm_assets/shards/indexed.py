@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from mm_assets.paths import fsync_path
+from mm_assets.storage.paths import fsync_path
 
 INDEX_HEADER = b"MMIDIDX\x00\x00"
 INDEX_VERSION = 1
@@ -301,6 +301,50 @@ def read_index(prefix: str | Path) -> ShardIndex:
     pointers = np.frombuffer(data, "<i8", sequences, off + 4 * sequences)
     documents = np.frombuffer(data, "<i8", doc_count, off + 12 * sequences)
     return ShardIndex(lengths, pointers, documents)
+
+
+def index_problems(prefix: str | Path, *, allow_empty: bool = False) -> list[str]:
+    """Why `prefix`.bin/.idx are not one consistent int32 shard (empty when they are).
+
+    Megatron trusts the index: a changed pointer reads misaligned tokens and a short .bin fails deep inside
+    numpy. So the pointers must be the cumulative lengths × 4 bytes, the document index must run from 0 to
+    the sequence count without going back, the .bin must hold exactly the index's tokens, and there must be
+    at least one document (unless `allow_empty`: the shard of a batch with nothing in it, never trained on).
+    """
+    prefix = Path(prefix)
+    try:
+        index = read_index(prefix)
+    except (OSError, ValueError) as err:
+        return [str(err)]
+    idx, problems = idx_path(prefix), []
+    n = len(index.lengths)
+    if (index.documents < 1 or n == 0) and not allow_empty:
+        problems.append(f"{idx}: {index.documents} documents, {n} sequences: an empty shard trains on nothing")
+    if n and int(index.lengths.min()) <= 0:
+        problems.append(f"{idx}: {int((index.lengths <= 0).sum())} sequences have a length <= 0")
+    expected = np.zeros(n, dtype=np.int64)
+    np.cumsum(index.lengths[:-1].astype(np.int64) * TOKEN_DTYPE.itemsize, out=expected[1:])
+    wrong = np.flatnonzero(index.pointers != expected)
+    if wrong.size:
+        i = int(wrong[0])
+        problems.append(f"{idx}: {wrong.size} sequence pointers differ from the cumulative lengths × "
+                        f"{TOKEN_DTYPE.itemsize} bytes (first: sequence {i} points at byte {int(index.pointers[i])}, "
+                        f"expected {int(expected[i])})")
+    docs = index.document_indices
+    if len(docs) == 0 or docs[0] != 0 or docs[-1] != n or bool(np.any(np.diff(docs) < 0)):
+        shown = docs[:3].tolist() + (["…", int(docs[-1])] if len(docs) > 3 else [])
+        problems.append(f"{idx}: document index {shown} must rise from 0 to the sequence count {n}")
+    need = index.tokens * TOKEN_DTYPE.itemsize
+    binary = bin_path(prefix)
+    size = binary.stat().st_size if binary.is_file() else None
+    if size is None:
+        problems.append(f"{binary}: missing (the index describes {index.tokens} tokens)")
+    elif size < need:
+        problems.append(f"{binary}: truncated: {size} bytes, the index needs {need} ({index.tokens} int32 tokens)")
+    elif size > need:
+        problems.append(f"{binary}: {size} bytes, the index accounts for {need} ({index.tokens} int32 tokens): "
+                        "trailing bytes from another write")
+    return problems
 
 
 def read_tokens(prefix: str | Path) -> np.ndarray:

@@ -1,40 +1,14 @@
-"""megatron-core interop for our shards: the tokenizer stand-in GPTDataset needs, IndexedDataset and GPTDataset
-builders (megatron.core is imported lazily: it takes seconds)."""
+"""megatron-core interop for our shards: IndexedDataset and GPTDataset builders (megatron.core is imported lazily:
+it takes seconds; ShardVocab is the tokenizer GPTDataset takes)."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mm_assets.shards.indexed import idx_path
-from mm_assets.shards.vocab import VocabLayout
-
-@dataclass(frozen=True)
-class ShardTokenizer:
-    """What megatron-core 0.16.1's GPTDataset reads from its `tokenizer`: no tokenizer needed.
-
-    `eod` for masks, `pad` for short samples (if it equals eod, Megatron warns and pads with -1),
-    `vocab_size` (its fast-cache path, which skips the .idx header, assumes uint16 tokens when it is
-    <= 65536) and `unique_identifiers`, part of the JSON hashed into the index cache file names.
-    """
-
-    vocab_size: int
-    eod: int
-    pad: int
-    layout_sha256: str
-
-    @classmethod
-    def from_layout(cls, layout: VocabLayout) -> ShardTokenizer:
-        pad = layout.pad_id
-        if pad is None:
-            raise ValueError("the vocab layout has no <pad> token: GPTDataset needs one distinct from <eod>")
-        return cls(layout.vocab_size, layout.eod_id, pad, layout.sha256)
-
-    @property
-    def unique_identifiers(self) -> dict[str, Any]:
-        return {"class": type(self).__name__, "vocab_size": self.vocab_size, "layout_sha256": self.layout_sha256}
+from mm_assets.shards.vocab import ShardVocab, VocabLayout
 
 
 def open_indexed_dataset(prefix: str | Path):
@@ -73,7 +47,7 @@ def build_gpt_dataset(
         blend=([str(prefix)], None),
         split="1,0,0",
         path_to_cache=str(Path(cache_dir) / hashlib.sha256(idx_path(prefix).read_bytes()).hexdigest()[:16]),
-        tokenizer=ShardTokenizer.from_layout(layout),
+        tokenizer=ShardVocab.from_layout(layout),
         **options,
     )
     builder = BlendedMegatronDatasetBuilder(GPTDataset, [num_samples, None, None], lambda: True, gpt_config)

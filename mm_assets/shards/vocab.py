@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mm_assets.paths import atomic_write_text
+from mm_assets.storage.paths import atomic_write_text
 
 MANIFEST_FORMAT = "mm-pretrain.vocab-layout"
 MANIFEST_VERSION = 1
@@ -287,3 +287,39 @@ def _validate(layout: VocabLayout) -> None:
     top = max(stop for _, stop, _ in spans)
     if layout.vocab_size < top:
         raise VocabLayoutError(f"vocab_size {layout.vocab_size} is smaller than the highest id in use + 1 ({top})")
+
+
+@dataclass(frozen=True)
+class ShardVocab:
+    """The vocabulary that training reads shards with: its size, end-of-document and pad ids, and the layout's
+    sha256 ("" when it is stated, not read from a vocab.json).
+
+    The launch renders it (--vocab-size, --null-tokenizer-eod-id / -pad-id), the CPU trainer checks its data
+    against it, and megatron-core 0.16.1's GPTDataset takes it as its `tokenizer`: it reads `eod` (masks), `pad`
+    (short samples; equal to eod, Megatron warns and pads with -1), `vocab_size` (its fast-cache path, which
+    skips the .idx header, assumes uint16 tokens up to 65536) and `unique_identifiers` (hashed into the index
+    cache's file names).
+    """
+
+    vocab_size: int
+    eod_id: int
+    pad_id: int
+    layout_sha256: str = ""
+
+    @classmethod
+    def from_layout(cls, layout: VocabLayout) -> ShardVocab:
+        if layout.pad_id is None:
+            raise ValueError("the vocab layout has no <pad> token: Megatron's GPTDataset needs one distinct from <eod>")
+        return cls(int(layout.vocab_size), int(layout.eod_id), int(layout.pad_id), layout.sha256)
+
+    @property
+    def eod(self) -> int:
+        return self.eod_id
+
+    @property
+    def pad(self) -> int:
+        return self.pad_id
+
+    @property
+    def unique_identifiers(self) -> dict[str, Any]:
+        return {"class": type(self).__name__, "vocab_size": self.vocab_size, "layout_sha256": self.layout_sha256}

@@ -1,7 +1,7 @@
 """The token assets: discrete codes per item for each modality of a crawl batch, with the tokenizer identity.
 
 Each asset reads its batch's unified metadata, tokenizes every item that has the modality (one bad item is
-recorded with its reason, never fatal) and writes `tokens/<batch>/<modality>.parquet`. Items whose input,
+recorded with its reason, never fatal) and publishes the batch's token file of that modality. Items whose input,
 tokenizer identity and code are unchanged come from the token cache (cache.py): a rerun loads no model.
 """
 
@@ -16,13 +16,13 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from mm_assets.config import PipelineConfig
+from mm_assets.config.pipeline import PipelineConfig
 from mm_assets.etl.assets import media_metadata
-from mm_assets.etl.metadata import METADATA_FILE
 from mm_assets.etl.subtitles import vtt_text
 from mm_assets.monitor.data_counts import publish_counts, token_counts
 from mm_assets.partitions import crawl_batches
-from mm_assets.paths import sha256_file
+from mm_assets.storage.paths import sha256_file
+from mm_assets.storage.store import Storage
 from mm_assets.tokens.cache import CacheStats, TokenCache
 from mm_assets.tokens.identity import TokenizerIdentity
 from mm_assets.tokens.store import TokenRow, write_tokens
@@ -35,18 +35,16 @@ GROUP = 16  # items per encode call: bounds memory (audio chunks of one call are
 Encoder = Callable[[Sequence[Path]], list[Any]]
 
 
-def token_file(storage: StorageResource, batch: str, modality: str) -> Path:
-    return storage.path("tokens", batch, f"{modality}.parquet")
-
-
-def batch_items(storage: StorageResource, batch: str, modality: str) -> list[tuple[str, Path]]:
-    """(unique_id, file) of the batch's accepted items that have `modality`, sorted by unique_id."""
-    path = storage.metadata_dir(batch) / METADATA_FILE
-    if not path.exists():
-        raise dg.Failure(f"batch {batch} has no metadata at {path}: materialize media_metadata for it first")
-    df = pl.read_parquet(path, columns=["unique_id", "data_paths"])
+def batch_items(storage: Storage, batch: str, modality: str) -> list[tuple[str, Path]]:
+    """(unique_id, local file) of the batch's accepted items that have `modality`, sorted by unique_id."""
+    key = storage.layout.metadata_file(batch)
+    if not storage.store.exists(key):
+        raise dg.Failure(f"batch {batch} has no metadata at {storage.store.url(key)}: "
+                         "materialize media_metadata for it first")
+    df = pl.read_parquet(storage.store.local_path(key), columns=["unique_id", "data_paths"])
     df = df.select("unique_id", pl.col("data_paths").struct.field(modality).alias("file"))
-    return [(uid, Path(f)) for uid, f in df.drop_nulls("file").sort("unique_id").iter_rows()]
+    local = storage.store.local_path
+    return [(uid, local(storage.store.key_of(url))) for uid, url in df.drop_nulls("file").sort("unique_id").iter_rows()]
 
 
 def _reason(err: Exception) -> str:
@@ -165,7 +163,7 @@ def tokenizer_plan(cfg: PipelineConfig, modality: str, items: list[tuple[str, Pa
         raise dg.Failure(str(err)) from None
 
 
-def materialize_tokens(context: dg.AssetExecutionContext, cfg: PipelineConfig, storage: StorageResource,
+def materialize_tokens(context: dg.AssetExecutionContext, cfg: PipelineConfig, storage: Storage,
                        modality: str) -> dg.MaterializeResult:
     batch = context.partition_key
     items = batch_items(storage, batch, modality)
@@ -173,13 +171,14 @@ def materialize_tokens(context: dg.AssetExecutionContext, cfg: PipelineConfig, s
     stats, extra = CacheStats(), {}
     if items:
         plan = tokenizer_plan(cfg, modality, items)
-        cache = TokenCache(storage.token_cache_dir(modality), modality, plan.identity.fingerprint)
+        cache = TokenCache(storage, modality, plan.identity.fingerprint)
         rows = tokenize_cached(items, plan, cache, lambda msg: context.log.info(f"{modality} tokens {batch}: {msg}"))
         identity, stats, extra = plan.identity.to_metadata(), cache.stats, plan.metadata
     else:
         identity, rows = {"tokenizer": None, "weights": "none", "note": f"no item of batch {batch} has {modality}"}, []
-    out = token_file(storage, batch, modality)
-    write_tokens(out, rows, identity)
+    out = storage.layout.token_file(batch, modality)
+    with storage.store.publish(out) as staged:
+        write_tokens(staged, rows, identity)
     ok = [r for r in rows if r.status == "ok"]
     for r in rows:
         if r.status == "failed":
@@ -198,7 +197,7 @@ def materialize_tokens(context: dg.AssetExecutionContext, cfg: PipelineConfig, s
             f"bytes.{modality}": counts.bytes[modality],
             "weights": identity.get("weights", "none"),
             "tokenizer": dg.MetadataValue.json(identity),
-            "path": dg.MetadataValue.path(str(out)),
+            "path": dg.MetadataValue.path(storage.store.url(out)),
             "wall_s": round(time.monotonic() - started, 2),
         }
     )

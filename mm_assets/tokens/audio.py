@@ -24,7 +24,7 @@ import soxr
 import torch
 
 from mm_assets.tokens.config import ENCODEC_24KHZ, ENCODEC_HOP, AudioTokenizerConfig
-from mm_assets.tokens.encodec_model import RANDOM_SEED, build_encodec_24khz, import_encodec  # noqa: F401 (API)
+from mm_assets.tokens.encodec_model import RANDOM_SEED, build_encodec_24khz
 from mm_assets.tokens.identity import (
     TokenizerIdentity,
     library_versions,

@@ -13,7 +13,7 @@ in the CLI, in tests and after the Dagster instance is wiped. An entry's key is 
 so new weights, a changed setting, an upgraded library or edited tokenizer code re-tokenize exactly the items
 they affect. Only ok results are cached; a failed item is retried on every run (its cause may be transient).
 
-An entry, `<key[:2]>/<key>.codes`, is a JSON header line (format, key, shape, notes, payload sha256) and the
+An entry (ArtifactLayout.token_cache_entry) is a JSON header line (format, key, shape, notes, payload sha256) and the
 int32 codes. It is written atomically (temp + fsync + rename); one whose header, size or checksum does not
 match is counted as corrupt, never used, and rewritten. Deleting the folder is always safe: it costs a rerun.
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mm_assets.paths import atomic_write_bytes
+from mm_assets.storage.store import Storage
 
 CACHE_FORMAT = 1
 MAGIC = b"mm-token-cache\n"
@@ -75,10 +75,10 @@ class CacheStats:
 
 
 class TokenCache:
-    """Codes by key under `folder`, for one modality's tokenizer identity and code."""
+    """Codes by key in storage's token cache, for one modality's tokenizer identity and code."""
 
-    def __init__(self, folder: Path, modality: str, identity_sha256: str):
-        self.folder = Path(folder)
+    def __init__(self, storage: Storage, modality: str, identity_sha256: str):
+        self.store, self.layout, self.modality = storage.store, storage.layout, modality
         self.stats = CacheStats()
         self._salt = json.dumps({"format": CACHE_FORMAT, "modality": modality, "identity": identity_sha256,
                                  "code": code_fingerprint(modality)}, sort_keys=True)
@@ -86,14 +86,13 @@ class TokenCache:
     def key(self, input_sha256: str) -> str:
         return hashlib.sha256(f"{self._salt}\0{input_sha256}".encode()).hexdigest()
 
-    def entry_path(self, key: str) -> Path:
-        return self.folder / key[:2] / f"{key}.codes"
+    def entry(self, key: str) -> str:
+        return self.layout.token_cache_entry(self.modality, key)
 
     def get(self, key: str) -> CachedCodes | None:
         """The entry's codes, or None (counted as a miss, and as corrupt when a damaged entry was found)."""
-        path = self.entry_path(key)
         try:
-            data = path.read_bytes()
+            data = self.store.read_bytes(self.entry(key))
         except FileNotFoundError:
             self.stats.misses += 1
             return None
@@ -109,7 +108,7 @@ class TokenCache:
         payload = np.ascontiguousarray(codes, dtype="<i4").tobytes()
         header = {"format": CACHE_FORMAT, "key": key, "shape": list(codes.shape), "notes": notes,
                   "payload_sha256": hashlib.sha256(payload).hexdigest()}
-        atomic_write_bytes(self.entry_path(key), MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload)
+        self.store.write_bytes(self.entry(key), MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload)
         self.stats.written += 1
 
 

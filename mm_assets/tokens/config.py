@@ -12,7 +12,9 @@ import math
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from mm_assets.config.base import Section
 
 # EnCodec 24 kHz (the `encodec` package's causal model): what its code fixes, not what a user may choose.
 ENCODEC_24KHZ = "encodec_24khz"
@@ -27,12 +29,7 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 YAML_LIST = Field(strict=False)
 
 
-class _Section(BaseModel):
-    # strict: no coercion, a quoted "2" or YAML's string "1e-3" is an error (ints still pass as floats)
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class _ModelSection(_Section):
+class _ModelSection(Section):
     """What every neural tokenizer shares: where it runs and how many items go through one forward pass."""
 
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 4
@@ -247,7 +244,7 @@ class VideoTokenizerConfig(_ModelSection):
         return self.tokens_per_second_at(self.fps)
 
 
-class TextTokenizerConfig(_Section):
+class TextTokenizerConfig(Section):
     """A `tokenizers` tokenizer.json; the demo may train a small byte-level BPE when none is there."""
 
     tokenizer_json: str | None = "models/tokenizer.json"
@@ -269,7 +266,7 @@ class TextTokenizerConfig(_Section):
         return self
 
 
-class TokenizersConfig(_Section):
+class TokenizersConfig(Section):
     """All tokenizers. `allow_random_weights` lets tests and the demo run without weight files: the tokens are
     then marked `weights: random` and a release built on them is refused (DESIGN §10)."""
 

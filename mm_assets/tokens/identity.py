@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from mm_assets.paths import sha256_file
+from mm_assets.storage.paths import sha256_file
 
 if TYPE_CHECKING:
     import torch

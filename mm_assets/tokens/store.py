@@ -1,6 +1,6 @@
 """Per-batch token files: one Parquet per modality, one row per item (codes or the reason there are none).
 
-`tokens/<batch>/<modality>.parquet` holds unique_id, status (ok / failed), reason, message, levels, frames and
+A token file (ArtifactLayout.token_file) holds unique_id, status (ok / failed), reason, message, levels, frames and
 the codes flattened level-major (codes[q * frames + t]). The tokenizer identity travels in the file's
 schema metadata, so codes never lose the name, weights hash and library versions that made them.
 """
@@ -15,8 +15,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from mm_assets.paths import atomic_path
 
 IDENTITY_KEY = b"mm.tokenizer"
 TOKENS_SCHEMA = pa.schema(
@@ -59,12 +57,13 @@ class TokenRow:
 
 
 def write_tokens(path: Path, rows: list[TokenRow], identity: dict[str, Any]) -> None:
-    """Write rows sorted by unique_id (deterministic bytes) with the identity in the schema metadata."""
+    """Write rows sorted by unique_id (deterministic bytes) with the identity in the schema metadata (to a
+    staging path: the store publishes it)."""
     ordered = sorted(rows, key=lambda r: r.unique_id)
     schema = TOKENS_SCHEMA.with_metadata({IDENTITY_KEY: json.dumps(identity, sort_keys=True).encode()})
     table = pa.Table.from_pylist([r.as_arrow_row() for r in ordered], schema=schema)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, compression="zstd")
 
 
 def read_identity(path: Path) -> dict[str, Any]:

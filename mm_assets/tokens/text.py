@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from mm_assets.paths import atomic_write_text, sha256_file
+from mm_assets.storage.paths import atomic_write_text, sha256_file
 from mm_assets.tokens.config import TextTokenizerConfig
 from mm_assets.tokens.identity import TokenizerIdentity, library_versions
 

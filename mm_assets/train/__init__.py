@@ -1,6 +1,8 @@
-"""Training launch: one typed config → a validated Megatron-LM argument list and a Slurm sbatch script.
+"""The `train` group: an experiment's blend, its training run and its log (assets.py), by concept:
 
-Pure functions, no cluster needed: `config` (typed sections, experiment overrides and their diff), `validate`
-(every Megatron constraint checked before anything is submitted), `blend` (`--data-path`), `megatron_args`
-(the `pretrain_gpt.py` argv) and `sbatch` (the script, with `render_launch` tying them together).
+- launch/        the typed training config, experiments, validation rules, --data-path, Megatron args, sbatch
+- megatron_log/  Megatron's text log: events, line parsing, whole and growing logs, the lines it prints
+- cpu/           the CPU trainer (`python -m mm_assets.train.cpu`), Megatron's interface on one CPU process
+- verified_shards.py, verified_checkpoints.py   the handoffs checked before and after each job
+- run_files.py   the run folder's JSON documents; lineage.py   which crawl batches an experiment reads
 """

@@ -1,37 +1,62 @@
-"""The training assets of one experiment: `checkpoint` (a Megatron launch run locally or on Slurm through
-Dagster Pipes) and `training_log` (Megatron's text log as the reference's JSONL)."""
+"""The training assets of one experiment partition: `training_blend` (the blend verified against what
+token_shards recorded), `checkpoint` (the rendered Megatron launch run on the compute resource) and
+`training_log` (Megatron's text log as the reference's JSONL).
+
+Nothing is trusted on the way: the blend runs the whole launch preflight before it writes, `checkpoint` checks
+the blend's shards and the checkpoint it resumes from before it submits (verified_shards.py,
+verified_checkpoints.py) and, after the job, records the sha256s of the new checkpoints, never publishing one
+whose loss was not finite. Each run's files are ArtifactLayout's runs/<experiment>/.
+"""
 
 import json
-import math
-import os
 import subprocess
-import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
+from mm_assets.config.base import PROJECT_ROOT, ConfigError
+from mm_assets.config.pipeline import PipelineConfig
 from mm_assets.monitor.curves import markdown_image, plot_curves
 from mm_assets.monitor.publisher import TrainingMetricsPublisher
 from mm_assets.monitor.run_spec import run_spec
 from mm_assets.partitions import experiments
-from mm_assets.paths import atomic_write_text, sha256_file
-from mm_assets.project import PROJECT_ROOT
-from mm_assets.shards import VocabLayout
-from mm_assets.train.blend_assets import BLEND_FILE, experiment_for, shard_resolver, training_blend
-from mm_assets.train.config import ExperimentConfig, LaunchConfigError, ShardVocab
-from mm_assets.train.megatron_log import parse_log, write_jsonl
-from mm_assets.train.sbatch import LaunchFiles, render_launch
-from resources.compute import LocalPipesClient
+from mm_assets.shards.assets import token_shards
+from mm_assets.shards.vocab import ShardVocab, VocabLayout
+from mm_assets.storage.store import Storage
+from mm_assets.train.launch.config import LaunchConfigError
+from mm_assets.train.launch.experiment import ExperimentConfig, load_experiment
+from mm_assets.train.launch.preflight import launch_preflight, local_prefixes, shard_resolver, vocab_beside
+from mm_assets.train.launch.run_folders import RunFolders
+from mm_assets.train.launch.sbatch import LaunchFiles, render_launch
+from mm_assets.train.lineage import (
+    NO_CLAIMED_PARTITIONS,
+    BlendSource,
+    ShardMaterialization,
+    blend_data_version,
+    latest_shard_materialization,
+    lineage_metadata,
+)
+from mm_assets.train.megatron_log.events import TrainingRecord
+from mm_assets.train.megatron_log.stream import jsonl_text, parse_log
+from mm_assets.train.run_files import read_blend, read_run
+from mm_assets.train.verified_checkpoints import (
+    CheckpointHashes,
+    CheckpointMismatchError,
+    Resume,
+    Settled,
+    iteration_dir,
+    non_finite,
+    prepare_resume,
+    settle_after_job,
+)
+from mm_assets.train.verified_shards import launch_shard_problems, verify_blend_shard
+from resources.compute import ComputeResource, JobSpec
 from resources.config import PipelineConfigResource
-from resources.slurm import SlurmPipesClient
 from resources.storage import StorageResource
-
-RUN_FILE = "run.json"  # what the checkpoint asset ran: backend, job id, log, git commit, times
-TRACKER_FILE = "latest_checkpointed_iteration.txt"  # Megatron's tracker of the latest complete checkpoint
-LOG_JSONL = "training_log.jsonl"
 
 
 def git_commit() -> str:
@@ -46,97 +71,208 @@ def git_commit() -> str:
         return "unknown"
 
 
-def blend_vocab(exp: ExperimentConfig) -> ShardVocab:
-    blend = json.loads((exp.run_dir / BLEND_FILE).read_text())
-    return ShardVocab.from_layout(VocabLayout.read(Path(blend["vocab_file"])))
+def render_experiment(exp: ExperimentConfig, storage: Storage) -> LaunchFiles:
+    blend = read_blend(storage, exp.id)
+    vocab = ShardVocab.from_layout(VocabLayout.read(local_prefixes(storage)(blend["vocab_file"])))
+    return render_launch(exp, RunFolders.of(exp, storage), vocab=vocab, shard_prefix=shard_resolver(storage))
 
 
-def render_experiment(exp: ExperimentConfig, storage: StorageResource) -> LaunchFiles:
-    return render_launch(exp, vocab=blend_vocab(exp), shard_prefix=shard_resolver(storage))
+def _plain(metadata) -> dict[str, Any]:
+    return {k: getattr(v, "value", v) for k, v in (metadata or {}).items()}  # MetadataValue -> plain
 
 
-def checkpoint_files(folder: Path) -> dict[str, str]:
-    """sha256 of every file of one checkpoint iteration, by path relative to the folder."""
-    return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+def _launch(context, compute: ComputeResource, job: JobSpec, run: dict[str, Any]) -> dg.PipesClientCompletedInvocation:
+    """Run the job on the configured backend; run["log"] names the job's log even when the job fails."""
+    run["log"] = str(job.log)  # the local backend's; Slurm's comes back with the result
+    try:
+        invocation = compute.run(context, job)
+    except dg.Failure as err:
+        run["log"] = _plain(err.metadata).get("log") or run["log"]
+        raise
+    meta = _plain(invocation.metadata)
+    run["log"] = str(meta["log"])
+    if "slurm_job_id" in meta:
+        run["slurm_job_id"] = str(meta["slurm_job_id"])
+    return invocation
 
 
-def latest_checkpoint(checkpoint_dir: Path) -> tuple[int, Path] | None:
-    tracker = checkpoint_dir / TRACKER_FILE
-    if not tracker.is_file():
-        return None
-    iteration = int(tracker.read_text().strip())
-    return iteration, checkpoint_dir / f"iter_{iteration:07d}"
+def _logged_training(exp: ExperimentConfig, log: str | None) -> list[TrainingRecord]:
+    if not log or not Path(log).is_file():
+        return []
+    with open(log, encoding="utf-8", errors="replace") as f:
+        return parse_log(f, seq_length=exp.training.model.seq_length).training
 
 
-def _job_env() -> dict[str, str]:
-    """The job finds this project's Python first on PATH (a `python` entrypoint means this interpreter)."""
-    return {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONPATH": str(PROJECT_ROOT)}
+def metrics_publisher(context, cfg: PipelineConfig, exp: ExperimentConfig, storage: Storage,
+                      vocab_size: int) -> TrainingMetricsPublisher:
+    """Publishes the job's log to the Pushgateway as it streams (monitoring.pushgateway; none: targets only)."""
+    spec = run_spec(exp, vocab_size, cfg.monitoring.peak_flops_per_device)
+    return TrainingMetricsPublisher.from_config(cfg.monitoring, spec, storage=storage, warn=context.log.warning)
 
 
-def _launch(context, cfg, exp: ExperimentConfig, files: LaunchFiles, run: dict[str, Any], observer):
-    """Run the rendered launch on the configured backend; returns the Pipes invocation."""
-    if cfg.compute.backend == "slurm":
-        client = SlurmPipesClient(shared_dir=str(exp.run_dir / "pipes"), slurm_conf=cfg.compute.slurm_conf,
-                                  poll_interval_s=cfg.compute.poll_interval_s, log_tail_lines=cfg.compute.log_tail_lines)
-        invocation = client.run(context=context, script=files.sbatch, job_name=exp.job_name, env=_job_env(),
-                                observer=observer)
-        meta = {k: getattr(v, "value", v) for k, v in invocation.metadata.items()}  # MetadataValue -> plain
-        run["slurm_job_id"], run["log"] = str(meta.get("slurm_job_id")), str(meta.get("slurm_log"))
-        return invocation
-    log = exp.log_dir / f"{exp.id}-local-{run['started_at'].replace(':', '')}.log"
-    run["log"] = str(log)
-    client = LocalPipesClient(poll_interval_s=min(cfg.compute.poll_interval_s, 2.0),
-                              log_tail_lines=cfg.compute.log_tail_lines)
-    return client.run(context=context, command=[*files.program, *files.argv], log_path=log,
-                      env={**exp.training.cluster.env, **_job_env()}, observer=observer)
+def _before_launch(context, storage: Storage, files: LaunchFiles, hashes: CheckpointHashes) -> Resume:
+    """The handoffs training relies on, checked before anything is submitted: the blend's shards as
+    training_blend verified them, and the checkpoint to resume from as its run recorded it."""
+    exp = files.experiment
+    blend = read_blend(storage, exp.id)
+    if "shards" not in blend:
+        raise dg.Failure(f"experiment {exp.id}: its blend.json records no shard sha256s: rematerialize training_blend")
+    problems = launch_shard_problems(blend["shards"], local_prefixes(storage))
+    if problems:
+        raise dg.Failure(f"experiment {exp.id}: refusing to launch: the blend's shards changed after "
+                         "training_blend verified them:\n" + "\n".join(f"  - {p}" for p in problems))
+    try:
+        resume = prepare_resume(files.run.checkpoints, hashes,
+                                fallback=exp.training.resume.on_mismatch == "previous_verified")
+    except CheckpointMismatchError as err:
+        raise dg.Failure(f"experiment {exp.id}: {err}") from None
+    for note in resume.notes:
+        context.log.warning(f"checkpoint {exp.id}: {note}")
+    return resume
+
+
+def _after_job(context, files: LaunchFiles, hashes: CheckpointHashes, since: int | None,
+               records: list[TrainingRecord]) -> Settled:
+    """Record the new checkpoints' sha256s; never leave one whose loss was not finite published or tracked."""
+    exp = files.experiment
+    settled = settle_after_job(files.run.checkpoints, hashes, records, since=since)
+    if settled.recorded:
+        context.log.info(f"checkpoint {exp.id}: recorded the sha256s of iterations {settled.recorded}")
+    if settled.rejected:
+        context.log.error(f"checkpoint {exp.id}: {settled.describe()}")
+    return settled
+
+
+def experiment_for(context, pipeline: PipelineConfigResource) -> tuple[PipelineConfig, ExperimentConfig]:
+    cfg = pipeline.load()
+    if cfg.training is None:
+        raise dg.Failure("configs/pipeline.yaml has no training: section to base experiments on")
+    try:
+        return cfg, load_experiment(cfg, context.partition_key)
+    except ConfigError as err:
+        raise dg.Failure(str(err)) from None
+
+
+def resolve_experiment_blend(exp: ExperimentConfig, storage: Storage,
+                             materialized: Callable[[str], ShardMaterialization | None] = lambda batch: None,
+                             ) -> tuple[dict[str, Any], list[BlendSource]]:
+    """Everything training needs to know about its data, as written to the run's blend.json: after the
+    preflight, each shard's .bin/.idx verified against what token_shards recorded (`materialized`: batch →
+    its latest token_shards materialization); and where each entry came from."""
+    blend, layout, _ = launch_preflight(exp, storage)
+    shards, sources, problems = {}, [], []
+    for entry, item in zip(exp.training.data.blend, blend.items):
+        batch = entry.shard_batch
+        made = materialized(batch) if batch else None
+        digests, found = verify_blend_shard(local_prefixes(storage)(item.prefix),
+                                            materialized=made.metadata if made else None,
+                                            manifest_required=batch is not None)
+        shards[item.prefix] = digests
+        sources.append(BlendSource(item.key, item.prefix, item.weight, item.share, batch,
+                                   made.run_id if made else None, digests.get("bin", {}).get("sha256")))
+        problems += [f"{item.key}: {p}" for p in found]
+    if problems:
+        raise LaunchConfigError(problems, source=f"experiment {exp.id} blend")
+    return {
+        "experiment": exp.id,
+        "data_path": blend.data_path,
+        "weight_sum": blend.weight_sum,
+        "shares": blend.metadata(),
+        "shards": shards,
+        "sources": [s.as_dict() for s in sources],
+        "vocab_sha256": layout.sha256,
+        "vocab_size": layout.vocab_size,
+        "vocab_file": str(vocab_beside(Path(blend.items[0].prefix))),
+    }, sources
+
+
+@dg.asset(partitions_def=experiments, group_name="train", kinds={"megatron"},
+          deps=[dg.AssetDep(token_shards, partition_mapping=NO_CLAIMED_PARTITIONS)],  # lineage.py says why
+          description="The experiment's blend: weights + Megatron shard prefixes (--data-path), one vocabulary; "
+                      "its materialization names the crawl batches it reads (metadata `lineage`).")
+def training_blend(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
+                   storage: StorageResource) -> dg.MaterializeResult:
+    _, exp = experiment_for(context, pipeline)
+    try:
+        latest = latest_shard_materialization(context.instance, token_shards.key)
+        blend, sources = resolve_experiment_blend(exp, storage, latest)
+    except LaunchConfigError as err:
+        raise dg.Failure(str(err)) from None
+    out = storage.layout.run_blend(exp.id)
+    storage.store.write_text(out, json.dumps(blend, indent=2, sort_keys=True))
+    return dg.MaterializeResult(data_version=blend_data_version(blend), metadata={
+        **lineage_metadata(sources),
+        "data_path": " ".join(blend["data_path"]),
+        "weight_sum": blend["weight_sum"],
+        "shards": len(blend["shares"]),
+        "vocab_size": blend["vocab_size"],
+        "vocab_sha256": blend["vocab_sha256"],
+        "shard_digests": dg.MetadataValue.json(blend["shards"]),
+        "path": dg.MetadataValue.path(storage.store.url(out)),
+    })
 
 
 @dg.asset(partitions_def=experiments, deps=[training_blend], group_name="train", kinds={"megatron", "slurm"},
           description="A training run from the experiment's rendered Megatron launch; the latest checkpoint + sha256.")
-def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
-               storage: StorageResource) -> dg.MaterializeResult:
-    cfg, exp, _ = experiment_for(context, pipeline)
+def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource, storage: StorageResource,
+               compute: ComputeResource) -> dg.MaterializeResult:
+    cfg, exp = experiment_for(context, pipeline)
     try:
         files = render_experiment(exp, storage)
-    except LaunchConfigError as err:
+        env = compute.environment(exp.training.cluster.env)  # a missing credentials file fails before any write
+    except ConfigError as err:
         raise dg.Failure(str(err)) from None
     for warning in files.warnings:
         context.log.warning(f"launch {exp.id}: {warning}")
-    written = files.write(exp.run_dir / "launch")
-    for folder in files.dirs_to_create:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-    resumed = latest_checkpoint(exp.checkpoint_dir)
-    run = {"experiment": exp.id, "backend": cfg.compute.backend, "git_commit": git_commit(),
-           "config_path": str(exp.path), "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "resumed_from_iteration": resumed[0] if resumed else None, "sbatch": str(written["sbatch"])}
-    started = time.monotonic()
-    spec = run_spec(exp, blend_vocab(exp).vocab_size, cfg.monitoring.peak_flops_per_device)
-    publisher = TrainingMetricsPublisher.from_config(cfg.monitoring, spec, warn=context.log.warning,
-                                                     targets_path=storage.monitoring_targets_path(exp.id))
-    try:
-        invocation = _launch(context, cfg, exp, files, run, publisher)
-    finally:
-        publisher.finish()
+    layout, store = storage.layout, storage.store
+    with store.working_dir(layout.run_dir(exp.id)):  # the job updates its checkpoints in place
+        hashes = CheckpointHashes.load(store.local_path(layout.checkpoint_hashes(exp.id)))
+        resume = _before_launch(context, storage, files, hashes)
+        with store.publish(layout.run_launch(exp.id)) as staged:
+            files.write(staged)
+        for folder in files.run.to_create:
+            folder.mkdir(parents=True, exist_ok=True)
+        run = {"experiment": exp.id, "backend": compute.backend, "git_commit": git_commit(),
+               "config_path": str(exp.path), "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "resumed_from_iteration": resume.iteration, "sbatch": store.url(layout.launch_file(exp.id, "sbatch")),
+               "log": None}
+        if resume.fell_back_from is not None:
+            run["fell_back_from_iteration"] = resume.fell_back_from
+        publisher = metrics_publisher(context, cfg, exp, storage, read_blend(storage, exp.id)["vocab_size"])
+        job = JobSpec(name=exp.job_name, command=[*files.program, *files.argv], sbatch=files.sbatch,
+                      log=store.local_path(layout.local_job_log(exp.id, run["started_at"])),
+                      pipes_dir=files.run.pipes, env=env, on_line=publisher.on_line, on_start=publisher.job_started)
+        started = time.monotonic()
+        try:
+            invocation = _launch(context, compute, job, run)
+        finally:  # a failed or cancelled job's checkpoints are settled too: the next run resumes from them
+            publisher.finish()
+            records = _logged_training(exp, run["log"])
+            settled = _after_job(context, files, hashes, resume.iteration, records)
     run["wall_s"] = round(time.monotonic() - started, 2)
-    latest = latest_checkpoint(exp.checkpoint_dir)
-    if latest is None:
-        raise dg.Failure(f"the run of {exp.id} finished without a checkpoint in {exp.checkpoint_dir} "
+    if settled.rejected:
+        raise dg.Failure(f"experiment {exp.id}: {settled.describe()} (log: {run['log']})")
+    if records and non_finite(records[-1]):
+        raise dg.Failure(f"experiment {exp.id}: the run logged a non-finite loss at iteration {records[-1].iteration}, "
+                         f"its last; {settled.describe()} (log: {run['log']})")
+    if settled.latest is None:
+        raise dg.Failure(f"the run of {exp.id} finished without a checkpoint in {files.run.checkpoints} "
                          f"(log: {run['log']})")
-    iteration, folder = latest
-    hashes = checkpoint_files(folder)
-    run.update(iteration=iteration, checkpoint=str(folder), sha256=hashes,
+    iteration, folder = settled.latest, iteration_dir(files.run.checkpoints, settled.latest)
+    sha256 = {name: entry["sha256"] for name, entry in hashes.entries[iteration]["files"].items()}
+    run.update(iteration=iteration, checkpoint=str(folder), sha256=sha256,
                finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    atomic_write_text(exp.run_dir / RUN_FILE, json.dumps(run, indent=2, sort_keys=True))
+    store.write_text(layout.run_record(exp.id), json.dumps(run, indent=2, sort_keys=True))
     reported = {k: v.value for k, v in (invocation.get_materialize_result().metadata or {}).items()} \
         if invocation.get_results() else {}
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(folder)),
         "iteration": iteration,
-        "sha256": dg.MetadataValue.json(hashes),
-        "backend": cfg.compute.backend,
+        "sha256": dg.MetadataValue.json(sha256),
+        "backend": compute.backend,
         "slurm_job_id": run.get("slurm_job_id") or "none",
-        "resumed_from_iteration": run["resumed_from_iteration"] if resumed else -1,
+        "resumed_from_iteration": resume.iteration if resume.iteration is not None else -1,
+        "fell_back_from_iteration": resume.fell_back_from if resume.fell_back_from is not None else -1,
         "git_commit": run["git_commit"],
         "wall_s": run["wall_s"],
         "log": dg.MetadataValue.path(run["log"]),
@@ -144,28 +280,22 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
     })
 
 
-def read_run(exp: ExperimentConfig) -> dict[str, Any]:
-    path = exp.run_dir / RUN_FILE
-    if not path.is_file():
-        raise dg.Failure(f"experiment {exp.id} has no {path}: materialize checkpoint first")
-    return json.loads(path.read_text())
-
-
 @dg.asset(partitions_def=experiments, deps=[checkpoint], group_name="train", kinds={"json"},
-          description="The run's Megatron log lines as the reference's JSON Lines (§B.4), and its loss/grad-norm curves.")
+          description="The run's Megatron log lines as the reference's JSON Lines (§B.4); its loss and grad-norm "
+                      "curves.")
 def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
                  storage: StorageResource) -> dg.MaterializeResult:
-    cfg, exp, _ = experiment_for(context, pipeline)
-    run = read_run(exp)
-    log = Path(run["log"])
-    with open(log, encoding="utf-8", errors="replace") as f:
+    cfg, exp = experiment_for(context, pipeline)
+    run = read_run(storage, exp.id)
+    with open(Path(run["log"]), encoding="utf-8", errors="replace") as f:
         parsed = parse_log(f, seq_length=exp.training.model.seq_length)
-    out = exp.run_dir / LOG_JSONL
-    write_jsonl(out, parsed.training)
+    layout, store = storage.layout, storage.store
+    out = layout.training_log(exp.id)
+    store.write_text(out, jsonl_text(parsed.training))
+    png = plot_curves([r.to_json_dict() for r in parsed.training], title=f"{exp.id}: loss and grad norm",
+                      grad_norm_threshold=cfg.monitoring.signals.grad_norm_explosion.threshold)
+    store.write_bytes(layout.training_curves(exp.id), png)
     losses = [r.loss for r in parsed.training if r.loss is not None]
-    curves = plot_curves([r.to_json_dict() for r in parsed.training], storage.training_curves_path(out),
-                         title=f"{exp.id}: loss and grad norm",
-                         grad_norm_threshold=cfg.monitoring.signals.grad_norm_explosion.threshold)
     return dg.MaterializeResult(metadata={
         "records": len(parsed.training),
         "validation_records": len(parsed.validation),
@@ -175,43 +305,8 @@ def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigReso
         "last_iteration": parsed.training[-1].iteration if parsed.training else 0,
         "nan_iterations": sum(r.nan_iterations for r in parsed.training),
         "skipped_iterations": sum(r.skipped_iterations for r in parsed.training),
-        "path": dg.MetadataValue.path(str(out)),
-        "source_log": dg.MetadataValue.path(str(log)),
-        "curves": dg.MetadataValue.md(markdown_image(curves, f"{exp.id} loss and grad norm")),
-        "curves_path": dg.MetadataValue.path(str(curves)),
+        "path": dg.MetadataValue.path(store.url(out)),
+        "source_log": dg.MetadataValue.path(str(run["log"])),
+        "curves": dg.MetadataValue.md(markdown_image(png, f"{exp.id} loss and grad norm")),
+        "curves_path": dg.MetadataValue.path(store.url(layout.training_curves(exp.id))),
     })
-
-
-def load_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-@dg.asset_check(asset=checkpoint, blocking=True, description="The run finished with a checkpoint whose files match their sha256.")
-def checkpoint_complete(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource) -> dg.AssetCheckResult:
-    _, exp, _ = experiment_for(context, pipeline)
-    run = read_run(exp)
-    folder = Path(run["checkpoint"])
-    bad = [name for name, sha in run["sha256"].items() if not (folder / name).is_file() or sha256_file(folder / name) != sha]
-    return dg.AssetCheckResult(passed=bool(run["sha256"]) and not bad,
-                               metadata={"files": len(run["sha256"]), "mismatched": ", ".join(bad) or "none"})
-
-
-@dg.asset_check(asset=training_log, blocking=True, description="Every logged loss is finite and the log has records.")
-def loss_finite(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource) -> dg.AssetCheckResult:
-    _, exp, _ = experiment_for(context, pipeline)
-    records = load_jsonl(exp.run_dir / LOG_JSONL)
-    bad = [r["iteration"] for r in records if r["loss"] is None or not math.isfinite(r["loss"])]
-    return dg.AssetCheckResult(passed=bool(records) and not bad,
-                               metadata={"records": len(records), "non_finite_at": str(bad[:20]) or "none"})
-
-
-@dg.asset_check(asset=training_log, description="The loss fell over the run (first vs last logged interval).")
-def loss_decreased(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource) -> dg.AssetCheckResult:
-    _, exp, _ = experiment_for(context, pipeline)
-    losses = [r["loss"] for r in load_jsonl(exp.run_dir / LOG_JSONL) if r["loss"] is not None]
-    passed = len(losses) >= 2 and losses[-1] < losses[0]
-    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN,
-                               metadata={"first_loss": losses[0] if losses else -1.0, "last_loss": losses[-1] if losses else -1.0})
-
-
-TRAIN_CHECKS = [checkpoint_complete, loss_finite, loss_decreased]

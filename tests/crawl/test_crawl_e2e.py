@@ -1,24 +1,28 @@
-"""End to end over the loopback server, through YtDlpResource.crawl_batch: the demo site and the bad inputs
-in one batch, crawled twice (the rerun must download nothing and give the same ledger), then an item seen
+"""End to end over the loopback server, through crawl_batch (what raw_media runs): the demo site and the bad
+inputs in one batch, crawled twice (the rerun must download nothing and give the same ledger), then an item seen
 again by another batch."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import soundfile as sf
 
-from mm_assets.config import CrawlConfig, parse_config
+from mm_assets.config.pipeline import CrawlConfig, parse_config
 from mm_assets.crawl.batch import load_batch, register_batch
+from mm_assets.crawl.ledger import ItemRecord, read_ledger, write_ledger
+from mm_assets.crawl.pool import crawl_batch
 from mm_assets.crawl.probe import probe_media
-from mm_assets.crawl.records import ITEM_RECORD, ItemRecord, read_ledger, write_ledger
+from mm_assets.crawl.progress import CrawlProgress
+from mm_assets.crawl.staging import is_resumable
 from mm_assets.demo.media import LICENSE_URL, SHELL_TITLE
-from mm_assets.paths import sha256_file
+from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.storage.paths import sha256_file
 from resources.storage import StorageResource
 from resources.ytdlp import YtDlpResource
 
@@ -44,12 +48,12 @@ def crawl(tmp_path_factory, demo_site, demo_server, bad_site, bad_server):
     info, _ = register_batch(storage, cfg, manifest)
     info, entries = load_batch(storage, info.batch)
     crawler = YtDlpResource(**SETTINGS)
-    progress: list[tuple[int, int, int]] = []
+    progress = CrawlProgress(info.batch, len(entries), (lines := []).append, every_n=1)
     d0, b0 = len(demo_server.requests), len(bad_server.requests)
-    first = crawler.crawl_batch(storage, info, entries, progress=lambda *a: progress.append(a))
-    before = snapshot(storage.root_path)
+    first = crawl_batch(storage, crawler.crawl_config, info, entries, progress=progress)
+    before = snapshot(storage.store.root)
     n_demo, n_bad = len(demo_server.requests), len(bad_server.requests)
-    second = crawler.crawl_batch(storage, info, entries)
+    second = crawl_batch(storage, crawler.crawl_config, info, entries)
     first_requests = demo_server.requests[d0:n_demo] + bad_server.requests[b0:n_bad]
     rerun_requests = demo_server.requests[n_demo:] + bad_server.requests[n_bad:]
     by_url: dict = {}
@@ -58,16 +62,16 @@ def crawl(tmp_path_factory, demo_site, demo_server, bad_site, bad_server):
     pages = {p.note: (p, by_url[demo_server.url(p.path) if p in demo_site.pages else bad_server.url(p.path)])
              for p in demo_site.pages + bad_site.pages}
     return SimpleNamespace(storage=storage, info=info, entries=entries, crawler=crawler, first=first,
-                           second=second, before=before, after=snapshot(storage.root_path), progress=progress,
+                           second=second, before=before, after=snapshot(storage.store.root), progress=lines,
                            first_requests=first_requests, rerun_requests=rerun_requests, pages=pages,
                            project=project)
 
 
 def item(crawl, note: str) -> tuple[Path, ItemRecord]:
     rec = crawl.pages[note][1]
-    folder = crawl.storage.item_dir(crawl.info.source, rec.item_id)
-    assert folder == crawl.storage.root_path / rec.item_dir
-    return folder, ItemRecord.load(folder / ITEM_RECORD)
+    folder = crawl.storage.store.local_dir(crawl.storage.layout.item_dir(crawl.info.source, rec.item_id))
+    assert folder == crawl.storage.store.root / rec.item_dir
+    return folder, ItemRecord.load(folder / ArtifactLayout.ITEM_RECORD)
 
 
 def test_every_manifest_line_has_one_record(crawl):
@@ -82,10 +86,12 @@ def test_every_manifest_line_has_one_record(crawl):
     assert (invalid.status, invalid.reason) == ("failed", "invalid_url")
     assert (duplicate.status, duplicate.reason) == ("skipped", "duplicate_url")
     assert duplicate.message == "duplicate of line 2"
-    failures = sum(r.status == "failed" for r in crawl.first)
-    assert [p[0] for p in crawl.progress] == list(range(1, len(crawl.entries) + 1))
-    assert crawl.progress[-1] == (len(crawl.entries), len(crawl.entries), failures)
-    ledger = crawl.storage.crawl_dir(crawl.info.batch) / "items.parquet"
+    n, status = len(crawl.entries), Counter(r.status for r in crawl.first)
+    done = [int(line.split(": ", 1)[1].split("/")[0]) for line in crawl.progress]
+    assert set(range(1, n + 1)) <= set(done) and done == sorted(done)  # every item (every_n=1), and the clock
+    assert crawl.progress[-1].startswith(f"crawl {crawl.info.batch}: {n}/{n} items done ({status['ok']} ok, "
+                                         f"{status['skipped']} skipped, {status['failed']} failed), ")
+    ledger = crawl.storage.store.local_path(crawl.storage.layout.crawl_ledger(crawl.info.batch))
     write_ledger(ledger, crawl.first)
     assert read_ledger(ledger) == crawl.first
 
@@ -118,16 +124,25 @@ def test_ok_items_are_complete(crawl, note):
     if note != "bad-json-ld":
         assert rec.page["upload_date"] == "2026-01-15" and "json_ld_error" not in rec.page
     names = {p.name for p in folder.iterdir()}
-    assert names == set(rec.sha256) | {ITEM_RECORD}
+    assert names == set(rec.sha256) | {ArtifactLayout.ITEM_RECORD}
     assert all(sha256_file(folder / n) == h for n, h in rec.sha256.items())
     assert all(n.startswith(rec.item_id + ".") for n in rec.sha256)
 
 
-def test_rerun_downloads_nothing_and_reproduces_the_ledger(crawl):
+def test_rerun_downloads_nothing_and_reports_archived(crawl):
     def key(records):
         return [{k: v for k, v in asdict(r).items() if k != "elapsed_s"} for r in records]
 
-    assert key(crawl.second) == key(crawl.first)
+    batch = crawl.info.batch
+    archived = [r for r in crawl.second if r.reason == "archived"]
+    assert {r.line_no for r in archived} == {r.line_no for r in crawl.first if r.status == "ok"}
+    assert {(r.status, r.owner_batch, r.message) for r in archived} == {
+        ("skipped", batch, f"published by batch {batch!r}")}
+    assert all(r.published_by(batch) for r in archived), "the metadata ETL still reads them"
+    as_first = [next(f for f in crawl.first if f.line_no == r.line_no) for r in archived]
+    assert key(replace(r, status="ok", reason=None, owner_batch=None, message=None) for r in archived) == \
+        key(replace(f, message=None) for f in as_first)
+    assert key(r for r in crawl.second if r.reason != "archived") == key(r for r in crawl.first if r.status != "ok")
     assert crawl.after == crawl.before, "published files were rewritten"
     def media(requests):
         return Counter(r.split(" ", 1)[1] for r in requests if r.endswith((".mp4", ".vtt")))
@@ -150,7 +165,7 @@ def test_corrupt_and_silent_media_are_told_apart(crawl):
     corrupt, silent = crawl.pages["corrupt"][1], crawl.pages["silent"][1]
     assert corrupt.reason == "corrupt_media" and "Invalid data" in corrupt.message
     assert silent.reason == "no_audio" and "no audio stream" in silent.message
-    raw = crawl.storage.raw_source_dir("demo")
+    raw = crawl.storage.store.local_dir(crawl.storage.layout.raw_dir("demo"))
     assert not (raw / corrupt.item_id).exists() and not (raw / silent.item_id).exists()
 
 
@@ -177,8 +192,8 @@ def test_dotdot_id_is_sanitised_and_confined(crawl):
     folder, rec = item(crawl, "dotdot-id")
     assert rec.raw_id == "../../etc/passwd-1"
     assert ".." not in rec.item_id and "/" not in rec.item_id
-    assert folder.parent == crawl.storage.raw_source_dir("demo")
-    root = crawl.storage.root_path
+    assert folder.parent == crawl.storage.store.local_dir(crawl.storage.layout.raw_dir("demo"))
+    root = crawl.storage.store.root
     assert sorted(p.name for p in crawl.project.iterdir()) == ["sources", "store"]
     assert sorted(p.name for p in root.iterdir()) == [".staging", "batches", "crawl", "raw"]
     assert all(root in p.resolve().parents for p in root.rglob("*"))
@@ -211,8 +226,10 @@ def test_trickling_server_times_out_while_others_succeed(crawl):
     after = [r for r in crawl.first if r.line_no > slow.line_no and r.url.startswith("http")]
     assert after and all(r.status in {"ok", "skipped"} or r.reason != "timeout" for r in after)
     assert crawl.pages["bad-json-ld"][1].status == "ok"
-    staging = crawl.storage.path(".staging", "crawl")
-    assert [p.name for p in staging.iterdir()] == ["locks"], "killed and stopped workers leave no staging"
+    staging = (crawl.storage.store.scratch / "crawl")
+    assert sorted(p.name for p in staging.iterdir()) == ["items", "locks"]
+    # At ~128 B/s the timed-out clip never filled yt-dlp's first 1 kB read, so not even a partial is left to resume.
+    assert [p for p in (staging / "items").rglob("*") if p.is_file() and not is_resumable(p.name)] == []
 
 
 def test_another_batch_finds_the_items_archived(crawl, demo_server):
@@ -220,14 +237,14 @@ def test_another_batch_finds_the_items_archived(crawl, demo_server):
     manifest = crawl.project / "sources" / "demo" / "again.txt"
     manifest.write_text(f"{demo_server.url('watch/clip-1.html')}\n{demo_server.url('watch/missing.html')}\n")
     info, _ = register_batch(crawl.storage, cfg, manifest)
-    before = snapshot(crawl.storage.root_path)
-    records = YtDlpResource(**{**SETTINGS, "workers": 1}).crawl_batch(crawl.storage, info, load_batch(
+    before = snapshot(crawl.storage.store.root)
+    records = crawl_batch(crawl.storage, CrawlConfig(**{**SETTINGS, "workers": 1}), info, load_batch(
         crawl.storage, info.batch)[1])
     archived, dead = records
     assert (archived.status, archived.reason, archived.owner_batch) == ("skipped", "archived", crawl.info.batch)
     assert archived.item_id == crawl.pages["clip-1"][1].item_id and archived.item_dir
     assert dead.reason == "page_unavailable"
-    assert snapshot(crawl.storage.root_path) == before
+    assert snapshot(crawl.storage.store.root) == before
 
 
 def test_resource_mirrors_crawl_config():

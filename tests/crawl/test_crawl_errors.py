@@ -1,5 +1,5 @@
 """Error classes: real yt-dlp exceptions (raised by yt-dlp against the loopback server, or built from its
-own classes) map to the REASONS keys of records.py."""
+own classes) map to the REASONS keys of ledger.py."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from yt_dlp.networking.exceptions import HTTPError, TransportError
 from yt_dlp.utils import DownloadError, ExtractorError, PostProcessingError, UnsupportedError
 
 from mm_assets.crawl.errors import MediaProblem, classify, classify_message, clean_message
-from mm_assets.crawl.records import REASONS
-from mm_assets.demo import serve
+from mm_assets.crawl.ledger import REASONS
+from mm_assets.demo.server import serve
 
 
 def wrapped(inner: BaseException, text: str) -> DownloadError:

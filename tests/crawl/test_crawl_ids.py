@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mm_assets.crawl.ids import GENERIC_EXTRACTORS, derive_item_id
-from mm_assets.paths import MAX_COMPONENT, safe_join, sanitize_component
+from mm_assets.storage.paths import MAX_COMPONENT, safe_join, sanitize_component
 
 PAGE = "http://127.0.0.1:8000/bad/page.html"
 HOSTILE = ["../../etc/passwd", "../../etc/passwd-1", "a/b", "a_b", "..", ".", "", "\x00", "a\x00b", "x" * 300,

@@ -1,9 +1,10 @@
-"""A crawl killed mid-batch (SIGKILL, no cleanup of any kind) leaves no visible half-written item, and the
-rerun completes the batch without duplicating or re-downloading what was published."""
+"""A crawl killed mid-batch (SIGKILL, no cleanup of any kind) leaves no visible half-written item and no live
+worker, and the rerun completes the batch without duplicating or re-downloading what was published."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import signal
 import subprocess
@@ -14,11 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from mm_assets.config.pipeline import CrawlConfig
 from mm_assets.crawl.batch import BatchInfo, parse_manifest
-from mm_assets.crawl.records import ITEM_RECORD
-from mm_assets.demo import Trickle, build_bench_site, serve
+from mm_assets.crawl.pool import crawl_batch
+from mm_assets.crawl.staging import is_resumable
+from mm_assets.demo.media import build_bench_site
+from mm_assets.demo.server import Trickle, serve
+from mm_assets.storage.layout import ArtifactLayout
+from procs import alive, descendants
 from resources.storage import StorageResource
-from resources.ytdlp import YtDlpResource
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -26,12 +31,13 @@ SETTINGS = dict(workers=2, subtitle_languages=["en"], audio_sample_rate_hz=16000
                 socket_timeout_s=5.0, retries=0)
 CHILD = """
 import json, sys
+from mm_assets.config.pipeline import CrawlConfig
 from mm_assets.crawl.batch import BatchInfo, parse_manifest
+from mm_assets.crawl.pool import crawl_batch
 from resources.storage import StorageResource
-from resources.ytdlp import YtDlpResource
 args = json.loads(sys.argv[1])
-YtDlpResource(**args["settings"]).crawl_batch(
-    StorageResource(root=args["root"]), BatchInfo(**args["batch"]), parse_manifest(args["manifest"]))
+crawl_batch(StorageResource(root=args["root"]), CrawlConfig(**args["settings"]), BatchInfo(**args["batch"]),
+            parse_manifest(args["manifest"]))
 """
 
 
@@ -39,13 +45,8 @@ def visible_items(raw: Path) -> list[Path]:
     return sorted(p for p in raw.iterdir() if not p.name.startswith(".")) if raw.is_dir() else []
 
 
-def alive(pid: int) -> bool:
-    """Running, not a zombie waiting for init to reap it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in {"Z", "X"}
+def staged_files(staging: Path) -> list[Path]:
+    return sorted(p for p in (staging / "items").rglob("*") if p.is_file())
 
 
 def test_kill_mid_batch_then_rerun(tmp_path):
@@ -53,7 +54,7 @@ def test_kill_mid_batch_then_rerun(tmp_path):
     # Each clip trickles in ~0.6 s, so the kill lands while workers are mid-download.
     slow = {f"media/bench-{i:03d}.mp4": Trickle(chunk=8192, interval_s=0.1) for i in range(6)}
     storage = StorageResource(root=str(tmp_path / "store"))
-    raw = storage.raw_source_dir("demo")
+    raw = storage.store.local_dir(storage.layout.raw_dir("demo"))
     batch = BatchInfo(batch="demo-kill", source="demo", manifest_sha256="0" * 64, origin="test",
                       registered_at="2026-01-01T00:00:00+00:00", urls=6)
     with serve(site.root, slow_paths=slow) as server:
@@ -62,10 +63,11 @@ def test_kill_mid_batch_then_rerun(tmp_path):
         child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(args)], cwd=REPO,
                                  env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
-        while not any((p / ITEM_RECORD).exists() for p in visible_items(raw)):
+        while not any((p / ArtifactLayout.ITEM_RECORD).exists() for p in visible_items(raw)):
             assert child.poll() is None, child.stderr.read().decode()
             assert time.monotonic() < deadline, "no item was published within 60 s"
             time.sleep(0.02)
+        workers = descendants(child.pid)
         child.send_signal(signal.SIGKILL)
         child.wait(10)
         child.stderr.close()
@@ -73,29 +75,28 @@ def test_kill_mid_batch_then_rerun(tmp_path):
 
         published = visible_items(raw)
         assert 1 <= len(published) < 6, "killed mid-batch"
-        assert all((p / ITEM_RECORD).is_file() for p in published), "no half-written item is visible"
-        staged = [p for p in storage.path(".staging", "crawl").iterdir() if p.name.startswith("w-")]
-        assert staged, "the killed workers' staging folders are left behind..."
-        for folder in staged:  # w-<pid>-<token>: the worker died with its parent
-            assert not alive(int(folder.name.split("-")[1]))
-        inodes = {p.name: (p / ITEM_RECORD).stat().st_ino for p in published}
+        assert all((p / ArtifactLayout.ITEM_RECORD).is_file() for p in published), "no half-written item is visible"
+        assert workers and not [pid for pid in workers if alive(pid)], "the workers died with the crawl"
+        staging = (storage.store.scratch / "crawl")
+        inodes = {p.name: (p / ArtifactLayout.ITEM_RECORD).stat().st_ino for p in published}
 
-        records = YtDlpResource(**SETTINGS).crawl_batch(storage, batch, parse_manifest(manifest))
+        records = crawl_batch(storage, CrawlConfig(**SETTINGS), batch, parse_manifest(manifest))
 
-    assert [r.status for r in records] == ["ok"] * 6
+    archived = {r.item_id for r in records
+                if (r.status, r.reason, r.owner_batch) == ("skipped", "archived", "demo-kill")}
+    assert archived == set(inodes) and all(r.status == "ok" for r in records if r.item_id not in archived)
     items = visible_items(raw)
     assert sorted(p.name for p in items) == sorted(r.item_id for r in records), "no duplicates, none missing"
-    assert all((p / ITEM_RECORD).is_file() for p in items)
-    assert {p.name: (p / ITEM_RECORD).stat().st_ino for p in items if p.name in inodes} == inodes
-    leftovers = [p.name for p in storage.path(".staging", "crawl").iterdir()]
-    assert leftovers == ["locks"], "...and swept by the next crawl"
+    assert all((p / ArtifactLayout.ITEM_RECORD).is_file() for p in items)
+    assert {p.name: (p / ArtifactLayout.ITEM_RECORD).stat().st_ino for p in items if p.name in inodes} == inodes
+    assert staged_files(staging) == [], "the rerun finished (or swept) what the killed crawl staged"
     assert not [p for p in raw.iterdir() if p.name.startswith(".")]
 
 
 def test_a_worker_killed_mid_item_is_recorded_and_replaced(tmp_path, bad_site, bad_server):
     """A worker that dies (here: SIGKILL while the trickling clip downloads) costs one item, not the batch."""
     storage = StorageResource(root=str(tmp_path / "store"))
-    staging = storage.path(".staging", "crawl")
+    staging = (storage.store.scratch / "crawl")
     batch = BatchInfo(batch="demo-crash", source="demo", manifest_sha256="0" * 64, origin="test",
                       registered_at="2026-01-01T00:00:00+00:00", urls=2)
     manifest = "\n".join([bad_server.url("bad/slow.html"), bad_server.url("bad/latin1.html")])
@@ -106,18 +107,18 @@ def test_a_worker_killed_mid_item_is_recorded_and_replaced(tmp_path, bad_site, b
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and "GET /media/slow.mp4" not in bad_server.requests[seen:]:
             time.sleep(0.02)
-        for folder in staging.glob("w-*"):
-            if folder.is_dir():  # w-<pid>-<token>: the one worker
-                killed.append(int(folder.name.split("-")[1]))
-                os.kill(killed[-1], signal.SIGKILL)
+        for worker in mp.active_children():
+            if worker.name == "mm-crawl-worker":  # the one worker
+                killed.append(worker.pid)
+                worker.kill()
 
     killer = threading.Thread(target=kill_when_downloading)
     killer.start()
-    records = YtDlpResource(**{**SETTINGS, "workers": 1, "item_timeout_s": 60.0}).crawl_batch(
-        storage, batch, parse_manifest(manifest))
+    records = crawl_batch(storage, CrawlConfig(**{**SETTINGS, "workers": 1, "item_timeout_s": 60.0}), batch,
+                          parse_manifest(manifest))
     killer.join()
     crashed, ok = records
     assert killed and (crashed.status, crashed.reason) == ("failed", "worker_crashed")
     assert str(-signal.SIGKILL) in crashed.message and crashed.elapsed_s < 30
     assert ok.status == "ok", "a fresh worker took the next item"
-    assert [p.name for p in staging.iterdir()] == ["locks"]
+    assert not [p for p in staged_files(staging) if not is_resumable(p.name)], "at most a partial to resume"

@@ -54,14 +54,26 @@ def test_page_prefers_json_ld_and_finds_the_license():
     html = page_html("Site title | Example", video="v.mp4", ld=json_ld("Clip name", "About the clip"))
     page = parse_page(html)
     assert page == {"license": LICENSE_URL, "upload_date": "2026-01-15", "title": "Clip name",
-                    "description": "About the clip", "language": "en"}
+                    "description": "About the clip", "language": "en", "license_from": "json_ld",
+                    "upload_date_from": "json_ld"}
 
 
 def test_page_without_json_ld_uses_html():
     html = ('<html lang="de"><head><title>Nur HTML &amp; mehr</title><meta name="description" content="d">'
             '<link rel="license" href="https://example.org/l"></head><body></body></html>')
     assert parse_page(html) == {"license": "https://example.org/l", "title": "Nur HTML & mehr",
-                                "description": "d", "language": "de"}
+                                "description": "d", "language": "de", "license_from": "html"}
+
+
+def test_page_says_which_part_stated_license_and_date():
+    """A JSON-LD block without a license leaves <link rel=license> to state it; OpenGraph dates count."""
+    ld = json_ld("v", "d", license=None, upload_date=None, date_published="2025-03-01")
+    page = parse_page(page_html("T", video="v.mp4", ld=ld))
+    assert (page["license"], page["license_from"]) == (LICENSE_URL, "html")
+    assert (page["upload_date"], page["upload_date_from"]) == ("2025-03-01", "json_ld")
+    og = parse_page('<meta property="article:published_time" content="2024-02-03T10:00:00Z">')
+    assert og == {"upload_date": "2024-02-03", "upload_date_from": "opengraph"}
+    assert "license" not in parse_page(page_html("T", video="v.mp4", license=None))
 
 
 def test_page_json_ld_graph_and_objects():
@@ -70,7 +82,8 @@ def test_page_json_ld_graph_and_objects():
         {"@type": ["VideoObject"], "name": "v", "license": {"@id": "https://l/1"},
          "uploadDate": "20250102", "inLanguage": {"@type": "Language", "name": "fr"}}]}
     page = parse_page(f'<script type="application/ld+json">{json.dumps(doc)}</script>')
-    assert page == {"license": "https://l/1", "upload_date": "2025-01-02", "title": "v", "language": "fr"}
+    assert page == {"license": "https://l/1", "upload_date": "2025-01-02", "title": "v", "language": "fr",
+                    "license_from": "json_ld", "upload_date_from": "json_ld"}
 
 
 def test_malformed_json_ld_is_recorded_not_fatal():

@@ -9,8 +9,8 @@ import urllib.request
 
 import pytest
 
-from mm_assets.demo import Trickle, build_demo_site, serve, write_manifest
-from mm_assets.demo.media import Site, SitePage
+from mm_assets.demo.media import Site, SitePage, build_demo_site, write_manifest
+from mm_assets.demo.server import Trickle, serve
 
 
 def get(url: str, headers: dict | None = None) -> tuple[int, bytes, dict]:
@@ -45,6 +45,19 @@ def test_files_ranges_and_templates(site):
         assert get(srv.url("a/..%2Fodd.html"))[1] == b"odd"  # a literal file name wins over decoding
         assert get(srv.url("a/missing.html"))[0] == 404
         assert "GET /a/missing.html" in srv.requests
+
+
+def test_responses_are_counted_per_path(site):
+    """What the resume tests read: each response's status, the Range asked, and the body bytes sent."""
+    with serve(site) as srv:
+        get(srv.url("a/data.bin"))
+        get(srv.url("a/data.bin"), {"Range": "bytes=60-"})
+        get(srv.url("a/data.bin"), {"Range": "bytes=200-"})
+        get(srv.url("a/missing.bin"))
+        assert [(r.status, r.range, r.sent) for r in srv.served("a/data.bin")] == [
+            (200, None, 100), (206, "bytes=60-", 40), (416, "bytes=200-", 0)]
+        assert srv.bytes_sent("/a/data.bin") == 140
+        assert [(r.method, r.status) for r in srv.served("a/missing.bin")] == [("GET", 404)]
 
 
 def test_nothing_outside_the_root_is_served(site):
@@ -92,3 +105,12 @@ def test_odd_paths_are_404_not_errors(site):
         assert get(srv.url("a/" + "x" * 5000))[0] == 404
         assert get(srv.url("a/%00.html"))[0] == 404
         assert get(srv.url("a/page.html"))[0] == 200  # still serving
+
+
+def test_last_modified_is_sent_only_when_asked(site):
+    with serve(site) as srv:
+        assert "Last-Modified" not in get(srv.url("a/data.bin"))[2]
+    stamp = "Mon, 01 Jun 2026 12:00:00 GMT"
+    with serve(site, last_modified=stamp) as srv:
+        assert get(srv.url("a/data.bin"))[2]["Last-Modified"] == stamp
+        assert get(srv.url("a/data.bin"), {"Range": "bytes=1-2"})[2]["Last-Modified"] == stamp

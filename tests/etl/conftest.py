@@ -7,7 +7,7 @@ import subprocess
 import imageio_ffmpeg
 import pytest
 
-from mm_assets.config import PipelineConfig
+from mm_assets.config.pipeline import PipelineConfig
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from mm_assets.crawl.records import CrawlRecord, ItemRecord
+from mm_assets.crawl.ledger import CrawlRecord, ItemRecord
 from mm_assets.etl.metadata import build_metadata
 
 SOURCE = "youtube"

@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 
 from itemfactory import BATCH, REGISTERED, SOURCE, good_batch, make_item, run
 from mm_assets.crawl.batch import BatchInfo
-from mm_assets.crawl.records import CrawlRecord
+from mm_assets.crawl.ledger import CrawlRecord
 from mm_assets.etl.catalog import build_catalog, run_query
-from mm_assets.etl.metadata import build_batch_metadata
+from mm_assets.etl.metadata import publish_batch_metadata
 from resources.storage import StorageResource
 
 FILES = ("metadata", "quarantine", "duplicates", "hashes")
@@ -43,18 +43,18 @@ def test_entry_point_with_storage_and_ledger(tmp_path, cfg, videos):
     ]
     info = BatchInfo(batch=BATCH, source=SOURCE, manifest_sha256="0" * 64, origin="m.txt", registered_at=REGISTERED,
                      urls=6)
-    res = build_batch_metadata(ledger, storage=storage, info=info, cfg=cfg, prior_hashes={})
-    assert res.paths["metadata"] == storage.metadata_dir(BATCH) / "media_metadata.parquet"
+    res, urls = publish_batch_metadata(ledger, storage=storage, info=info, cfg=cfg, prior_hashes={})
+    assert urls["metadata"] == str(storage.store.local_path(storage.layout.metadata_file(BATCH)))
     assert (res.items, res.rows, res.quarantined, res.ledger_not_ok) == (5, 4, 1, 1)
-    q = pq.read_table(res.paths["quarantine"]).to_pylist()[0]
+    q = pq.read_table(urls["quarantine"]).to_pylist()[0]
     assert q["unique_id"] == "youtube_evil" and "leaves the storage root" in q["reason"]
-    meta = res.dagster_metadata()
+    meta = res.dagster_metadata(urls)
     assert meta["rows"] == 4 and meta["dagster/row_count"] == 4
     assert dg.MaterializeResult(metadata=meta).metadata["quarantined"] == 1
     # the DuckDB catalog's views read every file the batch wrote (its `batch` column comes from the folder)
-    cat = build_catalog(storage.root_path, storage.catalog_path())
+    cat = build_catalog(storage)
     assert cat.views == {"media_metadata": 4, "quarantine": 1, "duplicates": 0}
-    _, rows = run_query(cat.path, "SELECT batch, unique_id, reason_codes FROM quarantine")
+    _, rows = run_query(cat.url, "SELECT batch, unique_id, reason_codes FROM quarantine")
     assert rows == [(BATCH, "youtube_evil", ["ledger error"])]
     assert json.loads(json.dumps(res.as_dict(), default=str))["modalities"] == {"audio": 3, "text": 2, "video": 2}
     assert asdict(ledger[0])["status"] == "ok"

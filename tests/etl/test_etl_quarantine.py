@@ -6,9 +6,11 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from checks.metadata import check_license_present, check_quarantine
-from itemfactory import good_batch, make_item, run
-from mm_assets.config import MetadataConfig
+from checks.metadata import check_license_policy, check_quarantine
+from itemfactory import SOURCE, good_batch, make_item, run
+from mm_assets.config.pipeline import MetadataConfig, parse_config
+
+REQUIRE = "license missing: neither the page nor yt-dlp states a license and metadata.license_policy.youtube is require"
 
 
 def _quarantine(res) -> dict[str, dict]:
@@ -20,7 +22,13 @@ def _ids(res) -> list[str]:
 
 
 @pytest.fixture
-def mixed(tmp_path, videos, cfg):
+def require(tmp_path):
+    """The config where an item without a license is quarantined (the `require` policy)."""
+    return parse_config({"metadata": {"license_policy": {SOURCE: "require"}}}, base_dir=tmp_path)
+
+
+@pytest.fixture
+def mixed(tmp_path, videos, require):
     items = good_batch(tmp_path, videos) + [
         make_item(tmp_path, "notjson", 5, audio_seed=5, info=b"{not json"),
         make_item(tmp_path, "isalist", 6, audio_seed=6, info=[1, 2]),
@@ -32,7 +40,7 @@ def mixed(tmp_path, videos, cfg):
         make_item(tmp_path, "badtitle", 12, audio_seed=12, info={"title": {"nested": True}}),
         make_item(tmp_path, "nomedia", 13),
     ]
-    return run(items, tmp_path, cfg)
+    return run(items, tmp_path, require)
 
 
 def test_bad_rows_are_quarantined_with_reasons_and_the_rest_proceed(mixed):
@@ -42,7 +50,7 @@ def test_bad_rows_are_quarantined_with_reasons_and_the_rest_proceed(mixed):
     assert reasons["youtube_notjson"].startswith("malformed info.json: Expecting property name enclosed in double")
     assert reasons["youtube_isalist"] == "malformed info.json: the top level is a JSON list, not an object"
     assert reasons["youtube_noitem"] == "missing item.json: item.json is not in the item folder"
-    assert reasons["youtube_nolicense"] == "license missing: metadata.license is null or empty"
+    assert reasons["youtube_nolicense"].startswith(REQUIRE)
     assert reasons["youtube_badlang"].startswith("bad language code: metadata.language = 'english'")
     assert reasons["youtube_negdur"].startswith("bad duration: metadata.duration_seconds = '-3.0'")
     assert reasons["youtube_baddate"] == (
@@ -63,9 +71,9 @@ def test_quarantined_row_json_keeps_what_could_be_read(mixed):
     assert stub["source_uri"] == "https://example.test/watch?v=noitem" and stub["metadata"] is None
 
 
-def test_asset_checks_on_a_batch_with_quarantine(mixed):
+def test_asset_checks_on_a_batch_with_quarantine(mixed, require):
     paths = mixed.paths
-    passed, meta = check_license_present(paths["metadata"], paths["quarantine"])
+    passed, meta = check_license_policy(paths["metadata"], paths["quarantine"], require.metadata)
     assert passed and meta["quarantined_for_license"] == 1  # unlicensed items are counted, not in training
     passed, meta = check_quarantine(paths["metadata"], paths["quarantine"], paths["duplicates"],
                                     MetadataConfig(quarantine_max_fraction=0.2))

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from checks.metadata import check_license_present, check_metadata_file, check_quarantine, check_unique_ids
+from checks.metadata import check_license_policy, check_metadata_file, check_quarantine, check_unique_ids
 from checks.metadata_schema import METADATA_ARROW_SCHEMA, row_failures, split_valid
 from itemfactory import BATCH, REGISTERED, SOURCE, good_batch
 from mm_assets.etl.metadata import build_metadata
@@ -24,7 +24,9 @@ REFERENCE = {
         "title": pa.string(),
         "description": pa.string(),
         "license": pa.string(),
+        "license_source": pa.string(),  # schema v2
         "upload_date": pa.date32(),
+        "upload_date_source": pa.string(),  # schema v2
         "duration_seconds": pa.float64(),
         "resolution": {"width": pa.int32(), "height": pa.int32()},
         "sample_rate_hz": pa.int32(),
@@ -64,7 +66,7 @@ def test_good_batch_validates_and_passes_every_check(good, cfg):
     assert good.modalities == {"audio": 3, "text": 2, "video": 2}
     assert good.audio_hours == pytest.approx(1.5 / 3600)
     for passed, meta in (check_metadata_file(good.paths["metadata"]), check_unique_ids(good.paths["metadata"]),
-                         check_license_present(good.paths["metadata"], good.paths["quarantine"]),
+                         check_license_policy(good.paths["metadata"], good.paths["quarantine"], cfg.metadata),
                          check_quarantine(good.paths["metadata"], good.paths["quarantine"], good.paths["duplicates"],
                                           cfg.metadata)):
         assert passed, meta
@@ -76,7 +78,7 @@ def test_parquet_holds_every_reference_field_with_nested_types(good):
     for name, expected in REFERENCE.items():
         _assert_has(schema.field(name).type, expected, name)
     assert schema.remove_metadata().equals(METADATA_ARROW_SCHEMA.remove_metadata())
-    assert schema.metadata[b"mm_pretrain.schema_version"] == b"1"
+    assert schema.metadata[b"mm_pretrain.schema_version"] == b"2"
 
 
 def test_row_values(good):
@@ -140,8 +142,14 @@ def _frame(good, mutate):
 
 
 BAD_ROWS = [
-    (lambda r: r["metadata"].update(license=None), "license missing: metadata.license is null or empty"),
-    (lambda r: r["metadata"].update(license="  "), "license missing"),
+    (lambda r: r["metadata"].update(license=None, license_source=None),
+     "license missing: neither the page nor yt-dlp states a license and metadata.license_policy.youtube is require"),
+    (lambda r: r["metadata"].update(license="  ", license_source=None), "license missing"),
+    (lambda r: r["metadata"].update(license=None), "bad license_source: metadata.license_source = 'page'"),
+    (lambda r: r["metadata"].update(license_source="none"), "bad license_source"),
+    (lambda r: r["metadata"].update(license_source="guessed"), "bad license_source"),
+    (lambda r: r["metadata"].update(upload_date_source="info_json"), "bad upload_date_source"),  # no date
+    (lambda r: r["metadata"].update(upload_date_source="the moon"), "bad upload_date_source"),
     (lambda r: r["metadata"].update(language="English"), "bad language code: metadata.language = 'English'"),
     (lambda r: r["metadata"].update(duration_seconds=-1.0), "bad duration: metadata.duration_seconds = '-1.0'"),
     (lambda r: r["metadata"].update(duration_seconds=float("nan")), "bad duration"),
@@ -188,6 +196,6 @@ def test_schema_check_fails_on_a_wrong_parquet(tmp_path, good):
 def test_validation_cannot_be_switched_off_by_the_environment(good):
     from pandera.config import config_context
 
-    df = _frame(good, lambda r: r["metadata"].update(license=None))
+    df = _frame(good, lambda r: r["metadata"].update(license=None, license_source=None))
     with config_context(validation_enabled=False, validation_depth="SCHEMA_ONLY"):
         assert len(row_failures(df)) == 1

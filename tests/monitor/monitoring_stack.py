@@ -18,7 +18,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from mm_assets.config import DEFAULT_CONFIG
+from mm_assets.config.base import DEFAULT_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
 START, STOP = REPO / "scripts" / "monitoring" / "start.sh", REPO / "scripts" / "monitoring" / "stop.sh"

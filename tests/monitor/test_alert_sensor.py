@@ -118,7 +118,7 @@ def test_an_unreachable_webhook_is_reported_and_the_sensor_goes_on(tmp_path, web
 
 @pytest.mark.parametrize("bad", [{"url": "ftp://x"}, {}, {"url": "http://x", "url_env": "X"}])
 def test_a_webhook_needs_exactly_one_http_source(tmp_path, bad):
-    from mm_assets.project import ConfigError
+    from mm_assets.config.base import ConfigError
 
     with pytest.raises(ConfigError, match="monitoring.alerts.webhooks.0"):
         _defs(tmp_path, {"webhooks": [{"name": "ops", **bad}]}).resources["pipeline"].load()

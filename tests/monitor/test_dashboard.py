@@ -3,7 +3,7 @@
 import json
 import re
 
-from mm_assets.config import PROJECT_ROOT
+from mm_assets.config.base import PROJECT_ROOT
 from mm_assets.monitor import metrics as mt
 from mm_assets.monitor.deploy import DASHBOARD
 

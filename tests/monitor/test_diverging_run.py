@@ -12,10 +12,13 @@ import pytest
 import yaml
 from monitoring_stack import Ticker
 
-from mm_assets.config import PROJECT_ROOT
+from mm_assets.config.base import PROJECT_ROOT
 from mm_assets.definitions import build_definitions
 from mm_assets.partitions import experiments
-from mm_assets.shards import VocabLayout, write_shard
+from mm_assets.shards.assets import shard_manifest
+from mm_assets.shards.indexed import write_shard
+from mm_assets.shards.vocab import VocabLayout
+from mm_assets.storage.layout import ArtifactLayout
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "exp-tiny-cpu-diverge"
@@ -26,9 +29,10 @@ def _project(stack) -> None:
     layout = VocabLayout.build(48, [])
     pattern = np.arange(2, 34, dtype=np.int32)
     docs = [np.concatenate([np.roll(pattern, i % 7), [layout.eod_id]]).astype(np.int32) for i in range(200)]
-    shard = stack.root / "data" / "shards" / "ci-pattern"
-    write_shard(shard / "tokens", docs, eod_id=layout.eod_id)
-    layout.write(shard / "vocab.json")
+    shard = stack.root / "data" / ArtifactLayout().shard_dir("ci-pattern")
+    files = write_shard(shard / ArtifactLayout.SHARD_PREFIX, docs, eod_id=layout.eod_id)
+    layout.write(shard / ArtifactLayout.SHARD_VOCAB)
+    shard_manifest(shard, files, names=(ArtifactLayout.SHARD_VOCAB,)).write(shard)
     overrides = yaml.safe_load((PROJECT_ROOT / "configs" / "experiments" / f"{EXPERIMENT}.yaml").read_text())
     overrides["data"] = {"blend": [{"shard_batch": "ci-pattern", "weight": 1.0}], "split": "98,1,1"}
     (stack.root / "experiments").mkdir(exist_ok=True)
@@ -87,10 +91,12 @@ def test_a_diverging_run_raises_grad_norm_explosion_and_a_delivered_error_check(
         assert 0 < mfu < 1  # against the test config's 1e11 FLOP/s "cpu" peak
 
         log_meta = {k: v.value for k, v in result.asset_materializations_for_node("training_log")[0].metadata.items()}
-        png = stack.root / "data" / "train" / EXPERIMENT / "training_curves.png"
+        layout = ArtifactLayout()
+        png = stack.root / "data" / layout.training_curves(EXPERIMENT)
         assert log_meta["curves_path"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert log_meta["curves"].startswith(f"![{EXPERIMENT} loss and grad norm](data:image/png;base64,")
-        assert not (stack.root / "data" / "monitoring" / "targets" / f"{EXPERIMENT}.json").exists()
+        targets = stack.root / "data" / layout.monitoring_target(EXPERIMENT)
+        assert json.loads(targets.read_text()) == []  # written while the job ran, emptied at its end
 
         assert "delivered" in tick()
         for _ in range(2):

@@ -3,9 +3,9 @@ refused with their key path."""
 
 import pytest
 
-from mm_assets.config import load_config, parse_config
+from mm_assets.config.pipeline import load_config, parse_config
 from mm_assets.monitor.config import duration_seconds
-from mm_assets.project import ConfigError
+from mm_assets.config.base import ConfigError
 
 
 @pytest.mark.parametrize("section, where, hint", [

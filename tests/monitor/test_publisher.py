@@ -1,6 +1,6 @@
 """The Megatron-log publisher against a real Pushgateway (loopback): what it pushes, per experiment; that a
 Pushgateway that is down or hangs neither fails nor holds up the log stream (one warning); that the end of a run
-deletes the group and the targets; and the data-pipeline counters' groups."""
+empties the group and the targets; and the data-pipeline counters' groups."""
 
 import json
 import socket
@@ -16,8 +16,9 @@ from mm_assets.monitor.publisher import TrainingMetricsPublisher, metric_values
 from mm_assets.monitor.pushgateway import Pushgateway
 from mm_assets.monitor.run_spec import RunSpec
 from mm_assets.tokens.store import TokenRow
-from mm_assets.train.log_format import format_training_line
-from mm_assets.train.log_parse import parse_line
+from mm_assets.train.megatron_log.format import format_training_line
+from mm_assets.train.megatron_log.parse import parse_line
+from resources.storage import StorageResource
 
 JOB = "llm_pretrain_training"
 SPEC = RunSpec("exp-pub", "10b", 8192, 6.1e10, 256, "h100", 9.89e14)
@@ -58,22 +59,23 @@ def test_metric_values_from_a_record_with_mfu():
 
 def test_publishes_the_experiment_group_then_deletes_it_and_its_targets(pushgateway, tmp_path):
     warnings: list[str] = []
-    targets = tmp_path / "targets" / "exp-pub.json"
+    storage = StorageResource(root=str(tmp_path))
+    targets = tmp_path / "monitoring" / "targets" / "exp-pub.json"  # where Prometheus's file_sd looks
     pub = TrainingMetricsPublisher(SPEC, Pushgateway(pushgateway), job=JOB, warn=warnings.append,
-                                   min_push_interval_s=0, targets_path=targets)
+                                   min_push_interval_s=0, storage=storage)
     pub.job_started("4242", ["dgx-01", "dgx-02"])
     assert json.loads(targets.read_text()) == [
         {"labels": {"experiment": "exp-pub", "node_id": n, "slurm_job_id": "4242"}, "targets": [f"{n}:9400"]}
         for n in ("dgx-01", "dgx-02")]
-    text = _line(1) + "\n" + _line(2, grad_norm=1.5)
-    pub.job_lines([text[:70]])  # a line split across two reads
-    pub.job_lines([text[70:]])
+    for line in ("some other output", _line(1), _line(2, grad_norm=1.5)):
+        pub.on_line(line)
     pub._worker.stop(timeout_s=5)
     group = _group(pushgateway, "exp-pub")
     assert group["llm_pretrain_training_grad_norm"] == 1.5 and group["llm_pretrain_training_iteration"] == 2
     assert group["llm_pretrain_training_loss"] == 2.5 and group["push_time_seconds"] > 0
     pub.finish()
-    assert _group(pushgateway, "exp-pub") is None and not targets.exists() and warnings == []
+    assert _group(pushgateway, "exp-pub") is None and warnings == []
+    assert json.loads(targets.read_text()) == []  # Prometheus drops the nodes at once
 
 
 def test_a_pushgateway_that_is_down_warns_once_and_never_blocks(tmp_path):
@@ -84,7 +86,7 @@ def test_a_pushgateway_that_is_down_warns_once_and_never_blocks(tmp_path):
     pub = TrainingMetricsPublisher(SPEC, Pushgateway(f"http://127.0.0.1:{port}", 0.5), job=JOB,
                                    warn=warnings.append, min_push_interval_s=0)
     for i in range(1, 6):
-        pub.job_lines([_line(i)])
+        pub.on_line(_line(i))
     pub.finish()
     assert pub.records == 5
     failed = [w for w in warnings if "pushing to the Pushgateway" in w]
@@ -93,7 +95,7 @@ def test_a_pushgateway_that_is_down_warns_once_and_never_blocks(tmp_path):
 
 
 def test_a_hanging_pushgateway_does_not_hold_up_the_log_stream():
-    """The push runs on its own thread: job_lines returns while the Pushgateway still holds the request."""
+    """The push runs on its own thread: on_line returns while the Pushgateway still holds the request."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(4)
@@ -108,9 +110,9 @@ def test_a_hanging_pushgateway_does_not_hold_up_the_log_stream():
     warnings: list[str] = []
     pub = TrainingMetricsPublisher(SPEC, Pushgateway(f"http://127.0.0.1:{server.getsockname()[1]}", 1.0), job=JOB,
                                    warn=warnings.append, min_push_interval_s=0)
-    pub.job_lines([_line(1)])
+    pub.on_line(_line(1))
     assert accepted.wait(10)
-    pub.job_lines([_line(2)])  # returns although the first push is still unanswered
+    pub.on_line(_line(2))  # returns although the first push is still unanswered
     assert pub.records == 2 and pub._worker.pushes == 0
     pub.finish()
     server.close()

@@ -11,7 +11,8 @@ import pytest
 import yaml
 from monitoring_stack import require_prometheus
 
-from mm_assets.config import DEFAULT_CONFIG, PROJECT_ROOT, load_config
+from mm_assets.config.base import DEFAULT_CONFIG, PROJECT_ROOT
+from mm_assets.config.pipeline import load_config
 from mm_assets.monitor.config import MonitoringConfig
 from mm_assets.monitor.deploy import ALERT_RULES, RULE_TESTS, deploy_files, drifted, write_deploy
 from mm_assets.monitor.rule_tests import cases

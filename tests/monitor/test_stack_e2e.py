@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from mm_assets.monitor.pushgateway import Pushgateway
 from mm_assets.monitor.publisher import TrainingMetricsPublisher
 from mm_assets.monitor.run_spec import RunSpec
-from mm_assets.train.log_format import format_training_line
+from mm_assets.train.megatron_log.format import format_training_line
 
 JOB = "llm_pretrain_training"
 
@@ -47,7 +47,7 @@ def _feed_until(stack, publisher, grad_norm: float, predicate, timeout_s: float)
     """Log a line every 0.25 s, as a live trainer does, until the receiver has a matching message."""
     deadline, iteration = time.monotonic() + timeout_s, 3
     while time.monotonic() < deadline:
-        publisher.job_lines([_line(iteration, grad_norm)])
+        publisher.on_line(_line(iteration, grad_norm))
         iteration += 1
         found = stack.receiver.wait_for(predicate, 0.25)
         if found:
@@ -67,7 +67,8 @@ def test_a_pushed_grad_norm_explosion_reaches_the_webhook(stack):
     warnings: list[str] = []
     publisher = _publisher(stack, "exp-stack", warnings)
     publisher.job_started(None, [])
-    publisher.job_lines([_line(1, 1.5), _line(2, 42.0)])
+    publisher.on_line(_line(1, 1.5))
+    publisher.on_line(_line(2, 42.0))
     assert _wait(lambda: _group_value(stack, "exp-stack", "llm_pretrain_training_grad_norm") == 42.0, 10)
     pushed_at = time.time()
     message = _feed_until(stack, publisher, 42.0, _alertmanager("GradNormExplosion", "exp-stack"), 60)
@@ -90,7 +91,7 @@ def test_a_dead_run_goes_stale_and_a_finished_one_stays_quiet(stack):
     finished, dead = _publisher(stack, "exp-finished", warnings), _publisher(stack, "exp-dead", warnings)
     for publisher in (finished, dead):
         publisher.job_started(None, [])
-        publisher.job_lines([_line(1, 1.0)])
+        publisher.on_line(_line(1, 1.0))
     assert _wait(lambda: _group_value(stack, "exp-dead", "llm_pretrain_training_loss") == 2.0, 10)
     finished.finish()
     dead._worker.stop(timeout_s=2)  # the Dagster process "died": nobody deletes exp-dead's group

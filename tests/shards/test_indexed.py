@@ -6,9 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from mm_assets.paths import sha256_file
 from mm_assets.shards.documents import DocumentAssembler
-from mm_assets.shards.megatron import build_gpt_dataset, open_indexed_dataset
 from mm_assets.shards.indexed import (
     ShardWriter,
     bin_path,
@@ -18,7 +16,9 @@ from mm_assets.shards.indexed import (
     read_index,
     write_shard,
 )
+from mm_assets.shards.megatron import build_gpt_dataset, open_indexed_dataset
 from mm_assets.shards.vocab import Codebook, VocabLayout
+from mm_assets.storage.paths import sha256_file
 
 INT32_MAX = np.iinfo(np.int32).max
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
-from mediabatch import materialize, write_media_batch
 
-from mm_assets.config import ConfigError, parse_config
-from mm_assets.shards import VocabLayout
-from mm_assets.shards.assets import SHARD_PREFIX, VOCAB_FILE
+from mediabatch import materialize, write_media_batch
+from mm_assets.config.base import ConfigError
+from mm_assets.config.pipeline import parse_config
+from mm_assets.shards.vocab import VocabLayout
 from mm_assets.tokens.assets import TOKEN_ASSETS
 from mm_assets.tokens.text import train_demo_bpe
-from mm_assets.train.blend import Blend, BlendItem
-from mm_assets.train.blend_assets import blend_layout
+from mm_assets.train.launch.blend import Blend, BlendItem
+from mm_assets.train.launch.preflight import blend_layout
 from resources.storage import StorageResource
 
 CONFIG = """storage: {{root: data}}
@@ -38,7 +38,7 @@ def project(tmp_path, reserved: int = 1024, demo: bool = True):
 
 
 def layout(storage, batch) -> VocabLayout:
-    return VocabLayout.read(storage.path("shards", batch, VOCAB_FILE))
+    return VocabLayout.read(storage.store.local_path(storage.layout.shard_vocab(batch)))
 
 
 def test_a_batch_without_text_shards_first_and_shares_the_text_batch_layout(tmp_path, instance):
@@ -56,7 +56,7 @@ def test_a_batch_without_text_shards_first_and_shares_the_text_batch_layout(tmp_
     assert layout(storage, "subs") == layout(storage, "nosubs")
     assert layout(storage, "subs").sha256 == layout(storage, "nosubs").sha256
 
-    prefixes = [str(storage.path("shards", b, SHARD_PREFIX)) for b in ("nosubs", "subs")]
+    prefixes = [storage.store.url(storage.layout.shard_prefix(b)) for b in ("nosubs", "subs")]
     blend = Blend(tuple(BlendItem(p, 1.0, 0.5, f"data.blend.{i}") for i, p in enumerate(prefixes)))
     shared, problems = blend_layout(blend)
     assert problems == [] and shared.text_size == 1024

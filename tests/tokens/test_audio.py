@@ -18,16 +18,16 @@ import soundfile as sf  # noqa: E402
 import soxr  # noqa: E402
 import torch  # noqa: E402
 
-from mm_assets.paths import sha256_file  # noqa: E402
+from mm_assets.storage.paths import sha256_file  # noqa: E402
 from mm_assets.tokens.audio import (  # noqa: E402
     AudioReadError,
     AudioTokenizer,
     AudioTooShortError,
     InvalidAudioError,
     frames_for,
-    import_encodec,
 )
 from mm_assets.tokens.config import AudioTokenizerConfig  # noqa: E402
+from mm_assets.tokens.encodec_model import import_encodec  # noqa: E402
 from mm_assets.tokens.identity import InvalidWeightsError, MissingWeightsError  # noqa: E402
 
 torch.set_num_threads(1)

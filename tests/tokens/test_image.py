@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mm_assets.paths import sha256_file
+from mm_assets.storage.paths import sha256_file
 from mm_assets.tokens.config import ImageTokenizerConfig
 from mm_assets.tokens.identity import InvalidWeightsError, MissingWeightsError
 from mm_assets.tokens.vq import MediaDecodeError, NoFramesError, decode_image, ffmpeg_exe

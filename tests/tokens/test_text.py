@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mm_assets.paths import sha256_file
+from mm_assets.storage.paths import sha256_file
 from mm_assets.tokens.config import TextTokenizerConfig
 from mm_assets.tokens.text import (
     MissingTokenizerError,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mm_assets.config import parse_config
-from mm_assets.tokens.assets import tokenizer_plan, tokenize_items
+from mm_assets.config.pipeline import parse_config
+from mm_assets.tokens.assets import tokenize_items, tokenizer_plan
 from mm_assets.tokens.identity import MissingWeightsError
 from mm_assets.tokens.store import read_identity, read_tokens, write_tokens
 

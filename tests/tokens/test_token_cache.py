@@ -8,15 +8,14 @@ import dataclasses
 import dagster as dg
 import numpy as np
 import pytest
-from mediabatch import materialize, write_media_batch, write_wav
 
-from mm_assets.config import load_config
+from mediabatch import materialize, write_media_batch, write_wav
+from mm_assets.config.pipeline import load_config
 from mm_assets.tokens.assets import (
     MODALITIES,
     TOKEN_ASSETS,
     TokenizerPlan,
     batch_items,
-    token_file,
     tokenize_cached,
     tokenizer_plan,
 )
@@ -64,7 +63,7 @@ def tokenized(tmp_path, instance):
 
 
 def token_bytes(storage):
-    return {m: token_file(storage, BATCH, m).read_bytes() for m in MODALITIES}
+    return {m: storage.store.local_path(storage.layout.token_file(BATCH, m)).read_bytes() for m in MODALITIES}
 
 
 def cache_counts(meta):
@@ -91,16 +90,16 @@ def test_rerun_does_no_tokenizer_work_and_writes_the_same_bytes(tokenized, insta
         plan = tokenizer_plan(cfg, modality, items)
         builds = []
         counting = dataclasses.replace(plan, build=lambda: builds.append(1) or plan.build())
-        cache = TokenCache(storage.token_cache_dir(modality), modality, plan.identity.fingerprint)
+        cache = TokenCache(storage, modality, plan.identity.fingerprint)
         rows = tokenize_cached(items, counting, cache, lambda _: None)
         assert (builds, cache.stats.hits, len(rows)) == ([], N, N), modality
-    cache_files = [p for p in storage.path("cache").rglob("*") if p.is_file()]
+    cache_files = [p for p in (storage.store.root / "cache").rglob("*") if p.is_file()]
     assert len(cache_files) == 4 * N and all(p.suffix == ".codes" for p in cache_files)  # no temp files left
 
 
 def test_a_changed_item_is_retokenized_alone(tokenized, instance):
     config, storage, items, _ = tokenized
-    before, _ = read_tokens(token_file(storage, BATCH, "audio"))
+    before, _ = read_tokens(storage.store.local_path(storage.layout.token_file(BATCH, "audio")))
     changed = f"{BATCH}_1"
     write_wav(items[changed]["audio"], 1234.0)
 
@@ -112,7 +111,7 @@ def test_a_changed_item_is_retokenized_alone(tokenized, instance):
         encode = plan.build()
         return lambda paths: encoded.append([p.name for p in paths]) or encode(paths)
 
-    cache = TokenCache(storage.token_cache_dir("audio"), "audio", plan.identity.fingerprint)
+    cache = TokenCache(storage, "audio", plan.identity.fingerprint)
     rows = {r.unique_id: r for r in tokenize_cached(batch_items(storage, BATCH, "audio"),
                                                     TokenizerPlan(plan.identity, build), cache, lambda _: None)}
     assert encoded == [[items[changed]["audio"].name]]  # one encoder call, for the changed file only
@@ -122,7 +121,7 @@ def test_a_changed_item_is_retokenized_alone(tokenized, instance):
 
     meta = materialize(config, storage, BATCH, instance, TOKEN_ASSETS)  # the new codes are cached now
     assert cache_counts(meta)["audio_tokens"] == (N, 0, 0)
-    after, _ = read_tokens(token_file(storage, BATCH, "audio"))
+    after, _ = read_tokens(storage.store.local_path(storage.layout.token_file(BATCH, "audio")))
     assert np.array_equal(after[changed], rows[changed].codes)
 
 
@@ -135,7 +134,7 @@ def test_a_changed_setting_retokenizes_only_its_modality(tokenized, instance, tm
                                                                ("text", "image", "video")}}
     after = token_bytes(storage)
     assert after["audio"] != before["audio"] and all(after[m] == before[m] for m in ("text", "image", "video"))
-    assert read_identity(token_file(storage, BATCH, "audio"))["config"]["chunk_seconds"] == 0.2
+    assert read_identity(storage.store.local_path(storage.layout.token_file(BATCH, "audio")))["config"]["chunk_seconds"] == 0.2
 
     write_config(tmp_path, chunk=10.0)  # back: the first run's entries are still there
     meta = materialize(config, storage, BATCH, instance, TOKEN_ASSETS)
@@ -145,7 +144,7 @@ def test_a_changed_setting_retokenizes_only_its_modality(tokenized, instance, tm
 def test_damaged_entries_are_detected_and_recomputed(tokenized, instance):
     config, storage, _, _ = tokenized
     before = token_bytes(storage)
-    entries = sorted(storage.token_cache_dir("video").rglob("*.codes"))
+    entries = sorted(storage.store.local_dir(storage.layout.token_cache("video")).rglob("*.codes"))
     truncated, flipped, header = entries
     truncated.write_bytes(truncated.read_bytes()[:-7])
     data = bytearray(flipped.read_bytes())
@@ -162,19 +161,19 @@ def test_damaged_entries_are_detected_and_recomputed(tokenized, instance):
 
 def test_cache_keys_follow_weights_versions_config_and_input_not_location(tmp_path):
     ident = AudioTokenizer.identity_for(AudioTokenizerConfig(device="cpu"), allow_random_weights=True)
-    key = TokenCache(tmp_path, "audio", ident.fingerprint).key("a" * 64)
-    assert TokenCache(tmp_path / "elsewhere", "audio", ident.fingerprint).key("a" * 64) == key
-    assert TokenCache(tmp_path, "audio", ident.fingerprint).key("b" * 64) != key
-    assert TokenCache(tmp_path, "image", ident.fingerprint).key("a" * 64) != key
+    key = TokenCache(StorageResource(root=str(tmp_path)), "audio", ident.fingerprint).key("a" * 64)
+    assert TokenCache(StorageResource(root=str(tmp_path / "elsewhere")), "audio", ident.fingerprint).key("a" * 64) == key
+    assert TokenCache(StorageResource(root=str(tmp_path)), "audio", ident.fingerprint).key("b" * 64) != key
+    assert TokenCache(StorageResource(root=str(tmp_path)), "image", ident.fingerprint).key("a" * 64) != key
     variants = [
         dataclasses.replace(ident, weights="pretrained", weights_sha256="c" * 64, weights_path="/m/encodec.th"),
         dataclasses.replace(ident, versions={**ident.versions, "torch": "9.9.9"}),
         dataclasses.replace(ident, config={**ident.config, "chunk_seconds": 30.0}),
     ]
-    keys = {TokenCache(tmp_path, "audio", v.fingerprint).key("a" * 64) for v in variants}
+    keys = {TokenCache(StorageResource(root=str(tmp_path)), "audio", v.fingerprint).key("a" * 64) for v in variants}
     assert len(keys) == 3 and key not in keys
     moved = dataclasses.replace(variants[0], weights_path="/elsewhere/encodec.th")  # same weights, other path
-    assert TokenCache(tmp_path, "audio", moved.fingerprint).key("a" * 64) in keys
+    assert TokenCache(StorageResource(root=str(tmp_path)), "audio", moved.fingerprint).key("a" * 64) in keys
 
 
 @pytest.mark.parametrize(("cls", "config", "changes"), [

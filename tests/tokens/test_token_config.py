@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from mm_assets.paths import sha256_file
+from mm_assets.storage.paths import sha256_file
 from mm_assets.tokens.config import (
     AudioTokenizerConfig,
     ImageTokenizerConfig,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mm_assets.paths import sha256_file
+from mm_assets.storage.paths import sha256_file
 from mm_assets.tokens.config import VideoTokenizerConfig
 from mm_assets.tokens.identity import InvalidWeightsError, MissingWeightsError
 from mm_assets.tokens.video import VideoTokenizer

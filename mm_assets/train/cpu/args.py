@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from mm_assets.train.cpu import VOCAB_FILE, TrainerError
+from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.train.cpu import TrainerError
 
-PROG = "python -m mm_assets.train.cpu_pretrain"
+PROG = "python -m mm_assets.train.cpu"
 
 DESCRIPTION = "The CPU trainer: `pretrain_gpt.py`'s arguments, log lines and checkpoint layout, for CI and the demo."
 
@@ -91,10 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PREFIX | W1 PREFIX1 W2 PREFIX2 ... (separate words or one quoted string)")
     g.add_argument("--split", default="969, 30, 1")
     g.add_argument("--tokenizer-type", default="NullTokenizer")
-    g.add_argument("--vocab-size", type=int, default=None, help=f"default: the shards' {VOCAB_FILE}")
+    g.add_argument("--vocab-size", type=int, default=None, help=f"default: the shards' {ArtifactLayout.SHARD_VOCAB}")
     g.add_argument("--null-tokenizer-eod-id", type=int, default=None)
     g.add_argument("--null-tokenizer-pad-id", type=int, default=None)
-    g.add_argument("--data-cache-path", default=None, help="default: <--save>/data-cache or a temp folder")
+    g.add_argument("--data-cache-path", default=None, help=f"default: <--save>/{ArtifactLayout.RUN_DATA_CACHE} or a temp folder")
 
     g = p.add_argument_group("checkpoints, logging and evaluation")
     g.add_argument("--save", default=None)

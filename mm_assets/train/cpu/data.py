@@ -7,10 +7,11 @@ import hashlib
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from mm_assets.train.cpu import VOCAB_FILE, TrainerError
+from mm_assets.shards.vocab import ShardVocab, VocabLayout, VocabLayoutError
+from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.train.cpu import TrainerError
 from mm_assets.train.cpu.args import Schedule
 
 BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")  # of a GPTDataset sample, without attention_mask
@@ -45,22 +46,12 @@ def missing_prefixes(prefixes: Sequence[str]) -> list[str]:
     return [p for p in prefixes if not (Path(f"{p}.bin").is_file() and Path(f"{p}.idx").is_file())]
 
 
-@dataclass(frozen=True)
-class Vocab:
-    size: int
-    eod: int
-    pad: int
-    layout_sha256: str  # of the shards' vocab.json ("" when the shards have none)
-
-
-def resolve_vocab(args: argparse.Namespace, prefixes: Sequence[str]) -> Vocab:
+def resolve_vocab(args: argparse.Namespace, prefixes: Sequence[str]) -> ShardVocab:
     """--vocab-size / --null-tokenizer-eod-id / --null-tokenizer-pad-id, checked against (or, when left out,
     taken from) the vocab.json beside each shard. All shards of a blend must share one layout."""
-    from mm_assets.shards.vocab import VocabLayout, VocabLayoutError
-
     layouts = {}
     for prefix in prefixes:
-        path = Path(prefix).parent / VOCAB_FILE
+        path = Path(prefix).parent / ArtifactLayout.SHARD_VOCAB
         if path.is_file():
             try:
                 layouts[prefix] = VocabLayout.read(path)
@@ -75,7 +66,7 @@ def resolve_vocab(args: argparse.Namespace, prefixes: Sequence[str]) -> Vocab:
     if layout is not None:
         given = {"--vocab-size": (size, layout.vocab_size), "--null-tokenizer-eod-id": (eod, layout.eod_id),
                  "--null-tokenizer-pad-id": (pad, layout.pad_id)}
-        wrong = [f"{flag} {mine} but {VOCAB_FILE} says {theirs}" for flag, (mine, theirs) in given.items()
+        wrong = [f"{flag} {mine} but {ArtifactLayout.SHARD_VOCAB} says {theirs}" for flag, (mine, theirs) in given.items()
                  if mine is not None and theirs is not None and mine != theirs]
         if wrong:
             raise TrainerError("; ".join(wrong))
@@ -83,12 +74,12 @@ def resolve_vocab(args: argparse.Namespace, prefixes: Sequence[str]) -> Vocab:
         eod = layout.eod_id if eod is None else eod
         pad = layout.pad_id if pad is None else pad
     if size is None:
-        raise TrainerError(f"no vocabulary size: pass --vocab-size or put {VOCAB_FILE} beside the shards")
+        raise TrainerError(f"no vocabulary size: pass --vocab-size or put {ArtifactLayout.SHARD_VOCAB} beside the shards")
     eod = size - 1 if eod is None else eod  # Megatron's NullTokenizer defaults
     pad = -1 if pad is None else pad
     if not 0 <= eod < size or pad >= size:
         raise TrainerError(f"EOD id {eod} / pad id {pad} outside the vocabulary of {size}")
-    return Vocab(size, eod, pad, layout.sha256 if layout is not None else "")
+    return ShardVocab(size, eod, pad, layout.sha256 if layout is not None else "")
 
 
 def padded_vocab_size(size: int, divisible_by: int) -> int:
@@ -97,7 +88,7 @@ def padded_vocab_size(size: int, divisible_by: int) -> int:
 
 
 def build_datasets(
-    args, vocab: Vocab, blend: tuple[list[str], list[float] | None], sched: Schedule, cache: Path, notices: list[str]
+    args, vocab: ShardVocab, blend: tuple[list[str], list[float] | None], sched: Schedule, cache: Path, notices: list[str]
 ):
     """Megatron's train/valid/test GPTDatasets (a BlendedDataset when weighted), as pretrain_gpt.py builds them.
 
@@ -108,7 +99,6 @@ def build_datasets(
     from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
     from mm_assets.shards.indexed import read_index
-    from mm_assets.shards.megatron import ShardTokenizer
 
     content = hashlib.sha256()
     for prefix in blend[0]:
@@ -119,7 +109,7 @@ def build_datasets(
         blend=blend,
         split=args.split,
         path_to_cache=str(cache / content.hexdigest()[:16]),
-        tokenizer=ShardTokenizer(vocab.size, vocab.eod, vocab.pad, vocab.layout_sha256),
+        tokenizer=vocab,
         reset_position_ids=False,
         reset_attention_mask=False,
         eod_mask_loss=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 
+from mm_assets.monitor.flops import ModelShape, flops_per_token
 from mm_assets.train.cpu.args import Schedule
 
 
@@ -99,8 +100,6 @@ def build_optimizer(args, model, sched: Schedule):
 
 def flops_per_batch(args, batch_size: int, vocab_padded: int) -> float:
     """Megatron's num_floating_point_operations for a dense GPT (forward + backward): mm_assets.monitor.flops."""
-    from mm_assets.monitor.flops import ModelShape, flops_per_token
-
     shape = ModelShape(
         num_layers=args.num_layers,
         hidden_size=args.hidden_size,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import sys
 import tempfile
 import time
 import warnings
@@ -13,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from mm_assets.shards.manifest import has_manifest, shard_problems
+from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.train.cpu import TrainerError
 from mm_assets.train.cpu.args import build_parser, check_args, schedule_of
-from mm_assets.train.cpu.checkpoint import checkpoint_sha256
+from mm_assets.train.cpu.checkpoint import checkpoint_sha256, sweep_staging, writer_lock
 from mm_assets.train.cpu.data import build_datasets, missing_prefixes, padded_vocab_size, parse_data_path, resolve_vocab
 from mm_assets.train.cpu.model import install_cpu_shims
 from mm_assets.train.cpu.trainer import Trainer, now
@@ -71,6 +75,11 @@ def run(argv: Sequence[str], pipes=None) -> int:
     missing = missing_prefixes(prefixes)
     if missing:
         raise TrainerError("--data-path: no shard at " + ", ".join(f"{m} (.bin/.idx)" for m in missing))
+    damaged = [p for prefix in prefixes for p in shard_problems(prefix, manifest_required=False)]
+    if damaged:
+        raise TrainerError("--data-path: refusing shards that do not match their index or manifest: " + "; ".join(damaged))
+    notices += [f"no {ArtifactLayout.SHARD_MANIFEST} beside {p}: checked against its index only, not against recorded sha256s"
+                for p in prefixes if not has_manifest(p)]
     vocab = resolve_vocab(args, prefixes)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world != 1:
@@ -84,6 +93,17 @@ def run(argv: Sequence[str], pipes=None) -> int:
     for notice in notices:
         emit(f"NOTICE: {notice}", False)
 
+    stack = contextlib.ExitStack()
+    if args.save:
+        stack.enter_context(writer_lock(args.save))
+        for stale in sweep_staging(args.save):
+            emit(f"NOTICE: removed {stale}, left by a save that did not finish", False)
+    with stack:
+        return _train(args, sched, vocab, prefixes, weights, emit, pipes, wall0)
+
+
+def _train(args, sched, vocab, prefixes, weights, emit, pipes, wall0: float) -> int:
+    """Datasets, model, resume, the loop, the final evaluation, and the report to Dagster Pipes."""
     import torch
     import torch.distributed as dist
 
@@ -99,15 +119,15 @@ def run(argv: Sequence[str], pipes=None) -> int:
         dist.init_process_group("gloo", init_method=f"file://{rdzv}/store", rank=0, world_size=1)
         try:
             parallel_state.initialize_model_parallel(1, 1)
-            cache_root = args.data_cache_path or (Path(args.save) / "data-cache" if args.save else Path(rdzv) / "cache")
+            cache_root = args.data_cache_path or (Path(args.save) / ArtifactLayout.RUN_DATA_CACHE if args.save else Path(rdzv) / "cache")
             emit("> building train, validation, and test datasets ...", False)
             data_notices: list[str] = []
             datasets = build_datasets(args, vocab, (prefixes, weights), sched, Path(cache_root), data_notices)
             for notice in data_notices:
                 emit(f"NOTICE: {notice}", False)
-            emit(f" > padded vocab (size: {vocab.size}) with "
-                 f"{padded_vocab_size(vocab.size, args.make_vocab_size_divisible_by) - vocab.size} dummy tokens "
-                 f"(new size: {padded_vocab_size(vocab.size, args.make_vocab_size_divisible_by)})", False)
+            emit(f" > padded vocab (size: {vocab.vocab_size}) with "
+                 f"{padded_vocab_size(vocab.vocab_size, args.make_vocab_size_divisible_by) - vocab.vocab_size} dummy tokens "
+                 f"(new size: {padded_vocab_size(vocab.vocab_size, args.make_vocab_size_divisible_by)})", False)
             trainer = Trainer(args, sched, vocab, datasets, emit)
             emit(f" > number of parameters on (tensor, pipeline) model parallel rank (0, 0): {trainer.params}", False)
             trainer.load()
@@ -126,3 +146,25 @@ def run(argv: Sequence[str], pipes=None) -> int:
         if pipes.is_asset_step:
             pipes.report_asset_materialization(metadata=metadata, asset_key=_asset_key(pipes))
     return 0
+
+
+def _pipes_context():
+    """dagster_pipes' context when launched under Pipes (its bootstrap variable is set), else None."""
+    from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
+
+    if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
+        return None
+    return open_dagster_pipes()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        with contextlib.ExitStack() as stack:
+            pipes = _pipes_context()
+            if pipes is not None:
+                stack.enter_context(pipes)  # an exception leaving this block is reported to Dagster
+            return run(argv, pipes)
+    except TrainerError as err:
+        print(f"cpu trainer: error: {err}", file=sys.stderr, flush=True)
+        return 2

@@ -10,13 +10,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mm_assets.train import megatron_log as mlog
+from mm_assets.shards.vocab import ShardVocab
+from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.train.cpu import TrainerError
 from mm_assets.train.cpu.args import Schedule
 from mm_assets.train.cpu.checkpoint import (
     CHECKPOINT_VERSION,
     MODEL_SHAPE_ARGS,
-    TRACKER_FILE,
     checkpoint_dir,
     load_checkpoint,
     read_tracker,
@@ -24,8 +24,17 @@ from mm_assets.train.cpu.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from mm_assets.train.cpu.data import BATCH_KEYS, Vocab, causal_mask, padded_vocab_size
+from mm_assets.train.cpu.data import BATCH_KEYS, causal_mask, padded_vocab_size
 from mm_assets.train.cpu.model import build_model, build_optimizer, flops_per_batch
+from mm_assets.train.megatron_log.events import LM_LOSS
+from mm_assets.train.megatron_log.format import (
+    format_loaded_checkpoint,
+    format_saved_checkpoint,
+    format_saving_checkpoint,
+    format_time,
+    format_training_line,
+    format_validation_block,
+)
 
 
 @dataclass
@@ -57,6 +66,7 @@ class RunResult:
     last_validation_loss: float | None = None
     resumed_from: int | None = None
     checkpoint: Path | None = None
+    nonfinite_at: int | None = None  # the latest iteration whose loss was NaN or infinite
 
 
 def now() -> datetime:
@@ -64,14 +74,14 @@ def now() -> datetime:
 
 
 class Trainer:
-    def __init__(self, args, sched: Schedule, vocab: Vocab, datasets, emit: Callable[[str, bool], None]) -> None:
+    def __init__(self, args, sched: Schedule, vocab: ShardVocab, datasets, emit: Callable[[str, bool], None]) -> None:
         import torch
 
         self.args, self.sched, self.vocab, self.emit = args, sched, vocab, emit
         self.train_ds, self.valid_ds, self.test_ds = datasets
         self.gbs = args.global_batch_size or args.micro_batch_size
         self.num_micro = self.gbs // args.micro_batch_size
-        self.vocab_padded = padded_vocab_size(vocab.size, args.make_vocab_size_divisible_by)
+        self.vocab_padded = padded_vocab_size(vocab.vocab_size, args.make_vocab_size_divisible_by)
         self.model = build_model(args, self.vocab_padded)
         self.optimizer, self.scheduler = build_optimizer(args, self.model, sched)
         self.mask = causal_mask(args.seq_length)
@@ -91,8 +101,8 @@ class Trainer:
             samples = [dataset[(start + m * mbs + i) % n] for i in range(mbs)]
             batch = {k: self.torch.stack([s[k] for s in samples]) for k in BATCH_KEYS}
             top = int(batch["tokens"].max())
-            if top >= self.vocab.size:
-                raise TrainerError(f"token id {top} in the data is outside --vocab-size {self.vocab.size}")
+            if top >= self.vocab.vocab_size:
+                raise TrainerError(f"token id {top} in the data is outside --vocab-size {self.vocab.vocab_size}")
             out.append(batch)
         return out
 
@@ -145,7 +155,7 @@ class Trainer:
         if dataset is self.valid_ds:
             self.progress.consumed_valid_samples += self.args.eval_iters * self.gbs
         loss = total / max(tokens, 1.0)
-        rule, line, _ = mlog.format_validation_block(label, [(mlog.LM_LOSS, loss)])
+        rule, line, _ = format_validation_block(label, [(LM_LOSS, loss)])
         self.emit(rule, False)
         self.emit(line, True)
         self.emit(rule, False)
@@ -168,16 +178,22 @@ class Trainer:
             "opt_param_scheduler": self.scheduler.state_dict(),
             "rng_state": [rng_state()],
             "num_floating_point_operations_so_far": p.flops_so_far,
-            "trainer": "mm_assets.train.cpu_pretrain",
+            "trainer": "mm_assets.train.cpu",
         }
 
     def save(self) -> None:
+        """Save and track the iteration, unless its loss was not finite: such weights are never published."""
         if not self.args.save:
             return
         it = self.progress.iteration
-        self.emit(mlog.format_saving_checkpoint(now(), it, self.args.save), True)
+        if self.result.nonfinite_at == it:
+            latest = read_tracker(self.args.save)
+            self.emit(f"WARNING: not saving checkpoint at iteration {it:8d}: its loss is not finite; the latest "
+                      f"checkpoint stays {'iteration %d' % latest if latest is not None else 'none'}", True)
+            return
+        self.emit(format_saving_checkpoint(now(), it, self.args.save), True)
         self.result.checkpoint = save_checkpoint(self.args.save, it, self.state_dict())
-        self.emit(mlog.format_saved_checkpoint(now(), it, self.args.save), False)
+        self.emit(format_saved_checkpoint(now(), it, self.args.save), False)
 
     def load(self) -> None:
         """Resume from --load's latest checkpoint: model, optimizer, schedule position, counters, RNG."""
@@ -186,7 +202,7 @@ class Trainer:
             return
         iteration = read_tracker(root)
         if iteration is None:
-            self.emit(f"WARNING: could not find the metadata file {Path(root) / TRACKER_FILE}", False)
+            self.emit(f"WARNING: could not find the metadata file {Path(root) / ArtifactLayout.CHECKPOINT_TRACKER}", False)
             self.emit("    will not load any checkpoints and will start from random", False)
             return
         self.emit(f" loading checkpoint from {root} at iteration {iteration}", False)
@@ -218,7 +234,7 @@ class Trainer:
         p.flops_so_far = float(state.get("num_floating_point_operations_so_far", 0.0))
         self.result.resumed_from = p.iteration
         self.result.checkpoint = checkpoint_dir(root, iteration)
-        self.emit(mlog.format_loaded_checkpoint(root, iteration), False)
+        self.emit(format_loaded_checkpoint(root, iteration), False)
 
     # - the loop -
 
@@ -236,6 +252,8 @@ class Trainer:
             p.iteration += 1
             p.consumed_train_samples += self.gbs
             p.flops_so_far += self.flops
+            if not math.isfinite(loss):
+                self.result.nonfinite_at = p.iteration
             if skipped:
                 interval.skipped += 1
                 interval.nan += int(not math.isfinite(loss))
@@ -256,7 +274,7 @@ class Trainer:
             if args.exit_duration_in_mins is not None and (time.monotonic() - start) / 60 > args.exit_duration_in_mins:
                 if saved_at != p.iteration:
                     self.save()
-                self.emit(f"[{mlog.format_time(now())}] exiting program after "
+                self.emit(f"[{format_time(now())}] exiting program after "
                           f"{(time.monotonic() - start) / 60} minutes", False)
                 return False
         if args.save and p.iteration and saved_at != p.iteration:
@@ -267,7 +285,7 @@ class Trainer:
         iters = interval.advanced + interval.skipped
         per_iter = interval.seconds / max(iters, 1)
         avg = interval.loss_sum / max(interval.advanced, 1)
-        line = mlog.format_training_line(
+        line = format_training_line(
             moment=now(),
             iteration=self.progress.iteration,
             train_iters=self.sched.train_iters,
@@ -276,7 +294,7 @@ class Trainer:
             tflops_per_gpu=self.flops / (per_iter * 1e12) if self.args.log_throughput and per_iter > 0 else None,
             learning_rate=self.optimizer.param_groups[0]["lr"],
             global_batch_size=self.gbs,
-            losses=[(mlog.LM_LOSS, avg)],
+            losses=[(LM_LOSS, avg)],
             loss_scale=1.0,
             grad_norm=grad_norm if grad_norm is not None and math.isfinite(grad_norm) else None,
             skipped_iterations=interval.skipped,

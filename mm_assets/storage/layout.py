@@ -1,0 +1,276 @@
+"""Where every artifact lives: the one table of file and folder names (DESIGN.md §7).
+
+Methods return keys: POSIX paths relative to the storage root, built from sanitised parts, so a key never
+leaves the root whatever an id, title or batch name holds. The store (store.py) turns a key into bytes, a
+local path or a URL; nothing else in the project spells a file or folder name.
+
+    batches/<batch>/manifest.txt, batch.json       the registered crawl batch (an immutable snapshot; batch.json last)
+    raw/<source>/<item id>/<id>.<ext>, item.json     a crawled item, published whole (item.json inside)
+    crawl/<batch>/items.parquet                      the crawl ledger: one record per manifest line
+    metadata/<batch>/media_metadata.parquet          unified metadata, published with quarantine.parquet (rows that
+                    duplicates.parquet, hashes.parquet   cannot be used), duplicates and every content hash seen
+    catalog/metadata.duckdb                          DuckDB views over all of the above and the records
+    tokens/<batch>/<modality>.parquet                codes per item (text, audio, image, video)
+    cache/tokens/<modality>/<k[:2]>/<k>.codes        per-item token cache (safe to delete: a rerun recomputes)
+    shards/<batch>/tokens.bin, tokens.idx            the Megatron indexed dataset (prefix shards/<batch>/tokens),
+                   vocab.json, documents.parquet     its vocabulary layout and document -> unique_id,
+                   manifest.json                     sha256 + size of every file (written last: the commit)
+    runs/<experiment>/blend.json                     the verified blend (--data-path, shard digests, vocabulary)
+                      launch/<experiment>.args.txt, .sbatch   the rendered Megatron arguments and script
+                      logs/                          job logs (<experiment>-local-<time>.log, slurm-<job>.out/.err)
+                      checkpoints/iter_NNNNNNN/, latest_checkpointed_iteration.txt, rejected/   Megatron's --save
+                      checkpoint_hashes.json         sha256 of every checkpoint file, recorded after each job
+                      run.json, training_log.jsonl   what the checkpoint asset ran; the log as JSON Lines
+                      training_curves.png            loss and grad norm over the run (training_log)
+                      pipes/, data-cache/, tensorboard/   Dagster Pipes files, Megatron's index cache, TensorBoard
+    records/experiment_records.parquet, .md          the experiment table
+    monitoring/targets/<experiment>.json             Prometheus file_sd targets of a running job ([] once it ended)
+    eval/<experiment>/report.json                    evaluation (issue 11): metrics and canary accuracy
+    eval_sets/<name>/, canary/<name>/                evaluation and canary sets
+    releases/<version>/manifest.json                 release bundles (issue 12)
+    demo_site/                                       `mm demo`'s synthetic site
+
+Names inside folders that are not keys (a shard folder beside any Megatron prefix, a Megatron checkpoint
+folder, an item folder) are the class attributes below. The scratch folder (storage.scratch; by default
+<root>/.staging) holds what is being written: `<scratch>/<key>` while the store publishes `key`, and the
+crawl's resumable downloads under `crawl/items/<item>/` with their locks under `crawl/locks/`.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+
+from mm_assets.storage.paths import UnsafePathError, sanitize_component
+
+
+class _Every(str):
+    """A wildcard part: `layout.hashes_file(EVERY)` is the glob of that file in every batch."""
+
+
+EVERY = _Every("*")
+
+
+def _part(value: str) -> str:
+    return "*" if value is EVERY else sanitize_component(value)
+
+
+def _key(*parts: str) -> str:
+    return "/".join(_part(p) for p in parts)
+
+
+class ArtifactLayout:
+    """The artifact layout under a storage root; see the module docstring for the table."""
+
+    # -- names inside folders ---------------------------------------------------------------------------------
+    ITEM_RECORD = "item.json"  # in every published item folder, written before the folder is published
+    CRAWL_DOWNLOAD_STEM = "item"  # yt-dlp's output name in an item's staging folder (renamed to <id>.<ext>)
+    SHARD_PREFIX = "tokens"  # <shard folder>/tokens.bin + tokens.idx
+    SHARD_VOCAB = "vocab.json"  # beside every shard prefix, also one made elsewhere
+    SHARD_DOCUMENTS = "documents.parquet"
+    SHARD_MANIFEST = "manifest.json"
+    # Megatron-LM's --save folder (checkpointing.py), which the CPU trainer writes the same way.
+    CHECKPOINT_TRACKER = "latest_checkpointed_iteration.txt"
+    CHECKPOINT_MODEL = "mp_rank_00/model_optim_rng.pt"  # legacy "torch" format, TP = PP = 1
+    CHECKPOINT_ITERATION = re.compile(r"^iter_(\d{7})$")
+    CHECKPOINT_REJECTED = "rejected"  # iterations a check refused, kept for a post-mortem
+    CHECKPOINT_STAGING_SUFFIX = ".staging"  # the CPU trainer's .iter_NNNNNNN.staging while it saves
+    CHECKPOINT_WRITER_LOCK = ".trainer.lock"  # held by the one trainer writing a --save folder
+    RUN_DATA_CACHE = "data-cache"  # Megatron's dataset index cache inside a run (or --save) folder
+    # The crawl's own staging in the scratch folder (storage.scratch, not the root): <scratch>/crawl/
+    SCRATCH_CRAWL = "crawl"
+    CRAWL_STAGED_ITEMS = "items"  # one folder per item being downloaded, kept for a resume
+    CRAWL_ITEM_LOCKS = "locks"  # lock stripes: one worker per item at a time
+
+    @staticmethod
+    def checkpoint_iteration(iteration: int) -> str:
+        """`iter_0000100`: one saved iteration in a --save folder."""
+        return f"iter_{iteration:07d}"
+
+    @staticmethod
+    def inside(folder: str, name: str) -> str:
+        """`folder/name` for a plain file name read from an untrusted record (item.json): no `/`, no `..`."""
+        if not isinstance(name, str) or not name or "/" in name or "\0" in name or name in (".", ".."):
+            raise UnsafePathError(f"{name!r} is not a file name inside {folder}")
+        return f"{folder}/{name}"
+
+    # -- crawl batches and items ------------------------------------------------------------------------------
+    def batch_manifest(self, batch: str) -> str:
+        return _key("batches", batch, "manifest.txt")
+
+    def batch_info(self, batch: str) -> str:
+        return _key("batches", batch, "batch.json")
+
+    def raw_dir(self, source: str) -> str:
+        """Every published item of a source."""
+        return _key("raw", source)
+
+    def item_dir(self, source: str, item_id: str) -> str:
+        return _key("raw", source, item_id)
+
+    def item_record(self, item_dir: str) -> str:
+        return self.inside(item_dir, self.ITEM_RECORD)
+
+    def crawl_ledger(self, batch: str) -> str:
+        return _key("crawl", batch, "items.parquet")
+
+    # -- metadata and catalog ---------------------------------------------------------------------------------
+    # A batch's metadata folder, published whole; media_metadata.parquet is written last.
+    METADATA_FILES = {"quarantine": "quarantine.parquet", "duplicates": "duplicates.parquet",
+                      "hashes": "hashes.parquet", "metadata": "media_metadata.parquet"}
+
+    def metadata_dir(self, batch: str) -> str:
+        return _key("metadata", batch)
+
+    def metadata_files(self, batch: str) -> dict[str, str]:
+        """kind (metadata, quarantine, duplicates, hashes) -> key."""
+        return {kind: f"{self.metadata_dir(batch)}/{name}" for kind, name in self.METADATA_FILES.items()}
+
+    def metadata_file(self, batch: str) -> str:
+        return self.metadata_files(batch)["metadata"]
+
+    def quarantine_file(self, batch: str) -> str:
+        return self.metadata_files(batch)["quarantine"]
+
+    def duplicates_file(self, batch: str) -> str:
+        return self.metadata_files(batch)["duplicates"]
+
+    def hashes_file(self, batch: str) -> str:
+        return self.metadata_files(batch)["hashes"]
+
+    def catalog(self) -> str:
+        return "catalog/metadata.duckdb"
+
+    @staticmethod
+    def batch_of(key: str) -> str:
+        """The batch a per-batch key belongs to (its folder): metadata/<batch>/x.parquet -> <batch>."""
+        return posixpath.basename(posixpath.dirname(key))
+
+    # -- tokens -----------------------------------------------------------------------------------------------
+    def token_file(self, batch: str, modality: str) -> str:
+        return _key("tokens", batch, f"{modality}.parquet")
+
+    def token_cache(self, modality: str) -> str:
+        return _key("cache", "tokens", modality)
+
+    def token_cache_entry(self, modality: str, key: str) -> str:
+        return _key("cache", "tokens", modality, key[:2], f"{key}.codes")
+
+    # -- shards -----------------------------------------------------------------------------------------------
+    def shard_dir(self, batch: str) -> str:
+        return _key("shards", batch)
+
+    def shard_prefix(self, batch: str) -> str:
+        """The Megatron prefix: <prefix>.bin and <prefix>.idx."""
+        return f"{self.shard_dir(batch)}/{self.SHARD_PREFIX}"
+
+    def shard_bin(self, batch: str) -> str:
+        return f"{self.shard_prefix(batch)}.bin"
+
+    def shard_idx(self, batch: str) -> str:
+        return f"{self.shard_prefix(batch)}.idx"
+
+    def shard_vocab(self, batch: str) -> str:
+        return f"{self.shard_dir(batch)}/{self.SHARD_VOCAB}"
+
+    def shard_documents(self, batch: str) -> str:
+        return f"{self.shard_dir(batch)}/{self.SHARD_DOCUMENTS}"
+
+    def shard_manifest(self, batch: str) -> str:
+        return f"{self.shard_dir(batch)}/{self.SHARD_MANIFEST}"
+
+    # -- experiment runs --------------------------------------------------------------------------------------
+    def run_dir(self, experiment: str) -> str:
+        return _key("runs", experiment)
+
+    def run_blend(self, experiment: str) -> str:
+        return f"{self.run_dir(experiment)}/blend.json"
+
+    def run_launch(self, experiment: str) -> str:
+        return f"{self.run_dir(experiment)}/launch"
+
+    @staticmethod
+    def launch_files(experiment: str) -> dict[str, str]:
+        """The rendered launch's file names by kind (args, sbatch): in a run's launch folder, or in
+        `mm train render --out DIR`."""
+        return {"args": f"{_part(experiment)}.args.txt", "sbatch": f"{_part(experiment)}.sbatch"}
+
+    def launch_file(self, experiment: str, kind: str) -> str:
+        return f"{self.run_launch(experiment)}/{self.launch_files(experiment)[kind]}"
+
+    def run_logs(self, experiment: str) -> str:
+        return f"{self.run_dir(experiment)}/logs"
+
+    def local_job_log(self, experiment: str, started_at: str) -> str:
+        """The local backend's log of one job, named by its start (an ISO time; colons dropped)."""
+        stamp = started_at.replace(":", "")  # our own UTC time, e.g. 2026-11-29T040000+0000
+        if "/" in stamp:
+            raise UnsafePathError(f"{started_at!r} is not a start time")
+        return f"{self.run_logs(experiment)}/{_part(experiment)}-local-{stamp}.log"
+
+    def slurm_output(self, experiment: str, stream: str) -> str:
+        """`--output` / `--error` of the job (stream out / err); Slurm fills in %j, the job id."""
+        return f"{self.run_logs(experiment)}/slurm-%j.{_part(stream)}"
+
+    def run_checkpoints(self, experiment: str) -> str:
+        """Megatron's --save and --load both: a resubmitted job resumes from the latest checkpoint."""
+        return f"{self.run_dir(experiment)}/checkpoints"
+
+    def checkpoint_hashes(self, experiment: str) -> str:
+        return f"{self.run_dir(experiment)}/checkpoint_hashes.json"
+
+    def run_record(self, experiment: str) -> str:
+        return f"{self.run_dir(experiment)}/run.json"
+
+    def training_log(self, experiment: str) -> str:
+        return f"{self.run_dir(experiment)}/training_log.jsonl"
+
+    def training_curves(self, experiment: str) -> str:
+        return f"{self.run_dir(experiment)}/training_curves.png"
+
+    def run_pipes(self, experiment: str) -> str:
+        return f"{self.run_dir(experiment)}/pipes"
+
+    def run_data_cache(self, experiment: str) -> str:
+        return f"{self.run_dir(experiment)}/{self.RUN_DATA_CACHE}"
+
+    def run_tensorboard(self, experiment: str) -> str:
+        return f"{self.run_dir(experiment)}/tensorboard"
+
+    # -- records ----------------------------------------------------------------------------------------------
+    def records_table(self) -> str:
+        return "records/experiment_records.parquet"
+
+    def records_markdown(self) -> str:
+        return "records/experiment_records.md"
+
+    # -- monitoring -------------------------------------------------------------------------------------------
+    def monitoring_targets(self) -> str:
+        """The folder Prometheus's file_sd_configs reads (`<folder>/*.json`)."""
+        return "monitoring/targets"
+
+    def monitoring_target(self, experiment: str) -> str:
+        return f"{self.monitoring_targets()}/{_part(experiment)}.json"
+
+    # -- evaluation and releases (their stages add methods here) ----------------------------------------------
+    def eval_dir(self, experiment: str) -> str:
+        return _key("eval", experiment)
+
+    def eval_report(self, experiment: str) -> str:
+        return f"{self.eval_dir(experiment)}/report.json"
+
+    def eval_set(self, name: str) -> str:
+        return _key("eval_sets", name)
+
+    def canary_set(self, name: str) -> str:
+        return _key("canary", name)
+
+    def release_dir(self, version: str) -> str:
+        return _key("releases", version)
+
+    def release_manifest(self, version: str) -> str:
+        return f"{self.release_dir(version)}/manifest.json"
+
+    # -- the demo ---------------------------------------------------------------------------------------------
+    def demo_site(self) -> str:
+        return "demo_site"
