@@ -16,8 +16,7 @@ from mm_assets.storage.paths import sha256_file
 from mm_assets.train.assets import checkpoint, experiment_for, training_blend, training_log
 from mm_assets.train.launch.blend import missing_shard_files
 from mm_assets.train.launch.preflight import local_prefixes
-from mm_assets.train.megatron_log.stream import parse_log
-from mm_assets.train.run_files import read_blend, read_run, read_training_log
+from mm_assets.train.run_files import read_blend, read_run, read_training_log, run_training
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
 
@@ -108,9 +107,8 @@ def grad_norm_bounded(context: dg.AssetCheckExecutionContext, pipeline: Pipeline
 def few_skipped_iterations(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
                            storage: StorageResource) -> dg.AssetCheckResult:
     cfg, exp = experiment_for(context, pipeline)
-    # The reference's JSONL has no skip counts: they come from Megatron's log lines.
-    with open(Path(read_run(storage, exp.id)["log"]), encoding="utf-8", errors="replace") as f:
-        parsed = parse_log(f, seq_length=exp.training.model.seq_length)
+    # The reference's JSONL has no skip counts: they come from Megatron's log lines, every job's.
+    parsed, _ = run_training(storage, read_run(storage, exp.id), seq_length=exp.training.model.seq_length)
     skipped = sum(r.skipped_iterations for r in parsed.training)
     return _verdict(run_checks.skipped_iterations(read_training_log(storage, exp.id), skipped, cfg.monitoring.signals))
 

@@ -20,6 +20,7 @@ local path or a URL; nothing else in the project spells a file or folder name.
                       logs/                          job logs (<experiment>-local-<time>.log, slurm-<job>.out/.err)
                       checkpoints/iter_NNNNNNN/, latest_checkpointed_iteration.txt, rejected/   Megatron's --save
                       checkpoint_hashes.json         sha256 of every checkpoint file, recorded after each job
+                      attempts.json                  every job the checkpoint asset started: its log, how it ended
                       run.json, training_log.jsonl   what the checkpoint asset ran; the log as JSON Lines
                       training_curves.png            loss and grad norm over the run (training_log)
                       pipes/, data-cache/, tensorboard/   Dagster Pipes files, Megatron's index cache, TensorBoard
@@ -218,6 +219,9 @@ class ArtifactLayout:
 
     def checkpoint_hashes(self, experiment: str) -> str:
         return f"{self.run_dir(experiment)}/checkpoint_hashes.json"
+
+    def run_attempts(self, experiment: str) -> str:
+        return f"{self.run_dir(experiment)}/attempts.json"
 
     def run_record(self, experiment: str) -> str:
         return f"{self.run_dir(experiment)}/run.json"

@@ -42,7 +42,7 @@ from mm_assets.train.lineage import (
 )
 from mm_assets.train.megatron_log.events import TrainingRecord
 from mm_assets.train.megatron_log.stream import jsonl_text, parse_log
-from mm_assets.train.run_files import read_blend, read_run
+from mm_assets.train.run_files import log_ref, read_blend, read_run, record_attempt, run_training
 from mm_assets.train.verified_checkpoints import (
     CheckpointHashes,
     CheckpointMismatchError,
@@ -101,6 +101,12 @@ def _logged_training(exp: ExperimentConfig, log: str | None) -> list[TrainingRec
         return []
     with open(log, encoding="utf-8", errors="replace") as f:
         return parse_log(f, seq_length=exp.training.model.seq_length).training
+
+
+def _attempt(storage: Storage, run: dict[str, Any], outcome: str) -> dict[str, Any]:
+    """This job's entry in attempts.json: what training_log needs to read the run's whole history."""
+    keys = ("started_at", "resumed_from_iteration", "slurm_job_id")
+    return {**{k: run[k] for k in keys if k in run}, "log": log_ref(storage, run["log"]), "outcome": outcome}
 
 
 def metrics_publisher(context, cfg: PipelineConfig, exp: ExperimentConfig, storage: Storage,
@@ -242,13 +248,15 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
         job = JobSpec(name=exp.job_name, command=[*files.program, *files.argv], sbatch=files.sbatch,
                       log=store.local_path(layout.local_job_log(exp.id, run["started_at"])),
                       pipes_dir=files.run.pipes, env=env, on_line=publisher.on_line, on_start=publisher.job_started)
-        started = time.monotonic()
+        started, outcome = time.monotonic(), "failed"
         try:
             invocation = _launch(context, compute, job, run)
+            outcome = "ok"
         finally:  # a failed or cancelled job's checkpoints are settled too: the next run resumes from them
             publisher.finish()
             records = _logged_training(exp, run["log"])
             settled = _after_job(context, files, hashes, resume.iteration, records)
+            run["attempts"] = record_attempt(storage, exp.id, _attempt(storage, run, outcome))
     run["wall_s"] = round(time.monotonic() - started, 2)
     if settled.rejected:
         raise dg.Failure(f"experiment {exp.id}: {settled.describe()} (log: {run['log']})")
@@ -281,14 +289,15 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
 
 
 @dg.asset(partitions_def=experiments, deps=[checkpoint], group_name="train", kinds={"json"},
-          description="The run's Megatron log lines as the reference's JSON Lines (§B.4); its loss and grad-norm "
-                      "curves.")
+          description="The run's Megatron log lines, every job's in order, as the reference's JSON Lines (§B.4); "
+                      "its loss and grad-norm curves.")
 def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
                  storage: StorageResource) -> dg.MaterializeResult:
     cfg, exp = experiment_for(context, pipeline)
     run = read_run(storage, exp.id)
-    with open(Path(run["log"]), encoding="utf-8", errors="replace") as f:
-        parsed = parse_log(f, seq_length=exp.training.model.seq_length)
+    parsed, missing = run_training(storage, run, seq_length=exp.training.model.seq_length)
+    for log in missing:
+        context.log.warning(f"training_log {exp.id}: the job log {log} is gone: its iterations are missing")
     layout, store = storage.layout, storage.store
     out = layout.training_log(exp.id)
     store.write_text(out, jsonl_text(parsed.training))
@@ -305,6 +314,8 @@ def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigReso
         "last_iteration": parsed.training[-1].iteration if parsed.training else 0,
         "nan_iterations": sum(r.nan_iterations for r in parsed.training),
         "skipped_iterations": sum(r.skipped_iterations for r in parsed.training),
+        "attempts": len(run.get("attempts") or [run]),
+        "missing_logs": "\n".join(missing) or "none",
         "path": dg.MetadataValue.path(store.url(out)),
         "source_log": dg.MetadataValue.path(str(run["log"])),
         "curves": dg.MetadataValue.md(markdown_image(png, f"{exp.id} loss and grad norm")),
