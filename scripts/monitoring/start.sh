@@ -39,6 +39,8 @@ CONFIG="${MM_PIPELINE_CONFIG:-$ROOT/configs/pipeline.yaml}"
 PY="${MM_PYTHON:-$ROOT/.venv/bin/python}"
 READY_TIMEOUT_S="${MM_MONITORING_READY_TIMEOUT_S:-30}"
 STARTED="$DIR/run/started"
+# shellcheck source=../lib/daemons.sh
+source "$HERE/../lib/daemons.sh"
 
 log() { echo "start.sh: $*"; }
 die() {
@@ -84,24 +86,6 @@ mkdir -p "$DIR"/{etc,data/prometheus,data/alertmanager,run,log}
 exec 9>"$DIR/run/lock"
 flock -w 120 9 || die "timed out waiting for $DIR/run/lock (another start.sh or stop.sh is running)"
 
-# Whether pid $2 is a live (not zombie) process whose name starts like $1 (/proc/PID/comm keeps 15 chars).
-alive() {
-    local stat comm
-    [[ -n "${2:-}" ]] || return 1
-    comm="$(cat "/proc/$2/comm" 2>/dev/null)" || return 1
-    [[ "$comm" == "${1:0:15}" ]] || return 1
-    stat="$(cat "/proc/$2/stat" 2>/dev/null)" || return 1
-    stat="${stat##*) }"
-    [[ "${stat%% *}" != Z ]]
-}
-pid_from() { [[ -s "$1" ]] && tr -dc '0-9' <"$1" || true; }
-# Whether pid $1 runs (not a zombie), whatever its name: right after the fork it is still named "bash".
-running() {
-    local stat
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    stat="${stat##*) }"
-    [[ "${stat%% *}" != Z ]]
-}
 # HTTP 200 from http://127.0.0.1:$1$2, with bash's /dev/tcp (no curl needed).
 http_ok() {
     local reply
@@ -120,14 +104,7 @@ wait_ready() {
     done
 }
 
-# Keep only entries whose process still runs.
-if [[ -f "$STARTED" ]]; then
-    tmp="$(mktemp "$DIR/run/started.XXXXXX")"
-    while read -r name pid; do
-        if alive "$name" "$pid"; then echo "$name $pid"; fi
-    done <"$STARTED" >"$tmp"
-    mv "$tmp" "$STARTED"
-fi
+forget_stopped "$STARTED"
 
 # --- configs ---------------------------------------------------------------------------------------------
 [[ -f "$RULES_DIR/alert_rules.yml" ]] || die "no $RULES_DIR/alert_rules.yml: run \`mm monitor render\`"
