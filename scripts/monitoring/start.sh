@@ -63,12 +63,25 @@ install_packages() {
     log "installing prometheus prometheus-pushgateway prometheus-alertmanager (missing: ${missing[*]})"
     mkdir -p "$DIR/log"
     export DEBIAN_FRONTEND=noninteractive
+    # Debian starts each daemon on install (init.d or systemd), on every interface, unless policy-rc.d says
+    # no; ours would then find its port taken. Containers usually have such a policy; elsewhere, deny starts
+    # for the length of the install (and leave the services as Debian enabled them: stop.sh does not touch them).
+    local policy=/usr/sbin/policy-rc.d
+    if [[ ! -e "$policy" ]]; then
+        printf '#!/bin/sh\n# scripts/monitoring/start.sh is installing packages: start no daemon\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     timeout 300 apt-get update -q >"$DIR/log/apt.log" 2>&1 \
         || die "apt-get update failed or took over 300 s" "$DIR/log/apt.log"
-    # Without systemd nothing starts on install (policy-rc.d); --no-install-recommends keeps it quick.
+    # --no-install-recommends keeps it quick.
     timeout 600 apt-get install -y -q --no-install-recommends prometheus prometheus-pushgateway \
         prometheus-alertmanager >>"$DIR/log/apt.log" 2>&1 \
         || die "apt-get install failed or took over 600 s" "$DIR/log/apt.log"
+    if [[ "$(trap -p EXIT)" == *policy-rc.d* ]]; then
+        rm -f "$policy"
+        trap - EXIT
+    fi
 }
 
 install_packages
