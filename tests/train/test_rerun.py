@@ -12,26 +12,12 @@ import pytest
 from mm_assets.definitions import build_definitions
 from mm_assets.etl.catalog import run_query
 from mm_assets.partitions import experiments
-from trainproject import write_experiment, write_project
+from trainproject import asset_metadata, train_green, write_experiment, write_project
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "exp-rerun"
 TRAINING_LINE = re.compile(r"iteration\s+(\d+)/\s*(\d+) \|")
 FIRST_JOB = [1, *range(5, 41, 5)]  # Megatron logs a job's first iteration and every --log-interval (5)
-
-
-def _train(defs, instance) -> dg.ExecuteInProcessResult:
-    result = defs.resolve_job_def("train_experiment").execute_in_process(partition_key=EXPERIMENT, instance=instance,
-                                                                         raise_on_error=False)
-    assert result.success, [e.message for e in result.get_step_failure_events()]
-    failed = [(e.check_name, e.metadata) for e in result.get_asset_check_evaluations() if not e.passed]
-    assert not failed, failed
-    return result
-
-
-def _metadata(result, asset: str) -> dict:
-    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
-    return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
 def _logged_iterations(instance, run_id: str) -> Counter:
@@ -48,28 +34,28 @@ def runs(tmp_path_factory):
     defs = build_definitions(config)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(experiments.name, [EXPERIMENT])
-        first, again = _train(defs, instance), _train(defs, instance)
+        first, again = train_green(defs, instance, EXPERIMENT), train_green(defs, instance, EXPERIMENT)
         write_experiment(config, EXPERIMENT, schedule={"iterations": {"train_iters": 60, "lr_warmup_iters": 5}})
-        longer = _train(defs, instance)
+        longer = train_green(defs, instance, EXPERIMENT)
         assert defs.resolve_job_def("refresh_records").execute_in_process(instance=instance).success
         yield {"config": config, "first": first, "again": again, "longer": longer,
                "logged": _logged_iterations(instance, first.run_id)}
 
 
 def test_a_rerun_at_train_iters_keeps_the_history(runs):
-    first, again = _metadata(runs["first"], "training_log"), _metadata(runs["again"], "training_log")
-    assert _metadata(runs["again"], "checkpoint")["resumed_from_iteration"] == 40
+    first, again = asset_metadata(runs["first"], "training_log"), asset_metadata(runs["again"], "training_log")
+    assert asset_metadata(runs["again"], "checkpoint")["resumed_from_iteration"] == 40
     assert (first["records"], first["last_iteration"], first["attempts"]) == (len(FIRST_JOB), 40, 1)
     assert (again["records"], again["last_iteration"], again["attempts"]) == (len(FIRST_JOB), 40, 2)
     assert again["first_loss"] == first["first_loss"] and again["last_loss"] == first["last_loss"]
 
 
 def test_a_resumed_run_joins_its_jobs_logs(runs):
-    log = _metadata(runs["longer"], "training_log")
-    assert _metadata(runs["longer"], "checkpoint")["resumed_from_iteration"] == 40
+    log = asset_metadata(runs["longer"], "training_log")
+    assert asset_metadata(runs["longer"], "checkpoint")["resumed_from_iteration"] == 40
     resumed_job = [41, *range(45, 61, 5)]
     assert (log["records"], log["last_iteration"], log["attempts"]) == (len(FIRST_JOB) + len(resumed_job), 60, 3)
-    assert log["first_loss"] == _metadata(runs["first"], "training_log")["first_loss"]  # from the first job
+    assert log["first_loss"] == asset_metadata(runs["first"], "training_log")["first_loss"]  # from the first job
     run_dir = runs["config"].parents[1] / "data" / "runs" / EXPERIMENT
     records = [json.loads(line) for line in (run_dir / "training_log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records] == FIRST_JOB + resumed_job
