@@ -36,6 +36,7 @@ bench: install
 	$(PY) benchmarks/bench_encodec.py
 	$(PY) benchmarks/bench_query_cli.py
 	$(PY) benchmarks/bench_token_cache.py
+	$(PY) benchmarks/bench_decontamination.py
 
 clean:
 	rm -rf data .dagster_home sources/demo

@@ -4,7 +4,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from mm_assets.etl.assets import metadata_catalog
-from mm_assets.etl.catalog import run_query
+from mm_assets.etl.catalog import query_catalog
 from mm_assets.storage.layout import EVERY
 from resources.storage import StorageResource
 
@@ -19,10 +19,9 @@ def batch_row_counts(storage: StorageResource) -> dict[str, int]:
 @dg.asset_check(asset=metadata_catalog, description="Catalog row count = sum of the batches' metadata rows.")
 def catalog_row_count(storage: StorageResource) -> dg.AssetCheckResult:
     expected = batch_row_counts(storage)
-    db = storage.store.local_path(storage.layout.catalog())
     if not expected:
-        return dg.AssetCheckResult(passed=db.exists(), metadata={"batches": 0})
-    _, rows = run_query(db, "SELECT batch, count(*) FROM media_metadata GROUP BY batch")
+        return dg.AssetCheckResult(passed=storage.store.exists(storage.layout.catalog()), metadata={"batches": 0})
+    _, rows = query_catalog(storage.store, "SELECT batch, count(*) FROM media_metadata GROUP BY batch")
     actual = dict(rows)
     mismatched = {b: (n, actual.get(b, 0)) for b, n in expected.items() if actual.get(b, 0) != n}
     extra = sorted(set(actual) - set(expected))

@@ -20,8 +20,8 @@ from resources.storage import StorageResource
 
 
 def _stats(storage: Storage, batch: str) -> ShardStats:
-    local, layout = storage.store.local_path, storage.layout
-    return shard_stats(local(layout.shard_prefix(batch)), VocabLayout.read(local(layout.shard_vocab(batch))))
+    prefix = storage.store.local_prefix(storage.layout.shard_prefix(batch))  # the shard folder, fetched whole
+    return shard_stats(prefix, VocabLayout.read(prefix.parent / storage.layout.SHARD_VOCAB))
 
 
 def ids_problems(stats: ShardStats) -> list[str]:
@@ -68,7 +68,7 @@ def shard_files_consistent(context: dg.AssetCheckExecutionContext, storage: Stor
     batch = context.partition_key
     prefix = storage.layout.shard_prefix(batch)
     rows = metadata_rows(storage, batch)
-    return _result(shard_problems(storage.store.local_path(prefix), allow_empty=rows == 0),
+    return _result(shard_problems(storage.store.local_prefix(prefix), allow_empty=rows == 0),
                    {"prefix": dg.MetadataValue.path(storage.store.url(prefix)),
                     "metadata_rows": -1 if rows is None else rows})
 

@@ -58,7 +58,7 @@ def checkpoint_complete(context: dg.AssetCheckExecutionContext, pipeline: Pipeli
                         storage: StorageResource) -> dg.AssetCheckResult:
     _, exp = experiment_for(context, pipeline)
     run = read_run(storage, exp.id)
-    folder = Path(run["checkpoint"])
+    folder = storage.store.local_dir(storage.store.key_of(run["checkpoint"]))  # the published copy
     bad = [name for name, sha in run["sha256"].items() if not (folder / name).is_file() or sha256_file(folder / name) != sha]
     return dg.AssetCheckResult(passed=bool(run["sha256"]) and not bad,
                                metadata={"files": len(run["sha256"]), "mismatched": ", ".join(bad) or "none"})

@@ -51,14 +51,11 @@ def cmd_add_batch(args: argparse.Namespace) -> int:
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
-def _run_then_refresh(config: Path, job: str, partition_key: str, refresh: str, instance) -> bool:
-    """Materialize `job` for one partition, then the unpartitioned `refresh` job; True when both succeed.
-
-    Each run is tagged with this process (so a later `mm` can fail it if the process dies) and logs to the
-    console without interrupt tracebacks; an interrupt between the two runs stops before the second."""
+def _job_runner(config: Path, instance):
+    """`execute(job name, **kwargs) -> success`: runs in process, tagged with this process (so a later `mm` can
+    fail it if the process dies), logging to the console without interrupt tracebacks."""
     from mm_assets.console_log import cli_console_logger
     from mm_assets.definitions import build_definitions
-    from mm_assets.interrupts import raise_if_interrupted
     from mm_assets.orphan_runs import owner_tags
 
     defs = build_definitions(config)
@@ -67,10 +64,21 @@ def _run_then_refresh(config: Path, job: str, partition_key: str, refresh: str, 
         job_def = defs.resolve_job_def(name).with_logger_defs({"console": cli_console_logger})
         return job_def.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET,
                                           tags=owner_tags(), **kwargs).success
+    return execute
 
+
+def _run_then_refresh(config: Path, job: str, partition_key: str, refresh: str, instance, *,
+                      refresh_after_failure: bool = False) -> bool:
+    """Materialize `job` for one partition, then the unpartitioned `refresh` job (also after a failed first
+    run with `refresh_after_failure`); True when both succeed. An interrupt between the two stops before the
+    second."""
+    from mm_assets.interrupts import raise_if_interrupted
+
+    execute = _job_runner(config, instance)
     ok = execute(job, partition_key=partition_key)
     raise_if_interrupted()
-    return ok and execute(refresh)
+    refreshed = execute(refresh) if ok or refresh_after_failure else False
+    return ok and refreshed
 
 
 def run_ingest(config: Path, batch: str, instance=None) -> bool:
@@ -121,6 +129,34 @@ def run_experiment(config: Path, experiment: str, instance=None) -> bool:
     return _run_then_refresh(config, "train_experiment", experiment, "refresh_records", instance)
 
 
+def prepare_eval(config: Path, instance=None) -> bool:
+    """Render the configured eval sets and draw their canaries (before training a canary-injected blend)."""
+    return _job_runner(config, instance or _instance())("prepare_eval")
+
+
+def evaluate_experiment(config: Path, experiment: str, instance=None) -> bool:
+    """Evaluate a trained experiment (eval report + decontamination; the leakage check blocks), then refresh
+    records and catalog, also after a failed leakage check (the record then says the canary leaked).
+    False when anything failed, the leakage check included."""
+    return _run_then_refresh(config, "evaluate_experiment", experiment, "refresh_records", instance or _instance(),
+                             refresh_after_failure=True)
+
+
+def cmd_eval_prepare(args: argparse.Namespace) -> int:
+    return 0 if prepare_eval(args.config) else 1
+
+
+def cmd_eval_run(args: argparse.Namespace) -> int:
+    from mm_assets.partitions import experiments
+
+    instance = _instance()
+    if not instance.has_dynamic_partition(experiments.name, args.experiment):
+        print(f"mm: no experiment {args.experiment!r}; train it first with `mm train run {args.experiment}`",
+              file=sys.stderr)
+        return 2
+    return 0 if evaluate_experiment(args.config, args.experiment, instance) else 1
+
+
 def _load_experiment(args: argparse.Namespace):
     from mm_assets.train.launch.experiment import load_experiment
 
@@ -158,7 +194,7 @@ def cmd_train_render(args: argparse.Namespace) -> int:
     """Print (or write) the Megatron arguments and sbatch script, without shards: vocab from_shards stays open."""
     from mm_assets.definitions import build_resources
     from mm_assets.shards.vocab import ShardVocab
-    from mm_assets.train.launch.preflight import shard_resolver
+    from mm_assets.train.launch.preflight import canary_resolver, shard_resolver
     from mm_assets.train.launch.run_folders import RunFolders
     from mm_assets.train.launch.sbatch import render_launch
 
@@ -166,7 +202,8 @@ def cmd_train_render(args: argparse.Namespace) -> int:
     vocab = ShardVocab(vocab_size=args.vocab_size, eod_id=args.vocab_size - 2, pad_id=args.vocab_size - 1) \
         if args.vocab_size is not None else None
     storage = build_resources(args.config)["storage"]
-    files = render_launch(exp, RunFolders.of(exp, storage), vocab=vocab, shard_prefix=shard_resolver(storage))
+    files = render_launch(exp, RunFolders.of(exp, storage), vocab=vocab, shard_prefix=shard_resolver(storage),
+                          canary_prefix=canary_resolver(storage))
     if args.out:
         for kind, path in files.write(Path(args.out)).items():
             print(f"{kind}: {path}")
@@ -177,15 +214,70 @@ def cmd_train_render(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- releases (issue 12) ---------------------------------------------------------------------------------
+
+
+def run_release(config: Path, version: str, instance=None) -> bool:
+    """Register `version` (configs/releases/<version>.yaml, validated first) and build its bundle + checklist."""
+    from mm_assets.partitions import releases
+    from mm_assets.release.config import load_release
+
+    load_release(load_config(config), version)
+    instance = instance or _instance()
+    if not instance.has_dynamic_partition(releases.name, version):
+        instance.add_dynamic_partitions(releases.name, [version])
+    return _job_runner(config, instance)("build_release", partition_key=version)
+
+
+def print_release_checklist(config: Path, version: str, instance=None) -> bool:
+    """The reference's checklist as the release's checks left it; True when every box a check owns is ticked."""
+    from mm_assets.release.config import load_release
+    from mm_assets.release.report import checklist_markdown
+
+    release = load_release(load_config(config), version)
+    text, complete = checklist_markdown(instance or _instance(), version, release.model_name)
+    print(text, end="")
+    return complete
+
+
+def cmd_release_build(args: argparse.Namespace) -> int:
+    from mm_assets.release.config import load_release
+
+    load_release(load_config(args.config), args.version)  # a bad release file fails before anything runs
+    instance = _instance()
+    ok = run_release(args.config, args.version, instance)
+    print()
+    complete = print_release_checklist(args.config, args.version, instance)
+    return 0 if ok and complete else 1
+
+
+def cmd_release_checklist(args: argparse.Namespace) -> int:
+    return 0 if print_release_checklist(args.config, args.version) else 1
+
+
+def cmd_release_verify(args: argparse.Namespace) -> int:
+    from mm_assets.release.verify import open_bundle, verify_bundle
+    from mm_assets.storage.s3_access import S3Access
+
+    cfg = load_config(args.config)  # on S3: its storage endpoint and credentials file, else the environment's
+    access = S3Access.from_environment(endpoint_url=cfg.storage.endpoint_url,
+                                       credentials_file=cfg.storage_credentials_file)
+    result = verify_bundle(open_bundle(args.bundle, access))
+    print(result.summary())
+    return 0 if result.ok else 1
+
+
 def cmd_query(args: argparse.Namespace) -> int:
-    """Read-only SQL on the catalog; needs only the layout and the store, so it starts without Dagster."""
-    from mm_assets.etl.catalog import format_rows, run_query
-    from mm_assets.storage.layout import ArtifactLayout
+    """Read-only SQL on the catalog; needs only the store, so it starts without Dagster."""
+    from mm_assets.etl.catalog import format_rows, query_catalog
+    from mm_assets.storage.s3_access import S3Access
     from mm_assets.storage.store import open_store
 
     cfg = load_config(args.config)
-    cols, rows = run_query(open_store(cfg.storage_root, cfg.storage_scratch).local_path(ArtifactLayout().catalog()),
-                           args.sql)
+    access = S3Access.from_environment(endpoint_url=cfg.storage.endpoint_url,
+                                       credentials_file=cfg.storage_credentials_file) \
+        if cfg.storage.on_object_storage else None
+    cols, rows = query_catalog(open_store(cfg.storage_root, cfg.storage_scratch, access), args.sql)
     print(format_rows(cols, rows, args.format))
     return 0
 
@@ -194,7 +286,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from mm_assets.demo.run import run_demo
 
     _use_project_instance()
-    return run_demo(args.config, port=args.port)
+    return run_demo(args.config, port=args.port, canary=args.canary)
 
 
 def cmd_monitor_render(args: argparse.Namespace) -> int:
@@ -276,8 +368,31 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stand-in vocabulary size when no shards exist yet (<eod>, <pad> = its last two ids)")
     render.set_defaults(func=cmd_train_render)
 
+    evaluation = sub.add_parser("eval", help="eval sets, canaries and eval reports").add_subparsers(
+        dest="eval_command", required=True)
+    prepare = evaluation.add_parser("prepare", help="render the eval sets of eval.tasks and draw their canaries")
+    prepare.set_defaults(func=cmd_eval_prepare)
+    run_eval = evaluation.add_parser("run", help="evaluate a trained experiment, then refresh records + catalog")
+    run_eval.add_argument("experiment", help="experiment id, e.g. exp-tiny-cpu")
+    run_eval.set_defaults(func=cmd_eval_run)
+
+    release = sub.add_parser("release", help="release bundles (reference §B.7)").add_subparsers(
+        dest="release_command", required=True)
+    build = release.add_parser("build", help="build configs/releases/VERSION.yaml's bundle and run its checklist")
+    build.add_argument("version", help="release version, e.g. tiny-cpu-0.1")
+    build.set_defaults(func=cmd_release_build)
+    checklist = release.add_parser("checklist", help="print the release checklist as its checks left it")
+    checklist.add_argument("version")
+    checklist.set_defaults(func=cmd_release_checklist)
+    verify = release.add_parser("verify", help="recompute every hash of a bundle against its manifest.json")
+    verify.add_argument("bundle", help="a bundle folder (<storage.root>/releases/VERSION) or an s3:// URL")
+    verify.set_defaults(func=cmd_release_verify)
+
     demo = sub.add_parser("demo", help="generate synthetic media, serve it on 127.0.0.1 and run the graph")
     demo.add_argument("--port", type=int, default=8765, help="loopback port (falls back to a free one)")
+    demo.add_argument("--no-canary", dest="canary", action="store_false",
+                      help="skip exp-tiny-cpu-canary, the twin with a canary injected on purpose that shows "
+                           "check_leakage blocking a leak (about a minute less)")
     demo.set_defaults(func=cmd_demo)
 
     monitor = sub.add_parser("monitor", help="Prometheus rules, dashboards and the loopback stack's configs")
@@ -324,13 +439,15 @@ def main(argv: list[str] | None = None) -> int:
     from mm_assets.crawl.batch import BatchError
     from mm_assets.etl.catalog import CatalogError
     from mm_assets.interrupts import Interrupted, raise_if_interrupted, watch_interrupts
+    from mm_assets.release.manifest import ManifestError
+    from mm_assets.storage.s3_access import StorageAccessError
 
     try:
         with watch_interrupts():
             code = args.func(args)
             raise_if_interrupted()  # a signal Dagster handled ended its run as failed; say why, once
             return code
-    except (ConfigError, BatchError, CatalogError) as err:
+    except (ConfigError, BatchError, CatalogError, ManifestError, StorageAccessError) as err:
         print(f"mm: {err}", file=sys.stderr)
         return 2
     except Interrupted as stop:

@@ -27,3 +27,25 @@ records_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("experiment_records", "metadata_catalog"),
     description="Rebuild the experiment table and the catalog that queries it.",
 )
+
+# Eval sets and their canaries: before training an experiment whose blend injects a canary_set.
+prepare_eval_job = dg.define_asset_job(
+    "prepare_eval",
+    selection=dg.AssetSelection.assets("eval_sets", "canary_set"),
+    description="Render every configured eval task into prompt ids and draw each set's canary samples.",
+)
+
+# One experiment's evaluation: the evaluator through the compute backend, then the decontamination report.
+evaluate_experiment_job = dg.define_asset_job(
+    "evaluate_experiment",
+    selection=dg.AssetSelection.assets("eval_report", "decontamination_report"),
+    description="Evaluate the experiment's checkpoint (standard and canary splits; leakage check blocks) and "
+                "report eval samples that overlap its training text (one experiment partition).",
+)
+
+# One release version: the bundle and its checklist (blocking checks).
+release_job = dg.define_asset_job(
+    "build_release",
+    selection=dg.AssetSelection.groups("release"),
+    description="Build one release bundle (configs/releases/<version>.yaml) and check it against the release checklist.",
+)

@@ -8,3 +8,6 @@ crawl_batches = dg.DynamicPartitionsDefinition(name="crawl_batch")
 
 # One partition per experiment id (configs/experiments/<id>.yaml), registered by `mm train add ID`.
 experiments = dg.DynamicPartitionsDefinition(name="experiment")
+
+# One partition per release version (configs/releases/<version>.yaml), registered by `mm release build VERSION`.
+releases = dg.DynamicPartitionsDefinition(name="release")

@@ -13,6 +13,7 @@ end needs none: `run` returns or raises.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +21,19 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from mm_assets.config.base import ConfigError
 from mm_assets.config.pipeline import ComputeConfig, existing_credentials_file
+from mm_assets.storage.s3_access import environment_endpoint
 from resources.job_env import job_environment
 from resources.local import LocalPipesClient
 from resources.slurm.client import SlurmPipesClient
 
 _DEFAULTS = ComputeConfig()
+
+# Dagster's own Pipes session reads this preview property on every run: the warning is about Dagster's code,
+# not ours, and would otherwise print once per job in every `mm` command.
+warnings.filterwarnings("ignore", message=r"Function `PipesMessageReader\.expected_writer_count`",
+                        category=dg.PreviewWarning)
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,10 @@ class ComputeResource(dg.ConfigurableResource):
     log_tail_lines: int = _DEFAULTS.log_tail_lines
     job_env: list[str] = Field(default_factory=lambda: list(_DEFAULTS.job_env))
     credentials_file: str | None = None  # resolved; checked when a job is built
+    # storage.root is s3://: jobs read their shards from there (megatron-core's boto3 client), so they need
+    # compute.credentials_file and the endpoint (storage.endpoint_url, else this process's AWS_ENDPOINT_URL).
+    object_storage: bool = False
+    object_storage_endpoint: str | None = None
 
     @property
     def compute_config(self) -> ComputeConfig:
@@ -64,7 +76,14 @@ class ComputeResource(dg.ConfigurableResource):
         compute.credentials_file, before anything is started."""
         cfg = self.compute_config
         own = dict(values or {}) if cfg.backend == "local" else {}
-        return job_environment(cfg.job_env, own, credentials_file=existing_credentials_file(self.credentials_file))
+        if self.object_storage and self.credentials_file is None:
+            raise ConfigError(
+                "compute.credentials_file: storage.root is on object storage, and training jobs read their shards "
+                "from it: name an AWS shared-credentials file for them (a key that may read the bucket suffices; "
+                "it may be the file storage.credentials_file names). Jobs never get this process's keys.")
+        endpoint = (self.object_storage_endpoint or environment_endpoint()) if self.object_storage else None
+        return job_environment(cfg.job_env, own, credentials_file=existing_credentials_file(self.credentials_file),
+                               endpoint_url=endpoint)
 
     def run(self, context: dg.AssetExecutionContext, job: JobSpec) -> dg.PipesClientCompletedInvocation:
         """Run `job` on the configured backend and wait for it; dg.Failure (with metadata `log`) when it fails."""

@@ -4,8 +4,9 @@ The Dagster process holds secrets (object-store keys, database passwords, tokens
 seeing, and Slurm stores a job's environment in its state directory. A job gets exactly: the variables
 `compute.job_env` names, taken from this process (locale, HOME, …; names that look like credentials are
 refused), PATH with this project's Python first, PYTHONPATH, the values the caller sets (the experiment's
-`cluster.env`), and the *path* of `compute.credentials_file` as AWS_SHARED_CREDENTIALS_FILE, where boto3
-(and so megatron-core's S3 reader) looks for keys. The Pipes and Slurm clients add their own variables.
+`cluster.env`), the *path* of `compute.credentials_file` as AWS_SHARED_CREDENTIALS_FILE, where boto3 (and so
+megatron-core's S3 reader) looks for keys, and, with storage on S3, its endpoint as AWS_ENDPOINT_URL (not a
+secret). The Pipes and Slurm clients add their own variables.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from pathlib import Path
 
 from mm_assets.config.base import PROJECT_ROOT
 from mm_assets.config.pipeline import credential_like
-
-CREDENTIALS_FILE_VAR = "AWS_SHARED_CREDENTIALS_FILE"
+from mm_assets.storage.s3_access import CREDENTIALS_FILE_VAR, ENDPOINT_VAR
 
 
 def job_environment(passthrough: Sequence[str], values: Mapping[str, str] | None = None, *,
-                    credentials_file: Path | None = None,
+                    credentials_file: Path | None = None, endpoint_url: str | None = None,
                     source: Mapping[str, str] | None = None) -> dict[str, str]:
     """The whole environment of a job (see the module docstring); `source` defaults to os.environ."""
     source = os.environ if source is None else source
@@ -32,4 +32,6 @@ def job_environment(passthrough: Sequence[str], values: Mapping[str, str] | None
     env.update(values or {})
     if credentials_file is not None:
         env[CREDENTIALS_FILE_VAR] = str(credentials_file)
+    if endpoint_url is not None:
+        env[ENDPOINT_VAR] = endpoint_url
     return env

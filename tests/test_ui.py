@@ -8,7 +8,7 @@ import pytest
 import webui
 
 REPO = Path(__file__).resolve().parents[1]
-QUERY = """{ assetNodes { assetKey { path } groupName isPartitioned
+QUERY = """{ assetNodes { assetKey { path } groupName isPartitioned dependencyKeys { path }
   assetChecksOrError { ... on AssetChecks { checks { name blocking } } } } }"""
 
 
@@ -39,5 +39,11 @@ def test_ui_shows_assets_and_checks(webserver):
                                                      "loss_not_stagnant": False, "grad_norm_bounded": False,
                                                      "few_skipped_iterations": False, "throughput_above_floor": False})
     assert shown["experiment_records"] == ("records", False, {"one_row_per_experiment": False})
+    assert shown["eval_sets"] == ("eval", False, {}) and shown["canary_set"] == ("eval", False, {})
+    assert shown["eval_report"] == ("eval", True, {"check_leakage": True})
+    assert shown["decontamination_report"] == ("eval", True, {"eval_sets_decontaminated": False})
+    upstream = {n["assetKey"]["path"][0]: {d["path"][0] for d in n["dependencyKeys"]} for n in nodes}
+    chain = ["eval_sets", "canary_set", "training_blend", "checkpoint", "eval_report"]  # the canary's lineage
+    assert all(parent in upstream[child] for parent, child in zip(chain, chain[1:]))
     assert shown["token_shards"] == ("shards", True, {"shard_files_consistent": True, "shard_ids_in_range": True,
                                                       "shard_documents_complete": True, "shard_token_distribution": True})

@@ -56,7 +56,8 @@ def format_errors(err: ValidationError, prefix: str = "") -> list[str]:
         loc = [str(p) for p in e["loc"]]
         loc = [p for p in loc if not (p.startswith(("literal[", "constrained-")) or p in {"int", "float", "str"})]
         where = prefix + ".".join(loc) if loc else "<top level>"
-        got = "" if e["type"] == "missing" or not loc else f" (got {e.get('input')!r})"
+        hidden = e["type"] == "missing" or not loc or (e.get("ctx") or {}).get("hide_input")
+        got = "" if hidden else f" (got {e.get('input')!r})"
         hint = type_hint(e)
         line = f"{where}: {e['msg'].removeprefix('Value error, ')}{got}" + (f"; {hint}" if hint else "")
         if line not in lines:

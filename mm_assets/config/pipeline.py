@@ -10,12 +10,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from mm_assets.config.base import DEFAULT_CONFIG, ENV_NAME, PROJECT_ROOT, ConfigError, Section, format_errors, read_yaml
+from mm_assets.eval.config import EvalConfig
 from mm_assets.monitor.config import MonitoringConfig
+from mm_assets.release.config import ReleasePolicy
+from mm_assets.storage.s3_access import is_s3_url, split_s3_url
 from mm_assets.tokens.config import TokenizersConfig
 from mm_assets.train.launch.config import TrainingConfig
 
+OBJECT_STORAGE_SCRATCH = ".scratch"  # storage.scratch of an s3:// root when none is set (gitignored)
 SOURCE_NAME = re.compile(r"^[a-z][a-z0-9]{0,31}$")
 # A name that says it holds a secret: such a variable reaches jobs only through compute.credentials_file.
 CREDENTIAL_NAME = re.compile(r"SECRET|TOKEN|PASSW|CREDENTIAL|_KEY", re.IGNORECASE)
@@ -51,15 +56,36 @@ class SourcesConfig(Section):
 
 class StorageConfig(Section):
     root: str = "data"
-    # Local folder for staging, caches and downloads; None: <root>/.staging (a publish is then one rename).
+    # Local folder for staging, caches and downloads; None: <root>/.staging (a publish is then one rename), or
+    # .scratch/ in the project for an s3:// root.
     scratch: str | None = None
+    # S3 only. The endpoint of an S3-compatible server (None: AWS_ENDPOINT_URL, else AWS S3) and an AWS
+    # shared-credentials file whose [default] profile holds the keys (None: AWS_ACCESS_KEY_ID /
+    # AWS_SECRET_ACCESS_KEY from the environment). Never put keys in this file.
+    endpoint_url: str | None = None
+    credentials_file: str | None = None
 
     @field_validator("root")
     @classmethod
     def _local_or_s3(cls, root: str) -> str:
-        if "://" in root and not root.startswith("s3://"):
+        if "://" in root and not is_s3_url(root):
             raise ValueError(f"storage root {root!r}: use a local folder or s3://bucket/prefix")
+        if is_s3_url(root):
+            split_s3_url(root)
         return root
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, url: str | None) -> str | None:
+        if url is not None and not re.match(r"^https?://[^/@\s]+(/\S*)?$", url):
+            # Not echoed: a URL with user:secret@ would put the secret in the message.
+            raise PydanticCustomError("endpoint_url", "not http(s)://host[:port] (keys never go in the URL: use "
+                                      "storage.credentials_file or the environment)", {"hide_input": True})
+        return url
+
+    @property
+    def on_object_storage(self) -> bool:
+        return is_s3_url(self.root)
 
 
 class CrawlConfig(Section):
@@ -213,7 +239,9 @@ class PipelineConfig(Section):
     compute: ComputeConfig = ComputeConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     training: TrainingConfig | None = None  # the base every configs/experiments/<id>.yaml overrides
+    eval: EvalConfig = EvalConfig()
     experiments_dir: str = "configs/experiments"
+    release: ReleasePolicy = ReleasePolicy()  # release bundles: configs/releases/<version>.yaml, license policy
     # Where the file was read from: relative paths in it are relative to its project root.
     base_dir: Path = Field(default=PROJECT_ROOT, exclude=True)
     path: Path | None = Field(default=None, exclude=True)
@@ -248,11 +276,19 @@ class PipelineConfig(Section):
     def storage_root(self) -> str:
         """storage.root: an absolute local folder, or the s3:// URL as written."""
         root = self.storage.root
-        return root if root.startswith("s3://") else str(self.resolve(root))
+        return root if is_s3_url(root) else str(self.resolve(root))
 
     @property
     def storage_scratch(self) -> str | None:
-        return None if self.storage.scratch is None else str(self.resolve(self.storage.scratch))
+        if self.storage.scratch is None:
+            return str(self.resolve(OBJECT_STORAGE_SCRATCH)) if self.storage.on_object_storage else None
+        return str(self.resolve(self.storage.scratch))
+
+    @property
+    def storage_credentials_file(self) -> str | None:
+        """storage.credentials_file resolved (checked when the store first connects)."""
+        path = self.storage.credentials_file
+        return None if path is None else str(self.resolve(path))
 
 
 def parse_config(data: dict[str, Any], *, source: str = "<dict>", base_dir: Path | None = None,

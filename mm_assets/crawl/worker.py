@@ -217,7 +217,7 @@ class Worker:
             if note:
                 item.files["subtitles_error"] = note
             atomic_write_text(work / ArtifactLayout.ITEM_RECORD, item.dump())
-            with self.store.publish(item_dir, what=f"item {item_id}") as staged:
+            with self.store.publish(item_dir, last=ArtifactLayout.ITEM_RECORD, what=f"item {item_id}") as staged:
                 os.replace(work, staged)
         rec.status, rec.message = "ok", note
 

@@ -179,15 +179,41 @@ def _video_page(root: Path, rel: str, title: str, clip: str, sub: str, *, ld: di
                                 poster=up + poster if poster else None))
 
 
+@dataclass(frozen=True)
+class DemoClip:
+    """What the demo site's generator knows about one of its clips (the demo eval set asks about it)."""
+
+    number: int
+    freq_hz: int  # the sine tone of its audio
+    pattern: str  # the ffmpeg test pattern of its video
+    seconds: float = 2.0
+
+    @property
+    def title(self) -> str:
+        return f"Demo clip {self.number}"
+
+    @property
+    def media(self) -> str:
+        return f"media/clip-{self.number}.mp4"
+
+    @property
+    def subtitles(self) -> tuple[str, ...]:
+        return (f"Clip {self.number}, first line.", f"Clip {self.number}, second line.")
+
+
+DEMO_CLIPS = (DemoClip(1, 440, "testsrc"), DemoClip(2, 660, "testsrc2"), DemoClip(3, 880, "smptebars"))
+
+
 def build_demo_site(folder: str | Path) -> Site:
     """Six crawlable pages and a dead link: three clips, two pages whose URLs end in the same file name
     (yt-dlp gives both the id `lecture-1`), a JSON-LD-only page (no <video>), and a 404."""
     root = _fresh(Path(folder))
-    for i, (freq, pattern) in enumerate([(440, "testsrc"), (660, "testsrc2"), (880, "smptebars")], start=1):
-        make_clip(root / f"media/clip-{i}.mp4", freq_hz=freq, pattern=pattern)
-        _write(root, f"subs/clip-{i}.en.vtt", vtt([f"Clip {i}, first line.", f"Clip {i}, second line."]))
-        make_poster(root / f"media/clip-{i}.png", pattern=pattern)
-        _video_page(root, f"watch/clip-{i}.html", f"Demo clip {i}", f"media/clip-{i}.mp4", f"subs/clip-{i}.en.vtt",
+    for clip in DEMO_CLIPS:
+        i = clip.number
+        make_clip(root / clip.media, seconds=clip.seconds, freq_hz=clip.freq_hz, pattern=clip.pattern)
+        _write(root, f"subs/clip-{i}.en.vtt", vtt(list(clip.subtitles)))
+        make_poster(root / f"media/clip-{i}.png", pattern=clip.pattern)
+        _video_page(root, f"watch/clip-{i}.html", clip.title, clip.media, f"subs/clip-{i}.en.vtt",
                     poster=f"media/clip-{i}.png")
     for d, clip in (("a", 1), ("b", 2)):
         _video_page(root, f"{d}/lecture.html", f"Lecture {d.upper()}", f"media/clip-{clip}.mp4",

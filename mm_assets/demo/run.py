@@ -1,7 +1,8 @@
 """`mm demo`: the main job on the embedded default, offline.
 
 Generates a small synthetic site (clips with audio, WebVTT tracks, a JSON-LD-only page, a dead link),
-serves it on 127.0.0.1, registers it as a crawl batch, materializes the graph for that batch, refreshes the
+serves it on 127.0.0.1, registers it as a crawl batch, materializes the graph for that batch, trains and
+evaluates exp-tiny-cpu (and its canary-injected twin, which the leakage check must block), refreshes the
 catalog and prints what it holds.
 """
 
@@ -15,12 +16,12 @@ import dagster as dg
 
 from mm_assets.config.pipeline import PipelineConfig, load_config
 from mm_assets.crawl.batch import register_batch
+from mm_assets.demo.eval_set import evaluate_demo
 from mm_assets.demo.media import build_demo_site, write_manifest
 from mm_assets.demo.server import LoopbackServer, serve
-from mm_assets.etl.catalog import EXAMPLE_QUERIES, format_rows, run_query
+from mm_assets.etl.catalog import EXAMPLE_QUERIES, format_rows, query_catalog
 from mm_assets.partitions import crawl_batches
 from mm_assets.storage.store import Storage
-from resources.storage import StorageResource
 
 DEMO_BATCH = "demo-site"
 DEMO_EXPERIMENT = "exp-tiny-cpu"  # configs/experiments/exp-tiny-cpu.yaml: a tiny GPT on the CPU, blend demo-site
@@ -52,17 +53,11 @@ def _demo_manifest(cfg: PipelineConfig, storage: Storage, site, server: Loopback
     return write_manifest(site, server.base_url, cfg.manifest_dir / "demo" / f"{name}.txt", header=header)
 
 
-def print_catalog_summary(db: Path, batch: str) -> None:
-    import duckdb
-
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        rows = con.execute(SUMMARY_SQL, [batch]).fetchall()
-    finally:
-        con.close()
-    print(f"\ncrawl ledger of {batch}:\n" + format_rows(["status", "reason", "items"], rows))
+def print_catalog_summary(storage: Storage, batch: str) -> None:
+    cols, rows = query_catalog(storage.store, SUMMARY_SQL, [batch])
+    print(f"\ncrawl ledger of {batch}:\n" + format_rows(cols, rows))
     for title, sql in EXAMPLE_QUERIES.items():
-        cols, rows = run_query(db, sql)
+        cols, rows = query_catalog(storage.store, sql)
         print(f"\n{title}:\n{format_rows(cols, rows)}")
 
 
@@ -85,6 +80,27 @@ def train_demo(cfg: PipelineConfig, config_path: Path, batch: str, instance: dg.
     return True
 
 
+DEMO_RELEASE = "tiny-cpu-0.1"  # configs/releases/tiny-cpu-0.1.yaml: exp-tiny-cpu, released internally
+
+
+def release_demo(cfg: PipelineConfig, config_path: Path, storage: Storage, instance: dg.DagsterInstance) -> bool:
+    """Release exp-tiny-cpu internally (its tokenizers have random weights), verify the bundle as a user
+    would, and print the release checklist as its checks left it."""
+    from mm_assets.cli import print_release_checklist, run_release
+    from mm_assets.release.config import release_file
+    from mm_assets.release.verify import stored_bundle, verify_bundle
+
+    if not release_file(cfg, DEMO_RELEASE).is_file():
+        print(f"\nrelease skipped: no {release_file(cfg, DEMO_RELEASE)}")
+        return True
+    print(f"\nreleasing {DEMO_EXPERIMENT} as {DEMO_RELEASE} (internal: its tokenizers have random weights) ...")
+    ok = run_release(config_path, DEMO_RELEASE, instance)
+    bundle = stored_bundle(storage.store, storage.layout.release_dir(DEMO_RELEASE))
+    print(f"\nmm release verify {bundle.where}\n{verify_bundle(bundle).summary()}\n")
+    print_release_checklist(config_path, DEMO_RELEASE, instance)
+    return ok
+
+
 def print_shard_summary(storage: Storage, batch: str) -> None:
     """The batch's shard as megatron-core sees it: the proof that training can read it."""
     import warnings
@@ -95,23 +111,25 @@ def print_shard_summary(storage: Storage, batch: str) -> None:
 
     from mm_assets.shards.vocab import VocabLayout
 
-    prefix = storage.store.local_path(storage.layout.shard_prefix(batch))
+    prefix = storage.store.local_prefix(storage.layout.shard_prefix(batch))
     dataset = IndexedDataset(str(prefix))
     layout = VocabLayout.read(storage.store.local_path(storage.layout.shard_vocab(batch)))
     lengths = [len(dataset[i]) for i in range(len(dataset))]
-    print(f"\ntoken shard {prefix}.{{bin,idx}} (vocab {layout.vocab_size}, int32):")
+    print(f"\ntoken shard {storage.store.url(storage.layout.shard_prefix(batch))}.{{bin,idx}} "
+          f"(vocab {layout.vocab_size}, int32):")
     print(f"  megatron-core IndexedDataset reads {len(dataset)} documents, {sum(lengths)} tokens, lengths {lengths}")
     print("  tokenizers ran on random weights (tokenizers.allow_random_weights): marked `weights: random` in the asset metadata")
 
 
-def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInstance | None = None) -> int:
-    from mm_assets.cli import run_ingest  # the same path as `mm ingest`
+def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInstance | None = None, *,
+             canary: bool = True) -> int:
+    from mm_assets.cli import print_ingest_summary, run_ingest  # the same path as `mm ingest`
+    from mm_assets.definitions import build_resources
 
     cfg = load_config(config_path)
-    storage = StorageResource(root=cfg.storage_root, scratch=cfg.storage_scratch)
-    catalog = storage.store.local_path(storage.layout.catalog())
+    storage = build_resources(config_path)["storage"]
     instance = instance or dg.DagsterInstance.get()
-    site_dir = storage.store.local_dir(storage.layout.demo_site())
+    site_dir = storage.store.working_path(storage.layout.demo_site())  # served from here, not an artifact
     print(f"building the synthetic site under {site_dir} ...")
     site = build_demo_site(site_dir)
     with ExitStack() as stack:
@@ -125,16 +143,23 @@ def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInst
     if not ok:
         print(f"\nthe demo run failed: see the run's logs (mm ui, then Runs) for batch {info.batch}")
         return 1
+    print_ingest_summary(Path(config_path), info.batch)
     print_shard_summary(storage, info.batch)
     trained = train_demo(cfg, Path(config_path), info.batch, instance)
-    print_catalog_summary(catalog, info.batch)
+    evaluated = None
     if trained:
-        cols, rows = run_query(catalog, RECORDS_SQL)
+        evaluated = evaluate_demo(cfg, storage, Path(config_path), DEMO_EXPERIMENT, instance, canary=canary)
+    print_catalog_summary(storage, info.batch)
+    if trained:
+        cols, rows = query_catalog(storage.store, RECORDS_SQL)
         print(f"\nexperiment records (mm query \"SELECT * FROM experiment_records\"):\n{format_rows(cols, rows)}")
-    if trained is False:
+    if trained is False or evaluated is False:
+        return 1
+    if trained and not release_demo(cfg, Path(config_path), storage, instance):
+        print(f"\nrelease {DEMO_RELEASE} was blocked by its checklist: see above (mm release checklist {DEMO_RELEASE})")
         return 1
     print(
-        f"\ncatalog: {catalog}\n"
+        f"\ncatalog: {storage.store.url(storage.layout.catalog())}\n"
         "query it:   .venv/bin/mm query \"SELECT unique_id, metadata.title, metadata.license FROM media_metadata\"\n"
         "open the UI: .venv/bin/mm ui   (then http://127.0.0.1:3000: assets, checks, partitions, lineage)"
     )

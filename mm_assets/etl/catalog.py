@@ -1,7 +1,9 @@
 """The metadata catalog: a DuckDB database of views over every batch's Parquet, for ad hoc queries.
 
 Views read the Parquet files in place (nothing is copied), so the database stays small; it is rebuilt
-whole into a temp file and renamed, so a reader never sees a half-built catalog.
+whole into a temp file and published, so a reader never sees a half-built catalog. On S3 the views read
+s3:// URLs through the store's fsspec filesystem (DuckDB's httpfs extension is never downloaded), the database
+file is built in the scratch folder and uploaded, and `mm query` reads a verified local copy of it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import duckdb
 
 from mm_assets.etl.read_only import QueryRefused, connect_read_only, read_statement
 from mm_assets.storage.layout import EVERY, ArtifactLayout
-from mm_assets.storage.store import Storage
+from mm_assets.storage.store import ArtifactStore, Storage
 
 
 def views(layout: ArtifactLayout) -> dict[str, tuple[str, bool]]:
@@ -28,6 +30,9 @@ def views(layout: ArtifactLayout) -> dict[str, tuple[str, bool]]:
         "duplicates": (layout.duplicates_file(EVERY), True),
         "crawl_items": (layout.crawl_ledger(EVERY), True),
         "experiment_records": (layout.records_table(), False),
+        "eval_reports": (layout.eval_metrics(EVERY), False),
+        "eval_predictions": (layout.eval_predictions(EVERY), False),
+        "eval_contamination": (layout.decontamination_report(EVERY), False),
     }
 
 # Columns a view leads with, and how files written before they existed derive them (quarantine files gained
@@ -90,6 +95,7 @@ def build_catalog(storage: Storage) -> CatalogResult:
     with storage.store.publish(key, wait=True) as tmp:  # duckdb must create the file itself
         con = duckdb.connect(str(tmp))
         try:
+            storage.store.register_filesystem(con)
             for view, (pattern, per_batch) in views(storage.layout).items():
                 paths = [storage.store.url(k) for k in storage.store.list(pattern)]
                 if not paths:
@@ -106,26 +112,35 @@ def build_catalog(storage: Storage) -> CatalogResult:
     return CatalogResult(storage.store.url(key), counts, files)
 
 
-def run_query(db_path: Path, sql: str, *, root: Path | None = None) -> tuple[list[str], list[tuple]]:
+def query_catalog(store: ArtifactStore, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
+    """`mm query`: one read statement against the store's catalog (on S3: a verified local copy of the
+    database, its views reading s3:// through the store)."""
+    db = store.local_path(ArtifactLayout().catalog())
+    return run_query(db, sql, root=store.url_root, store=store, params=params)
+
+
+def run_query(db_path: Path, sql: str, *, root: str | Path | None = None,
+              store: ArtifactStore | None = None, params: list | None = None) -> tuple[list[str], list[tuple]]:
     """Run one read statement against the catalog; returns (column names, rows).
 
     Nothing can be written: statements other than reads are refused before they run, and the connection
     reads files under `root` only (default: the storage root the catalog belongs to), see read_only.py.
+    `store` lets the views read its URLs (object storage).
     """
     if not Path(db_path).exists():
         raise CatalogError(f"no catalog at {db_path}: materialize metadata_catalog first (e.g. `mm demo`)")
     if root is None:  # the storage root the catalog file belongs to
         root = Path(db_path).resolve().parents[ArtifactLayout().catalog().count("/")]
-    con = connect_read_only(Path(db_path), root)
+    con = connect_read_only(Path(db_path), root, register=store.register_filesystem if store else None)
     try:
-        cur = con.execute(read_statement(con, sql))
+        cur = con.execute(read_statement(con, sql), params)
         cols = [d[0] for d in cur.description or []]
         return cols, cur.fetchall()
     except QueryRefused as err:
         raise CatalogError(f"refused: {err}") from None
     except duckdb.PermissionException as err:
         raise CatalogError(
-            f"refused: {_first_line(err)}; mm query reads files under the storage root {Path(root).resolve()} only "
+            f"refused: {_first_line(err)}; mm query reads files under the storage root {root} only "
             "(query the catalog's views, or read_parquet('<absolute path under the root>'))"
         ) from None
     except duckdb.Error as err:

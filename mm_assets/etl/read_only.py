@@ -9,9 +9,12 @@ file access is confined to the storage root, with external access off and the co
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+
+from mm_assets.storage.s3_access import is_s3_url
 
 READ_ONLY_HELP = (
     "`mm query` runs one read-only statement: SELECT (also WITH, FROM …, VALUES, DESCRIBE, SHOW, SUMMARIZE), "
@@ -55,15 +58,20 @@ class QueryRefused(ValueError):
     """User SQL that is not exactly one read statement; the message says what was refused and why."""
 
 
-def connect_read_only(db_path: Path, root: Path) -> duckdb.DuckDBPyConnection:
-    """Open the catalog so that it can read files under `root` only and nothing can change that.
+def connect_read_only(db_path: Path, root: str | Path,
+                      register: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the catalog so that it can read files under `root` (a folder, or s3://bucket/prefix whose
+    filesystem `register` adds) only and nothing can change that.
 
     The order matters: allowed_directories cannot be set once external access is off, and nothing can be set
     once the configuration is locked.
     """
     con = duckdb.connect(str(db_path), read_only=True)
     try:
-        folder = str(Path(root).resolve()).rstrip("/") + "/"
+        if register is not None:
+            register(con)
+        root = str(root)
+        folder = (root if is_s3_url(root) else str(Path(root).resolve())).rstrip("/") + "/"
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET allowed_directories = [?]", [folder])
         con.execute("SET enable_external_access = false")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 
@@ -34,25 +35,46 @@ HISTORY = 1000  # check executions scanned per check (all partitions, newest fir
 
 
 def _evaluations(instance: dg.DagsterInstance, key: dg.AssetCheckKey):
-    """(status, target materialization storage id, run id) of the check's recent executions, newest first."""
+    """(status, target materialization storage id, run id, metadata) of the check's recent executions, newest
+    first (metadata as plain values; empty for a planned execution)."""
     for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=HISTORY):
         data = record.event.dagster_event.event_specific_data if record.event and record.event.dagster_event else None
         target = getattr(data, "target_materialization_data", None)
-        yield record.status, target.storage_id if target else None, record.run_id
+        metadata = {k: getattr(v, "value", v) for k, v in (getattr(data, "metadata", None) or {}).items()}
+        yield record.status, target.storage_id if target else None, record.run_id, metadata
+
+
+@dataclass(frozen=True)
+class CheckEvaluation:
+    """How a check last evaluated its asset's latest materialization of one partition."""
+
+    status: AssetCheckExecutionRecordStatus | None  # None: that materialization was never evaluated
+    metadata: dict[str, Any]
+    run_id: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status == AssetCheckExecutionRecordStatus.SUCCEEDED
+
+
+def latest_evaluation(instance: dg.DagsterInstance, key: dg.AssetCheckKey, partition: str) -> CheckEvaluation:
+    """Asset checks on partitioned assets carry no partition of their own: they are matched through the
+    materialization they evaluated, here the asset's latest of `partition`."""
+    found = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key.asset_key, asset_partitions=[partition]), limit=1).records
+    if found:
+        for status, target, run_id, metadata in _evaluations(instance, key):
+            if target == found[0].storage_id and status != AssetCheckExecutionRecordStatus.PLANNED:
+                return CheckEvaluation(status, metadata, run_id)
+    return CheckEvaluation(None, {})
 
 
 def _failed_checks(instance: dg.DagsterInstance, checks: Sequence[dg.AssetCheckKey], partition: str) -> list[str]:
     """Blocking checks whose latest evaluation of their asset's latest materialization of `partition` did not
-    pass (asset checks on partitioned assets carry no partition of their own: they are matched through the
-    materialization they evaluated)."""
+    pass."""
     failed = []
     for key in checks:
-        found = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key.asset_key, asset_partitions=[partition]), limit=1).records
-        status = None
-        if found:
-            status = next((s for s, target, _ in _evaluations(instance, key)
-                           if target == found[0].storage_id and s != AssetCheckExecutionRecordStatus.PLANNED), None)
+        status = latest_evaluation(instance, key, partition).status
         if status != AssetCheckExecutionRecordStatus.SUCCEEDED:
             failed.append(f"check {key.name}" + ("" if status == AssetCheckExecutionRecordStatus.FAILED
                                                  else " (not evaluated)"))
@@ -60,8 +82,9 @@ def _failed_checks(instance: dg.DagsterInstance, checks: Sequence[dg.AssetCheckK
 
 
 def _failed_in_run(instance: dg.DagsterInstance, checks: Sequence[dg.AssetCheckKey], run_id: str) -> list[str]:
+    failed = AssetCheckExecutionRecordStatus.FAILED
     return [f"check {key.name}" for key in checks
-            if any(r == run_id and s == AssetCheckExecutionRecordStatus.FAILED for s, _, r in _evaluations(instance, key))]
+            if any(r == run_id and s == failed for s, _, r, _ in _evaluations(instance, key))]
 
 
 def _failed_steps(instance: dg.DagsterInstance, run_id: str) -> list[str]:

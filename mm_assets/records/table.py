@@ -39,8 +39,9 @@ def result_summary(records: list[dict[str, Any]], run: dict[str, Any]) -> str:
             + (f" ({tokens:,} tokens)" if tokens else "") + f"; checkpoint iter {run.get('iteration')}")
 
 
-def experiment_row(storage: Storage, exp: ExperimentConfig, outcome: Outcome) -> dict[str, Any]:
-    """One table row: the result from run.json and the JSONL log when the attempt is `ok`, else its status."""
+def experiment_row(storage: Storage, exp: ExperimentConfig, outcome: Outcome, evaluation: str = "") -> dict[str, Any]:
+    """One table row: the result from run.json and the JSONL log when the attempt is `ok` (with `evaluation`,
+    the eval report's headline metrics, PPL and canary verdict, when there is one), else its status."""
     row = {
         "experiment_id": exp.id,
         "date": datetime.fromtimestamp(outcome.started_at, timezone.utc).date().isoformat() if outcome.started_at else "",
@@ -62,7 +63,7 @@ def experiment_row(storage: Storage, exp: ExperimentConfig, outcome: Outcome) ->
     row.update(
         date=(run.get("finished_at") or run.get("started_at") or row["date"])[:10],
         git_commit=run.get("git_commit", "unknown"),
-        result_summary=result_summary(records, run),
+        result_summary=result_summary(records, run) + (f"; {evaluation}" if evaluation else ""),
         final_loss=losses[-1] if losses else None,
         iterations=records[-1]["iteration"] if records else None,
         consumed_tokens=records[-1].get("consumed_tokens") if records else None,

@@ -110,7 +110,7 @@ def build_shard(cfg: PipelineConfig, storage: Storage, batch: str) -> dict:
         docs = [assembler.assemble(item) for item in items]
         files, manifest, vocab_sha = write_shard_folder(staged, layout, uids, docs)
     prefix = store.url(keys.shard_prefix(batch))
-    stats = shard_stats(store.local_path(keys.shard_prefix(batch)), layout)
+    stats = shard_stats(store.local_prefix(keys.shard_prefix(batch)), layout)
     return {
         "documents": files.documents,
         "tokens": files.tokens,

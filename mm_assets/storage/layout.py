@@ -24,17 +24,34 @@ local path or a URL; nothing else in the project spells a file or folder name.
                       run.json, training_log.jsonl   what the checkpoint asset ran; the log as JSON Lines
                       training_curves.png            loss and grad norm over the run (training_log)
                       pipes/, data-cache/, tensorboard/   Dagster Pipes files, Megatron's index cache, TensorBoard
+                      object-storage-cache/          Megatron's --object-storage-cache-path (.idx of s3:// shards)
     records/experiment_records.parquet, .md          the experiment table
     monitoring/targets/<experiment>.json             Prometheus file_sd targets of a running job ([] once it ended)
-    eval/<experiment>/report.json                    evaluation (issue 11): metrics and canary accuracy
-    eval_sets/<name>/, canary/<name>/                evaluation and canary sets
-    releases/<version>/manifest.json                 release bundles (issue 12)
+    eval_datasets/<path>                             eval datasets kept in storage (`mm demo` writes demo/*.jsonl)
+    eval_sets/<task>/samples.parquet, set.json       an eval task rendered to prompt ids (set.json last)
+    canary/<task>/tokens.bin, tokens.idx, vocab.json the set's canary samples as a Megatron shard (prefix
+                  canary.json, manifest.json         canary/<task>/tokens), their ids, seed and marker; manifest last
+    eval/<experiment>/metrics.parquet                eval_report, published whole: task x split x metric (the
+                      predictions.parquet            catalog's eval_reports), per-sample predictions, and the
+                      report.json                    whole report (rows, sacrebleu signatures, checkpoint; last)
+    decontamination/<experiment>.parquet             eval samples sharing an n-gram with the training text
+    runs/<experiment>/eval/plan.json, logs/, pipes/  the evaluator job: its plan, log and Dagster Pipes files
+    releases/<version>/                              a release bundle (release_bundle), published whole:
+                       checkpoint/iter_NNNNNNN/, latest_checkpointed_iteration.txt   the released checkpoint
+                       launch/, configs/         the rendered launch; the pipeline, experiment and release configs
+                       vocab.json, tokenizers/   the vocabulary layout; each tokenizer's identity (and weights)
+                       eval/                     the experiment's eval report
+                       model_card.md, data_card.md, LICENSE, inference.py
+                       manifest.json             sha256 + size of every file and the lineage (written last)
     demo_site/                                       `mm demo`'s synthetic site
 
 Names inside folders that are not keys (a shard folder beside any Megatron prefix, a Megatron checkpoint
 folder, an item folder) are the class attributes below. The scratch folder (storage.scratch; by default
 <root>/.staging) holds what is being written: `<scratch>/<key>` while the store publishes `key`, and the
-crawl's resumable downloads under `crawl/items/<item>/` with their locks under `crawl/locks/`.
+crawl's resumable downloads under `crawl/items/<item>/` with their locks under `crawl/locks/`. On object
+storage (s3://) it also holds `s3-staging/<key>` (what is being uploaded), `s3-cache/<key>` (verified downloads,
+each with its record in `s3-cache-records/`) and `work/<prefix>` (working folders a job updates in place, such
+as a run's checkpoints, records in `work-records/`; pipes/, data-cache/ and object-storage-cache/ stay local).
 """
 
 from __future__ import annotations
@@ -78,10 +95,23 @@ class ArtifactLayout:
     CHECKPOINT_STAGING_SUFFIX = ".staging"  # the CPU trainer's .iter_NNNNNNN.staging while it saves
     CHECKPOINT_WRITER_LOCK = ".trainer.lock"  # held by the one trainer writing a --save folder
     RUN_DATA_CACHE = "data-cache"  # Megatron's dataset index cache inside a run (or --save) folder
+    RUN_PIPES = "pipes"
+    RUN_OBJECT_STORAGE_CACHE = "object-storage-cache"  # Megatron's --object-storage-cache-path in a run folder
+    # A working folder's local-only parts (never synced to object storage) and the files that commit it (synced
+    # last: a reader sees the tracker and the hashes only once the checkpoints they name are in place).
+    WORKING_LOCAL_ONLY = (RUN_PIPES, RUN_DATA_CACHE, RUN_OBJECT_STORAGE_CACHE)
+    CHECKPOINT_HASHES = "checkpoint_hashes.json"  # in the run folder: sha256s recorded after each job
+    WORKING_COMMIT = (CHECKPOINT_HASHES, CHECKPOINT_TRACKER)
     # The crawl's own staging in the scratch folder (storage.scratch, not the root): <scratch>/crawl/
     SCRATCH_CRAWL = "crawl"
     CRAWL_STAGED_ITEMS = "items"  # one folder per item being downloaded, kept for a resume
     CRAWL_ITEM_LOCKS = "locks"  # lock stripes: one worker per item at a time
+    # Object storage's local folders in the scratch folder (mm_assets/storage/s3.py)
+    SCRATCH_S3_STAGING = "s3-staging"
+    SCRATCH_S3_CACHE = "s3-cache"
+    SCRATCH_S3_CACHE_RECORDS = "s3-cache-records"
+    SCRATCH_WORK = "work"
+    SCRATCH_WORK_RECORDS = "work-records"
 
     @staticmethod
     def checkpoint_iteration(iteration: int) -> str:
@@ -217,8 +247,11 @@ class ArtifactLayout:
         """Megatron's --save and --load both: a resubmitted job resumes from the latest checkpoint."""
         return f"{self.run_dir(experiment)}/checkpoints"
 
+    def checkpoint_dir(self, experiment: str, iteration: int) -> str:
+        return f"{self.run_checkpoints(experiment)}/{self.checkpoint_iteration(iteration)}"
+
     def checkpoint_hashes(self, experiment: str) -> str:
-        return f"{self.run_dir(experiment)}/checkpoint_hashes.json"
+        return f"{self.run_dir(experiment)}/{self.CHECKPOINT_HASHES}"
 
     def run_attempts(self, experiment: str) -> str:
         return f"{self.run_dir(experiment)}/attempts.json"
@@ -233,7 +266,10 @@ class ArtifactLayout:
         return f"{self.run_dir(experiment)}/training_curves.png"
 
     def run_pipes(self, experiment: str) -> str:
-        return f"{self.run_dir(experiment)}/pipes"
+        return f"{self.run_dir(experiment)}/{self.RUN_PIPES}"
+
+    def run_object_storage_cache(self, experiment: str) -> str:
+        return f"{self.run_dir(experiment)}/{self.RUN_OBJECT_STORAGE_CACHE}"
 
     def run_data_cache(self, experiment: str) -> str:
         return f"{self.run_dir(experiment)}/{self.RUN_DATA_CACHE}"
@@ -256,24 +292,117 @@ class ArtifactLayout:
     def monitoring_target(self, experiment: str) -> str:
         return f"{self.monitoring_targets()}/{_part(experiment)}.json"
 
-    # -- evaluation and releases (their stages add methods here) ----------------------------------------------
+    # -- evaluation -------------------------------------------------------------------------------------------
+    # Names inside the eval folders, which the evaluator job writes and reads as local files.
+    EVAL_SET_SAMPLES = "samples.parquet"
+    EVAL_SET_RECORD = "set.json"  # written last: a set.json always describes a complete samples file
+    CANARY_RECORD = "canary.json"
+    EVAL_METRICS = "metrics.parquet"
+    EVAL_PREDICTIONS = "predictions.parquet"
+    EVAL_REPORT_RECORD = "report.json"  # written last into a report folder: it commits the report
+
+    def eval_dataset(self, *parts: str) -> str:
+        """An eval dataset kept in storage (a task's dataset_config.path may name any key; this is the convention)."""
+        return _key("eval_datasets", *parts)
+
+    def eval_set(self, task: str) -> str:
+        """An eval task rendered to prompt ids (eval_sets): samples.parquet, then set.json."""
+        return _key("eval_sets", task)
+
+    def eval_set_record(self, task: str) -> str:
+        return f"{self.eval_set(task)}/{self.EVAL_SET_RECORD}"
+
+    def canary_set(self, task: str) -> str:
+        """A set's canary shard folder (canary_set), published whole with manifest.json last."""
+        return _key("canary", task)
+
+    def canary_prefix(self, task: str) -> str:
+        """The canary shard's Megatron prefix (a blend entry `canary_set: <task>` reads it)."""
+        return f"{self.canary_set(task)}/{self.SHARD_PREFIX}"
+
+    def canary_record(self, task: str) -> str:
+        """canary.json: the canary ids, seed and marker."""
+        return f"{self.canary_set(task)}/{self.CANARY_RECORD}"
+
     def eval_dir(self, experiment: str) -> str:
+        """The eval report of one experiment, published whole (report.json last)."""
         return _key("eval", experiment)
 
     def eval_report(self, experiment: str) -> str:
-        return f"{self.eval_dir(experiment)}/report.json"
+        """report.json: the whole report (metric rows, sacrebleu signatures, checkpoint, device)."""
+        return f"{self.eval_dir(experiment)}/{self.EVAL_REPORT_RECORD}"
 
-    def eval_set(self, name: str) -> str:
-        return _key("eval_sets", name)
+    def eval_metrics(self, experiment: str) -> str:
+        """One row per task x split x metric: the catalog view eval_reports."""
+        return f"{self.eval_dir(experiment)}/{self.EVAL_METRICS}"
 
-    def canary_set(self, name: str) -> str:
-        return _key("canary", name)
+    def eval_predictions(self, experiment: str) -> str:
+        return f"{self.eval_dir(experiment)}/{self.EVAL_PREDICTIONS}"
 
+    def decontamination_report(self, experiment: str) -> str:
+        return f"decontamination/{_part(experiment)}.parquet"
+
+    def eval_job_dir(self, experiment: str) -> str:
+        """The evaluator job's files, beside the training job's in the run folder."""
+        return f"{self.run_dir(experiment)}/eval"
+
+    def eval_plan(self, experiment: str) -> str:
+        """What the evaluator job runs (mm_assets.eval.evaluate --plan)."""
+        return f"{self.eval_job_dir(experiment)}/plan.json"
+
+    def eval_logs(self, experiment: str) -> str:
+        return f"{self.eval_job_dir(experiment)}/logs"
+
+    def eval_job_log(self, experiment: str, started_at: str) -> str:
+        """The local backend's log of one evaluator job (named like local_job_log)."""
+        stamp = started_at.replace(":", "")
+        if "/" in stamp:
+            raise UnsafePathError(f"{started_at!r} is not a start time")
+        return f"{self.eval_logs(experiment)}/{_part(experiment)}-eval-local-{stamp}.log"
+
+    def eval_slurm_output(self, experiment: str) -> str:
+        """The evaluator job's --output (stdout and stderr); Slurm fills in %j."""
+        return f"{self.eval_logs(experiment)}/slurm-%j.out"
+
+    def eval_pipes(self, experiment: str) -> str:
+        return f"{self.eval_job_dir(experiment)}/pipes"
+
+    # -- releases ------------------------------------------------------------------------------------------------
     def release_dir(self, version: str) -> str:
         return _key("releases", version)
 
     def release_manifest(self, version: str) -> str:
-        return f"{self.release_dir(version)}/manifest.json"
+        return f"{self.release_dir(version)}/{self.BUNDLE_MANIFEST}"
+
+    # Paths inside a release bundle (relative to its folder); the manifest records them under `contents`, so a
+    # reader of the bundle (its inference script, `mm release verify`) needs only the manifest's name.
+    BUNDLE_MANIFEST = "manifest.json"
+    BUNDLE_CHECKPOINT = "checkpoint"  # a Megatron --load folder holding the one released iteration
+    BUNDLE_LAUNCH = "launch"
+    BUNDLE_CONFIGS = "configs"
+    BUNDLE_VOCAB = "vocab.json"
+    BUNDLE_TOKENIZERS = "tokenizers"
+    BUNDLE_EVAL = "eval"
+    BUNDLE_MODEL_CARD = "model_card.md"
+    BUNDLE_DATA_CARD = "data_card.md"
+    BUNDLE_LICENSE = "LICENSE"
+    BUNDLE_INFERENCE = "inference.py"
+
+    @staticmethod
+    def bundle_configs(experiment: str, version: str) -> dict[str, str]:
+        """The configs that made a release, by kind, as the project keeps them."""
+        return {"pipeline": f"{ArtifactLayout.BUNDLE_CONFIGS}/pipeline.yaml",
+                "experiment": f"{ArtifactLayout.BUNDLE_CONFIGS}/experiments/{_part(experiment)}.yaml",
+                "release": f"{ArtifactLayout.BUNDLE_CONFIGS}/releases/{_part(version)}.yaml"}
+
+    @staticmethod
+    def bundle_tokenizer(modality: str) -> str:
+        """A tokenizer's identity in a bundle; its weights go to tokenizers/<modality>/<file name>."""
+        return f"{ArtifactLayout.BUNDLE_TOKENIZERS}/{_part(modality)}.json"
+
+    @staticmethod
+    def bundle_tokenizer_weights(modality: str, name: str) -> str:
+        return ArtifactLayout.inside(f"{ArtifactLayout.BUNDLE_TOKENIZERS}/{_part(modality)}", _part(name))
 
     # -- the demo ---------------------------------------------------------------------------------------------
     def demo_site(self) -> str:

@@ -100,6 +100,14 @@ def atomic_write_text(target: Path, text: str) -> None:
     atomic_write_bytes(target, text.encode("utf-8"))
 
 
+def remove_path(path: Path) -> None:
+    """Remove a file, a link or a folder tree, whichever is there (nothing there is fine)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def publish_dir(staged: Path, target: Path) -> None:
     """Move a fully written folder into place with one rename; an older copy is replaced whole."""
     target.parent.mkdir(parents=True, exist_ok=True)

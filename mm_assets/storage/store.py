@@ -1,7 +1,7 @@
 """The I/O seam: every artifact an asset reads or writes goes through an `ArtifactStore`, by key (layout.py).
 
-`LocalStore` keeps artifacts under a folder. An object store (S3, the next step) implements the same methods,
-so no asset changes with it: `url` is what tools and the UI are given (a local path here, `s3://…` there),
+`LocalStore` keeps artifacts under a folder, `S3Store` (s3.py) under s3://bucket/prefix; assets do not know
+which: `url` is what tools and the UI are given (a local path here, `s3://…` there),
 `local_path`/`local_dir` a local copy for tools that need files (here the artifact itself, there a verified
 download into the scratch folder), and `publish` the only way a file or folder appears: built at a local
 staging path, then moved into place whole (here one rename; there every file uploaded, the manifest or
@@ -11,7 +11,9 @@ marker last), or not at all.
 from __future__ import annotations
 
 import errno
+import functools
 import os
+import posixpath
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -20,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from mm_assets.config.base import ConfigError
 from mm_assets.storage.layout import ArtifactLayout
 from mm_assets.storage.paths import (
     UnsafePathError,
@@ -28,8 +29,10 @@ from mm_assets.storage.paths import (
     exclusive,
     fsync_path,
     publish_dir,
+    remove_path,
     safe_join,
 )
+from mm_assets.storage.s3_access import S3Access, is_s3_url
 
 DEFAULT_SCRATCH = ".staging"  # under a local root: staging there is on the root's filesystem (one rename)
 
@@ -38,6 +41,11 @@ class ArtifactStore(ABC):
     """Artifacts by key. `scratch` is a local folder for staging, caches and downloads."""
 
     scratch: Path
+
+    @property
+    @abstractmethod
+    def url_root(self) -> str:
+        """What every url() starts with: the root folder, or s3://bucket/prefix."""
 
     @abstractmethod
     def url(self, key: str) -> str:
@@ -77,6 +85,14 @@ class ArtifactStore(ABC):
     def local_dir(self, prefix: str) -> Path:
         """A local folder holding the artifacts under `prefix` (an item folder, a shard)."""
 
+    def local_prefix(self, key: str) -> Path:
+        """A local Megatron prefix (`<folder>/tokens`): its folder fetched whole, the prefix inside it."""
+        folder, name = posixpath.split("/".join(key_parts(key)))
+        return self.local_dir(folder) / name
+
+    def register_filesystem(self, con) -> None:
+        """Let a DuckDB connection read this store's url()s (local files need nothing)."""
+
     @abstractmethod
     @contextmanager
     def publish(self, key: str, *, last: str | None = None, what: str | None = None,
@@ -95,6 +111,11 @@ class ArtifactStore(ABC):
         """A local folder that a tool reads and updates in place (a training run's checkpoints): here the
         folder itself; an object store syncs it down before and its changes up after the block."""
 
+    @abstractmethod
+    def working_path(self, key: str) -> Path:
+        """Where `key` lies inside the working folder working_dir() keeps for it (no I/O): the paths a job is
+        given (--save, logs), also before the block runs."""
+
 
 class Storage(Protocol):
     """What plain code needs of storage: the layout that names artifacts and the store that holds them
@@ -107,18 +128,11 @@ class Storage(Protocol):
     def store(self) -> ArtifactStore: ...
 
 
-def _parts(key: str) -> list[str]:
+def key_parts(key: str) -> list[str]:
     path = PurePosixPath(key)
     if not key or path.is_absolute() or ".." in path.parts:
         raise UnsafePathError(f"{key!r} is not a key (a relative path without '..')")
     return list(path.parts)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def _sweep_replaced(target: Path) -> None:
@@ -129,14 +143,14 @@ def _sweep_replaced(target: Path) -> None:
     for pattern in (f".{target.name}.old-", f".staging-{target.name}-"):
         for stale in target.parent.glob(f"{pattern}*"):
             if stale.name[len(pattern):].isdigit():
-                _remove(stale)
+                remove_path(stale)
 
 
 def _into_place(staged: Path, target: Path) -> None:
     """Rename `staged` over `target` (a folder replaced whole); from another filesystem, copy it beside first."""
     if staged.stat().st_dev != target.parent.stat().st_dev:
         beside = target.with_name(f".{target.name}.incoming-{os.getpid()}")
-        _remove(beside)
+        remove_path(beside)
         if staged.is_dir():
             shutil.copytree(staged, beside, symlinks=True)
         else:
@@ -165,10 +179,17 @@ class LocalStore(ArtifactStore):
         object.__setattr__(self, "scratch", Path(scratch).resolve() if scratch else root / DEFAULT_SCRATCH)
 
     def local_path(self, key: str) -> Path:
-        return safe_join(self.root, *_parts(key))
+        return safe_join(self.root, *key_parts(key))
 
     def local_dir(self, prefix: str) -> Path:
         return self.local_path(prefix)
+
+    def working_path(self, key: str) -> Path:
+        return self.local_path(key)
+
+    @property
+    def url_root(self) -> str:
+        return str(self.root)
 
     def url(self, key: str) -> str:
         return str(self.local_path(key))
@@ -183,7 +204,7 @@ class LocalStore(ArtifactStore):
         return self.local_path(key).exists()
 
     def list(self, pattern: str) -> list[str]:
-        _parts(pattern)
+        key_parts(pattern)
         return sorted(p.relative_to(self.root).as_posix() for p in self.root.glob(pattern) if p.is_file())
 
     def read_bytes(self, key: str) -> bytes:
@@ -200,10 +221,10 @@ class LocalStore(ArtifactStore):
     def publish(self, key: str, *, last: str | None = None, what: str | None = None,
                 wait: bool = False) -> Iterator[Path]:
         target = self.local_path(key)  # a folder appears by one rename: `last` needs no ordering here
-        staging = safe_join(self.scratch, *_parts(key))
+        staging = safe_join(self.scratch, *key_parts(key))
         staging.parent.mkdir(parents=True, exist_ok=True)
         with exclusive(staging.with_name(f"{staging.name}.lock"), what=what or key, unlink=True, wait=wait):
-            _remove(staging)  # what a killed writer of this key left
+            remove_path(staging)  # what a killed writer of this key left
             _sweep_replaced(target)
             try:
                 yield staging
@@ -212,7 +233,7 @@ class LocalStore(ArtifactStore):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 _into_place(staging, target)
             finally:
-                _remove(staging)
+                remove_path(staging)
 
     @contextmanager
     def working_dir(self, prefix: str) -> Iterator[Path]:
@@ -221,8 +242,15 @@ class LocalStore(ArtifactStore):
         yield folder
 
 
-def open_store(root: str, scratch: str | Path | None = None) -> ArtifactStore:
-    """The store for a configured storage root: a local folder (an absolute path) or s3://bucket/prefix."""
-    if root.startswith("s3://"):
-        raise ConfigError(f"storage.root {root!r}: object storage is not wired in yet; use a local folder")
-    return LocalStore(root, scratch)
+@functools.lru_cache(maxsize=16)
+def open_store(root: str, scratch: str | Path | None = None, access=None) -> ArtifactStore:
+    """The store for a configured storage root: a local folder (an absolute path), or s3://bucket/prefix with
+    its S3Access (s3_access.py) and a scratch folder. One per process and configuration: an object store
+    connects (and checks its keys) once."""
+    if not is_s3_url(root):
+        return LocalStore(root, scratch)
+    from mm_assets.storage.s3 import S3Store
+
+    if scratch is None:
+        raise ValueError(f"storage.root {root}: object storage needs a local scratch folder (storage.scratch)")
+    return S3Store(root, scratch, access or S3Access.from_environment())

@@ -29,7 +29,13 @@ from mm_assets.shards.vocab import ShardVocab, VocabLayout
 from mm_assets.storage.store import Storage
 from mm_assets.train.launch.config import LaunchConfigError
 from mm_assets.train.launch.experiment import ExperimentConfig, load_experiment
-from mm_assets.train.launch.preflight import launch_preflight, local_prefixes, shard_resolver, vocab_beside
+from mm_assets.train.launch.preflight import (
+    canary_resolver,
+    launch_preflight,
+    local_prefixes,
+    shard_resolver,
+    vocab_url,
+)
 from mm_assets.train.launch.run_folders import RunFolders
 from mm_assets.train.launch.sbatch import LaunchFiles, render_launch
 from mm_assets.train.lineage import (
@@ -48,7 +54,6 @@ from mm_assets.train.verified_checkpoints import (
     CheckpointMismatchError,
     Resume,
     Settled,
-    iteration_dir,
     non_finite,
     prepare_resume,
     settle_after_job,
@@ -74,7 +79,8 @@ def git_commit() -> str:
 def render_experiment(exp: ExperimentConfig, storage: Storage) -> LaunchFiles:
     blend = read_blend(storage, exp.id)
     vocab = ShardVocab.from_layout(VocabLayout.read(local_prefixes(storage)(blend["vocab_file"])))
-    return render_launch(exp, RunFolders.of(exp, storage), vocab=vocab, shard_prefix=shard_resolver(storage))
+    return render_launch(exp, RunFolders.of(exp, storage), vocab=vocab, shard_prefix=shard_resolver(storage),
+                         canary_prefix=canary_resolver(storage))
 
 
 def _plain(metadata) -> dict[str, Any]:
@@ -159,6 +165,19 @@ def experiment_for(context, pipeline: PipelineConfigResource) -> tuple[PipelineC
         raise dg.Failure(str(err)) from None
 
 
+def injected_canaries(exp: ExperimentConfig, storage: Storage) -> dict[str, dict[str, Any]]:
+    """The eval sets' canaries the blend injects on purpose: task -> prefix, weight, marker and sample ids
+    (from the canary set's canary.json). The evaluator splits on them; decontamination skips their shards."""
+    out = {}
+    for entry in exp.training.data.blend:
+        if entry.canary_set is not None:
+            key = storage.layout.canary_record(entry.canary_set)
+            record = json.loads(storage.store.read_text(key)) if storage.store.exists(key) else {}
+            out[entry.canary_set] = {"prefix": canary_resolver(storage)(entry.canary_set), "weight": entry.weight,
+                                     "marker": record.get("marker"), "sample_ids": record.get("sample_ids", [])}
+    return out
+
+
 def resolve_experiment_blend(exp: ExperimentConfig, storage: Storage,
                              materialized: Callable[[str], ShardMaterialization | None] = lambda batch: None,
                              ) -> tuple[dict[str, Any], list[BlendSource]]:
@@ -172,10 +191,11 @@ def resolve_experiment_blend(exp: ExperimentConfig, storage: Storage,
         made = materialized(batch) if batch else None
         digests, found = verify_blend_shard(local_prefixes(storage)(item.prefix),
                                             materialized=made.metadata if made else None,
-                                            manifest_required=batch is not None)
+                                            manifest_required=batch is not None or entry.canary_set is not None)
         shards[item.prefix] = digests
         sources.append(BlendSource(item.key, item.prefix, item.weight, item.share, batch,
-                                   made.run_id if made else None, digests.get("bin", {}).get("sha256")))
+                                   made.run_id if made else None, digests.get("bin", {}).get("sha256"),
+                                   canary_set=entry.canary_set))
         problems += [f"{item.key}: {p}" for p in found]
     if problems:
         raise LaunchConfigError(problems, source=f"experiment {exp.id} blend")
@@ -188,14 +208,17 @@ def resolve_experiment_blend(exp: ExperimentConfig, storage: Storage,
         "sources": [s.as_dict() for s in sources],
         "vocab_sha256": layout.sha256,
         "vocab_size": layout.vocab_size,
-        "vocab_file": str(vocab_beside(Path(blend.items[0].prefix))),
+        "vocab_file": vocab_url(blend.items[0].prefix),
+        "canary": injected_canaries(exp, storage),
     }, sources
 
 
 @dg.asset(partitions_def=experiments, group_name="train", kinds={"megatron"},
-          deps=[dg.AssetDep(token_shards, partition_mapping=NO_CLAIMED_PARTITIONS)],  # lineage.py says why
+          deps=[dg.AssetDep(token_shards, partition_mapping=NO_CLAIMED_PARTITIONS),  # lineage.py says why
+                dg.AssetKey("canary_set")],  # eval's canary shards, which a blend entry may inject on purpose
           description="The experiment's blend: weights + Megatron shard prefixes (--data-path), one vocabulary; "
-                      "its materialization names the crawl batches it reads (metadata `lineage`).")
+                      "its materialization names the crawl batches it reads (metadata `lineage`) and any eval "
+                      "canary set injected on purpose (data.blend canary_set).")
 def training_blend(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
                    storage: StorageResource) -> dg.MaterializeResult:
     _, exp = experiment_for(context, pipeline)
@@ -214,6 +237,7 @@ def training_blend(context: dg.AssetExecutionContext, pipeline: PipelineConfigRe
         "vocab_size": blend["vocab_size"],
         "vocab_sha256": blend["vocab_sha256"],
         "shard_digests": dg.MetadataValue.json(blend["shards"]),
+        "canary_sets": ", ".join(blend["canary"]) or "none",
         "path": dg.MetadataValue.path(storage.store.url(out)),
     })
 
@@ -232,7 +256,7 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
         context.log.warning(f"launch {exp.id}: {warning}")
     layout, store = storage.layout, storage.store
     with store.working_dir(layout.run_dir(exp.id)):  # the job updates its checkpoints in place
-        hashes = CheckpointHashes.load(store.local_path(layout.checkpoint_hashes(exp.id)))
+        hashes = CheckpointHashes.load(store.working_path(layout.checkpoint_hashes(exp.id)))
         resume = _before_launch(context, storage, files, hashes)
         with store.publish(layout.run_launch(exp.id)) as staged:
             files.write(staged)
@@ -246,7 +270,7 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
             run["fell_back_from_iteration"] = resume.fell_back_from
         publisher = metrics_publisher(context, cfg, exp, storage, read_blend(storage, exp.id)["vocab_size"])
         job = JobSpec(name=exp.job_name, command=[*files.program, *files.argv], sbatch=files.sbatch,
-                      log=store.local_path(layout.local_job_log(exp.id, run["started_at"])),
+                      log=store.working_path(layout.local_job_log(exp.id, run["started_at"])),
                       pipes_dir=files.run.pipes, env=env, on_line=publisher.on_line, on_start=publisher.job_started)
         started, outcome = time.monotonic(), "failed"
         try:
@@ -266,15 +290,17 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
     if settled.latest is None:
         raise dg.Failure(f"the run of {exp.id} finished without a checkpoint in {files.run.checkpoints} "
                          f"(log: {run['log']})")
-    iteration, folder = settled.latest, iteration_dir(files.run.checkpoints, settled.latest)
+    iteration = settled.latest
+    folder = store.url(layout.checkpoint_dir(exp.id, iteration))  # published with the run folder
     sha256 = {name: entry["sha256"] for name, entry in hashes.entries[iteration]["files"].items()}
-    run.update(iteration=iteration, checkpoint=str(folder), sha256=sha256,
+    run["log"] = store.url(store.key_of(run["log"]))  # the job wrote it in the run folder: where it is kept
+    run.update(iteration=iteration, checkpoint=folder, sha256=sha256,
                finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     store.write_text(layout.run_record(exp.id), json.dumps(run, indent=2, sort_keys=True))
     reported = {k: v.value for k, v in (invocation.get_materialize_result().metadata or {}).items()} \
         if invocation.get_results() else {}
     return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(folder)),
+        "path": dg.MetadataValue.path(folder),
         "iteration": iteration,
         "sha256": dg.MetadataValue.json(sha256),
         "backend": compute.backend,
@@ -317,7 +343,7 @@ def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigReso
         "attempts": len(run.get("attempts") or [run]),
         "missing_logs": "\n".join(missing) or "none",
         "path": dg.MetadataValue.path(store.url(out)),
-        "source_log": dg.MetadataValue.path(str(run["log"])),
+        "source_log": dg.MetadataValue.path(run["log"]),
         "curves": dg.MetadataValue.md(markdown_image(png, f"{exp.id} loss and grad norm")),
         "curves_path": dg.MetadataValue.path(store.url(layout.training_curves(exp.id))),
     })

@@ -43,10 +43,12 @@ class BlendSource:
     batch: str | None  # the crawl batch (a token_shards partition); None for a prefix made elsewhere
     run_id: str | None  # the token_shards run whose shard the blend verified (None: not made through Dagster)
     bin_sha256: str | None
+    canary_set: str | None = None  # an eval task whose canary shard the blend injects on purpose
 
     def as_dict(self) -> dict[str, Any]:
         return {"key": self.key, "prefix": self.prefix, "weight": self.weight, "share": self.share,
-                "shard_batch": self.batch, "token_shards_run_id": self.run_id, "bin_sha256": self.bin_sha256}
+                "shard_batch": self.batch, "token_shards_run_id": self.run_id, "bin_sha256": self.bin_sha256,
+                "canary_set": self.canary_set}
 
 
 def latest_shard_materialization(instance: dg.DagsterInstance, asset_key: dg.AssetKey
@@ -63,7 +65,9 @@ def latest_shard_materialization(instance: dg.DagsterInstance, asset_key: dg.Ass
 
 
 def _row(source: BlendSource) -> str:
-    if source.batch is None:
+    if source.canary_set is not None:
+        where, made = f"— (canary of eval set `{source.canary_set}`)", "[canary_set](/assets/canary_set)"
+    elif source.batch is None:
         where, made = f"— (prefix `{source.prefix}`)", "made outside Dagster"
     else:
         where = f"[{source.batch}](/assets/token_shards?partition={source.batch})"

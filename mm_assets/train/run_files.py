@@ -73,7 +73,7 @@ def run_training(storage: Storage, run: dict[str, Any], *, seq_length: int | Non
     """The whole run's log, from every attempt's job log in order (megatron_log.merge_attempts), and the logs
     that are missing (a failed job may have written none). A run.json from before attempts were recorded
     names only its last log."""
-    attempts = run.get("attempts") or [{"log": run["log"], "resumed_from_iteration": None}]
+    attempts = run.get("attempts") or [{"log": log_ref(storage, run["log"]), "resumed_from_iteration": None}]
     parsed, missing = [], []
     for attempt in attempts:
         log = local_log(storage, attempt["log"])

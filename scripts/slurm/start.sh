@@ -33,15 +33,8 @@ HOST="$(hostname -s)"
 export SLURM_CONF="$CONF"
 export PATH="$PATH:/usr/sbin:/sbin"
 
-log() { echo "start.sh: $*"; }
-die() {
-    echo "start.sh: error: $1" >&2
-    if [[ -n "${2:-}" && -f "$2" ]]; then
-        echo "--- last lines of $2 ---" >&2
-        tail -n 30 "$2" >&2
-    fi
-    exit 1
-}
+# shellcheck source=../log.sh
+source "$HERE/../log.sh"
 
 # Remember a daemon this script started, for stop.sh.
 record() { echo "$1 $2" >>"$STARTED"; }

@@ -76,3 +76,21 @@ def test_credentials_never_come_through_the_allow_list(tmp_path):
     missing = parse_config({"compute": {"credentials_file": "nope"}}, base_dir=tmp_path)
     with pytest.raises(ConfigError, match="compute.credentials_file: .*nope does not exist"):
         missing.credentials_file
+
+
+def test_jobs_of_an_s3_store_get_the_endpoint_and_the_credentials_file_path_only(tmp_path, monkeypatch):
+    from resources.compute import ComputeResource
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:8333")
+    with pytest.raises(ConfigError, match="compute.credentials_file: storage.root is on object storage"):
+        ComputeResource(object_storage=True).environment()
+    creds = tmp_path / "aws-credentials"
+    creds.write_text("[default]\naws_access_key_id = a\naws_secret_access_key = b\n")
+    env = ComputeResource(object_storage=True, credentials_file=str(creds)).environment()
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:8333" and env["AWS_SHARED_CREDENTIALS_FILE"] == str(creds)
+    assert FAKE_SECRET not in json.dumps(env)
+    configured = ComputeResource(object_storage=True, credentials_file=str(creds),
+                                 object_storage_endpoint="https://s3.example.org").environment()
+    assert configured["AWS_ENDPOINT_URL"] == "https://s3.example.org"
+    assert "AWS_ENDPOINT_URL" not in ComputeResource().environment()  # local storage: nothing about S3

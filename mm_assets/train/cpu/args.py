@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--null-tokenizer-eod-id", type=int, default=None)
     g.add_argument("--null-tokenizer-pad-id", type=int, default=None)
     g.add_argument("--data-cache-path", default=None, help=f"default: <--save>/{ArtifactLayout.RUN_DATA_CACHE} or a temp folder")
+    g.add_argument("--object-storage-cache-path", default=None,
+                   help="where the .idx of s3:// prefixes are cached (megatron-core's ObjectStorageConfig)")
+    g.add_argument("--no-mmap-bin-files", action="store_false", dest="mmap_bin_files",
+                   help="read .bin files without mmap (required for s3:// prefixes)")
 
     g = p.add_argument_group("checkpoints, logging and evaluation")
     g.add_argument("--save", default=None)

@@ -88,21 +88,24 @@ def padded_vocab_size(size: int, divisible_by: int) -> int:
 
 
 def build_datasets(
-    args, vocab: ShardVocab, blend: tuple[list[str], list[float] | None], sched: Schedule, cache: Path, notices: list[str]
+    args, vocab: ShardVocab, blend: tuple[list[str], list[float] | None], sched: Schedule, cache: Path, notices: list[str],
+    local: dict[str, str] | None = None,
 ):
     """Megatron's train/valid/test GPTDatasets (a BlendedDataset when weighted), as pretrain_gpt.py builds them.
 
     The cache folder is keyed by the .idx bytes of every prefix: GPTDataset's own cache key hashes paths and
-    config, not content, so a shard rewritten in place would otherwise reuse stale indices.
+    config, not content, so a shard rewritten in place would otherwise reuse stale indices. `local`: where each
+    prefix's .idx is read here (an s3:// prefix's cached copy; megatron-core reads the .bin from the store).
     """
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
     from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
     from mm_assets.shards.indexed import read_index
 
+    local = local or {}
     content = hashlib.sha256()
     for prefix in blend[0]:
-        content.update(Path(f"{prefix}.idx").read_bytes())
+        content.update(Path(f"{local.get(prefix, prefix)}.idx").read_bytes())
     config = GPTDatasetConfig(
         random_seed=args.seed,
         sequence_length=args.seq_length,
@@ -114,10 +117,12 @@ def build_datasets(
         reset_attention_mask=False,
         eod_mask_loss=False,
         create_attention_mask=False,  # one shared causal mask instead (see causal_mask)
+        mmap_bin_files=args.mmap_bin_files,
+        object_storage_cache_path=args.object_storage_cache_path,
     )
     # A split without documents makes GPTDataset loop forever looking for tokens (Megatron-LM hangs the same
     # way on tiny shards): leave such a split out, exactly as a 0 in --split would.
-    counts = {prefix: len(read_index(prefix).lengths) for prefix in blend[0]}
+    counts = {prefix: len(read_index(local.get(prefix, prefix)).lengths) for prefix in blend[0]}
     for i, name in enumerate(("train", "validation", "test")):
         bookends = config.split_matrix[i]
         if bookends is None:

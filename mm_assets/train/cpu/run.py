@@ -17,11 +17,13 @@ import numpy as np
 
 from mm_assets.shards.manifest import has_manifest, shard_problems
 from mm_assets.storage.layout import ArtifactLayout
+from mm_assets.storage.s3_access import is_s3_url
 from mm_assets.train.cpu import TrainerError
 from mm_assets.train.cpu.args import build_parser, check_args, schedule_of
 from mm_assets.train.cpu.checkpoint import checkpoint_sha256, sweep_staging, writer_lock
 from mm_assets.train.cpu.data import build_datasets, missing_prefixes, padded_vocab_size, parse_data_path, resolve_vocab
 from mm_assets.train.cpu.model import install_cpu_shims
+from mm_assets.train.cpu.object_storage import local_prefixes
 from mm_assets.train.cpu.trainer import Trainer, now
 
 
@@ -72,15 +74,17 @@ def run(argv: Sequence[str], pipes=None) -> int:
         raise TrainerError("; ".join(problems))
     sched = schedule_of(args)
     prefixes, weights = parse_data_path(args.data_path)
-    missing = missing_prefixes(prefixes)
+    on_disk = [p for p in prefixes if not is_s3_url(p)]
+    missing = missing_prefixes(on_disk)
     if missing:
         raise TrainerError("--data-path: no shard at " + ", ".join(f"{m} (.bin/.idx)" for m in missing))
-    damaged = [p for prefix in prefixes for p in shard_problems(prefix, manifest_required=False)]
+    local, damaged = local_prefixes(args, prefixes)  # s3:// prefixes: .idx, manifest and vocab cached, checked
+    damaged += [p for prefix in on_disk for p in shard_problems(prefix, manifest_required=False)]
     if damaged:
         raise TrainerError("--data-path: refusing shards that do not match their index or manifest: " + "; ".join(damaged))
     notices += [f"no {ArtifactLayout.SHARD_MANIFEST} beside {p}: checked against its index only, not against recorded sha256s"
-                for p in prefixes if not has_manifest(p)]
-    vocab = resolve_vocab(args, prefixes)
+                for p in on_disk if not has_manifest(p)]
+    vocab = resolve_vocab(args, [local[p] for p in prefixes])
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world != 1:
         raise TrainerError(f"WORLD_SIZE={world}: the CPU trainer is one process (cluster.use_torchrun: false)")
@@ -99,10 +103,10 @@ def run(argv: Sequence[str], pipes=None) -> int:
         for stale in sweep_staging(args.save):
             emit(f"NOTICE: removed {stale}, left by a save that did not finish")
     with stack:
-        return _train(args, sched, vocab, prefixes, weights, emit, pipes, wall0)
+        return _train(args, sched, vocab, prefixes, weights, local, emit, pipes, wall0)
 
 
-def _train(args, sched, vocab, prefixes, weights, emit, pipes, wall0: float) -> int:
+def _train(args, sched, vocab, prefixes, weights, local, emit, pipes, wall0: float) -> int:
     """Datasets, model, resume, the loop, the final evaluation, and the report to Dagster Pipes."""
     import torch
     import torch.distributed as dist
@@ -122,7 +126,7 @@ def _train(args, sched, vocab, prefixes, weights, emit, pipes, wall0: float) -> 
             cache_root = args.data_cache_path or (Path(args.save) / ArtifactLayout.RUN_DATA_CACHE if args.save else Path(rdzv) / "cache")
             emit("> building train, validation, and test datasets ...")
             data_notices: list[str] = []
-            datasets = build_datasets(args, vocab, (prefixes, weights), sched, Path(cache_root), data_notices)
+            datasets = build_datasets(args, vocab, (prefixes, weights), sched, Path(cache_root), data_notices, local)
             for notice in data_notices:
                 emit(f"NOTICE: {notice}")
             emit(f" > padded vocab (size: {vocab.vocab_size}) with "

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mm_assets.shards.indexed import bin_path, idx_path
+from mm_assets.storage.s3_access import S3_SCHEME, is_s3_url
 from mm_assets.train.launch.config import BlendEntry, LaunchConfigError
 
 
 @dataclass(frozen=True)
 class BlendItem:
-    prefix: str  # absolute Megatron prefix: <prefix>.bin and <prefix>.idx
+    prefix: str  # absolute Megatron prefix: <prefix>.bin and <prefix>.idx (a path, or s3://bucket/key)
     weight: float  # as configured
     share: float  # weight / sum of weights: what Megatron will sample
     key: str  # the config key it came from, for messages (data.blend.0)
@@ -66,10 +67,10 @@ def _pair_problems(weight: float, prefix: str) -> list[str]:
     if not (isinstance(weight, (int, float)) and weight > 0 and weight != float("inf")):
         problems.append(f"weight {weight!r} must be a positive finite number")
     prefix = str(prefix)
-    if not prefix.startswith("/"):
+    if not prefix.startswith("/") and not is_s3_url(prefix):
         # Relative prefixes depend on the job's working directory; one starting with '-' would be read by
         # argparse as an option, and one that parses as a number would be taken for a weight.
-        problems.append(f"prefix {prefix!r} must be an absolute path")
+        problems.append(f"prefix {prefix!r} must be an absolute path (or {S3_SCHEME}bucket/key)")
     if prefix != prefix.strip() or any(ord(c) < 32 or ord(c) == 127 for c in prefix):
         problems.append(
             f"prefix {prefix!r} has surrounding whitespace or control characters (Megatron strips prefixes)"
@@ -82,23 +83,29 @@ def resolve_blend(
     *,
     base_dir: Path,
     shard_prefix: Callable[[str], str | Path] | None = None,
+    canary_prefix: Callable[[str], str | Path] | None = None,
 ) -> Blend:
     """Absolute prefixes for the configured blend: relative prefixes against `base_dir`, shard batches through
-    `shard_prefix` (batch key → prefix, provided by the token_shards asset). All problems in one error."""
+    `shard_prefix` (batch key → prefix, provided by the token_shards asset), canary sets through `canary_prefix`
+    (eval task → its canary shard, provided by the canary_set asset). All problems in one error."""
     problems, items = [], []
     total = sum(e.weight for e in entries)
     for n, entry in enumerate(entries):
         key = f"data.blend.{n}"
-        if entry.shard_batch is not None:
-            if shard_prefix is None:
-                problems.append(
-                    f"{key}.shard_batch={entry.shard_batch}: no shard resolver was given to find its prefix"
-                )
+        named = [(field, value, resolver) for field, value, resolver in
+                 (("shard_batch", entry.shard_batch, shard_prefix), ("canary_set", entry.canary_set, canary_prefix))
+                 if value is not None]
+        if named:
+            field, value, resolver = named[0]
+            if resolver is None:
+                kind = "shard" if field == "shard_batch" else "canary"
+                problems.append(f"{key}.{field}={value}: no {kind} resolver was given to find its prefix")
                 continue
             try:
-                prefix = Path(shard_prefix(entry.shard_batch))
+                found = str(resolver(value))
+                prefix = found if is_s3_url(found) else Path(found)
             except (KeyError, LookupError, ValueError) as err:
-                problems.append(f"{key}.shard_batch={entry.shard_batch}: {err}")
+                problems.append(f"{key}.{field}={value}: {err}")
                 continue
         else:
             prefix = Path(entry.prefix)

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from mm_assets.config.base import ENV_NAME, ConfigError, Section, format_errors, no_control
+from mm_assets.eval.config import TASK_NAME
 
 SHARD_BATCH = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")  # crawl batch keys (mm_assets.crawl.batch)
 FROM_SHARDS = "from_shards"
@@ -146,10 +147,12 @@ class PrecisionConfig(Section):
 
 
 class BlendEntry(Section):
-    """One dataset of the blend: a Megatron prefix (`<prefix>.bin/.idx`) or a shard batch, and its weight."""
+    """One dataset of the blend: a Megatron prefix (`<prefix>.bin/.idx`), a shard batch, or an eval set's
+    canary shard (`canary_set: <task_name>`, the leakage canary injected on purpose), and its weight."""
 
     prefix: str | None = None
     shard_batch: str | None = None
+    canary_set: str | None = None
     weight: Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
     @field_validator("prefix")
@@ -172,10 +175,17 @@ class BlendEntry(Section):
             raise ValueError(f"shard_batch {batch!r} must match {SHARD_BATCH.pattern} (a crawl batch key)")
         return batch
 
+    @field_validator("canary_set")
+    @classmethod
+    def _canary(cls, task: str | None) -> str | None:
+        if task is not None and not TASK_NAME.match(task):
+            raise ValueError(f"canary_set {task!r} must be an eval task_name matching {TASK_NAME.pattern}")
+        return task
+
     @model_validator(mode="after")
     def _one_source(self) -> BlendEntry:
-        if (self.prefix is None) == (self.shard_batch is None):
-            raise ValueError("give exactly one of prefix or shard_batch")
+        if sum(v is not None for v in (self.prefix, self.shard_batch, self.canary_set)) != 1:
+            raise ValueError("give exactly one of prefix, shard_batch or canary_set")
         return self
 
 

@@ -10,6 +10,7 @@ whose checkpoint folder is still empty) and `--vocab-file` / `--merge-file` (our
 
 from __future__ import annotations
 
+from mm_assets.storage.s3_access import is_s3_url
 from mm_assets.train.launch.blend import Blend
 from mm_assets.train.launch.config import LaunchConfigError
 from mm_assets.train.launch.experiment import ExperimentConfig
@@ -32,7 +33,8 @@ MEGATRON_FLAGS = frozenset(
     --optimizer --lr --min-lr --adam-beta1 --adam-beta2 --adam-eps --weight-decay --clip-grad --seed
     --bf16 --fp8-format --attention-backend --recompute-granularity --recompute-method --recompute-num-layers
     --data-path --split --tokenizer-type --vocab-size --null-tokenizer-eod-id --null-tokenizer-pad-id
-    --data-cache-path --save --load --save-interval --exit-duration-in-mins
+    --data-cache-path --object-storage-cache-path --no-mmap-bin-files --save --load --save-interval
+    --exit-duration-in-mins
     --log-interval --log-throughput --eval-interval --eval-iters --tensorboard-dir --distributed-backend
     """.split()
 )
@@ -139,6 +141,10 @@ def megatron_arg_groups(exp: ExperimentConfig, plan: LaunchPlan, blend: Blend, r
     add(("--null-tokenizer-eod-id", _num(plan.vocab.eod_id)))
     add(("--null-tokenizer-pad-id", _num(plan.vocab.pad_id)))
     add(("--data-cache-path", str(run.data_cache)))
+    if any(is_s3_url(item.prefix) for item in blend.items):
+        # megatron-core reads s3:// prefixes itself: the .idx into this cache, the .bin by ranged GETs (no mmap).
+        add(("--object-storage-cache-path", str(run.object_storage_cache)))
+        add(("--no-mmap-bin-files",))
 
     # Checkpoints: one folder for --save and --load, so a resubmitted job resumes.
     add(("--save", str(run.checkpoints)))

@@ -3,6 +3,7 @@ vocabulary, and the whole launch validates and renders (`mm train run` and `trai
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,20 +24,31 @@ def shard_resolver(storage: Storage) -> Callable[[str], str]:
     return lambda batch: storage.store.url(storage.layout.shard_prefix(batch))
 
 
+def canary_resolver(storage: Storage) -> Callable[[str], str]:
+    """Blend `canary_set` task names -> the canary_set prefix of that eval task, as Megatron reads it."""
+    return lambda task: storage.store.url(storage.layout.canary_prefix(task))
+
+
 def local_prefixes(storage: Storage) -> Callable[[str], Path]:
-    """Where to read a blend prefix here: the store's local copy of one of its shards, else the path itself."""
+    """Where to read a blend prefix here: the store's local copy of one of its shards (its folder fetched
+    whole, verified), else the path itself."""
     def local(prefix: str) -> Path:
         try:
             key = storage.store.key_of(prefix)
         except UnsafePathError:
             return Path(prefix)
-        return storage.store.local_path(key)
+        return storage.store.local_prefix(key)
     return local
 
 
 def vocab_beside(prefix: Path) -> Path:
     """The vocab.json beside a Megatron prefix (a shard of ours, or one made elsewhere)."""
     return prefix.parent / ArtifactLayout.SHARD_VOCAB
+
+
+def vocab_url(prefix: str) -> str:
+    """The vocab.json beside a blend prefix, as the blend names it (a path or an s3:// URL)."""
+    return f"{posixpath.dirname(prefix)}/{ArtifactLayout.SHARD_VOCAB}"
 
 
 def blend_layout(blend: Blend, local: Callable[[str], Path] = Path) -> tuple[VocabLayout, list[str]]:
@@ -54,6 +66,14 @@ def blend_layout(blend: Blend, local: Callable[[str], Path] = Path) -> tuple[Voc
     return next(iter(layouts.values())), problems
 
 
+def missing_problems(exp: ExperimentConfig, blend: Blend, local: Callable[[str], Path]) -> list[str]:
+    """Each missing .bin/.idx of the blend, with the asset that makes it."""
+    canaries = {local(item.prefix) for entry, item in zip(exp.training.data.blend, blend.items) if entry.canary_set}
+    return [f"missing {path}: materialize " + ("canary_set (mm eval prepare)" if path.with_suffix("") in canaries
+                                               else "token_shards for that batch")
+            for path in missing_shard_files([local(item.prefix) for item in blend.items])]
+
+
 def launch_preflight(exp: ExperimentConfig, storage: Storage) -> tuple[Blend, VocabLayout, LaunchFiles]:
     """Everything checkable before any side effect, as one LaunchConfigError listing every problem: the blend's
     shards exist and share one vocabulary, and the launch validates (world size, batch divisibility, heads,
@@ -62,12 +82,12 @@ def launch_preflight(exp: ExperimentConfig, storage: Storage) -> tuple[Blend, Vo
     blend = layout = files = None
     local = local_prefixes(storage)
     try:
-        blend = resolve_blend(exp.training.data.blend, base_dir=exp.base_dir, shard_prefix=shard_resolver(storage))
+        blend = resolve_blend(exp.training.data.blend, base_dir=exp.base_dir, shard_prefix=shard_resolver(storage),
+                              canary_prefix=canary_resolver(storage))
     except LaunchConfigError as err:
         problems += err.problems
     if blend is not None:
-        missing = missing_shard_files([local(i.prefix) for i in blend.items])
-        problems += [f"missing {m}: materialize token_shards for that batch" for m in missing]
+        problems += missing_problems(exp, blend, local)
         try:
             layout, layout_problems = blend_layout(blend, local)
             problems += layout_problems
@@ -76,7 +96,7 @@ def launch_preflight(exp: ExperimentConfig, storage: Storage) -> tuple[Blend, Vo
     try:
         if layout is not None:
             files = render_launch(exp, RunFolders.of(exp, storage), vocab=ShardVocab.from_layout(layout),
-                                  shard_prefix=shard_resolver(storage))
+                                  shard_prefix=shard_resolver(storage), canary_prefix=canary_resolver(storage))
         else:
             validate_launch(exp.training)  # no vocabulary yet: every other rule still applies
     except LaunchConfigError as err:

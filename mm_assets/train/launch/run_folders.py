@@ -1,4 +1,6 @@
-"""An experiment's run folder as the local paths a training job reads and writes (ArtifactLayout's runs/<id>/)."""
+"""An experiment's run folder as the local paths a training job reads and writes (ArtifactLayout's runs/<id>/):
+the store's working folder for it (the folder itself under a local root; on S3 a local folder that the
+checkpoint asset syncs with the store around the job)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ class RunFolders:
     logs: Path
     checkpoints: Path  # --save and --load both: a resubmitted job resumes from the latest checkpoint
     data_cache: Path  # data.data_cache_path, else inside the run folder
+    object_storage_cache: Path  # --object-storage-cache-path: the .idx of s3:// shards (megatron-core's cache)
     tensorboard: Path
     pipes: Path
     slurm_stdout: Path  # Slurm's --output / --error patterns (%j: the job id)
@@ -23,7 +26,7 @@ class RunFolders:
 
     @classmethod
     def of(cls, exp: ExperimentConfig, storage: Storage) -> RunFolders:
-        layout, local = storage.layout, storage.store.local_dir
+        layout, local = storage.layout, storage.store.working_path
         cache = exp.training.data.data_cache_path
         return cls(
             root=local(layout.run_dir(exp.id)),
@@ -31,6 +34,7 @@ class RunFolders:
             logs=local(layout.run_logs(exp.id)),
             checkpoints=local(layout.run_checkpoints(exp.id)),
             data_cache=exp.resolve(cache) if cache is not None else local(layout.run_data_cache(exp.id)),
+            object_storage_cache=local(layout.run_object_storage_cache(exp.id)),
             tensorboard=local(layout.run_tensorboard(exp.id)),
             pipes=local(layout.run_pipes(exp.id)),
             slurm_stdout=local(layout.slurm_output(exp.id, "out")),

@@ -196,12 +196,14 @@ def render_launch(
     *,
     vocab: ShardVocab | None = None,
     shard_prefix: Callable[[str], str | Path] | None = None,
+    canary_prefix: Callable[[str], str | Path] | None = None,
 ) -> LaunchFiles:
     """Validate `exp` and render its Megatron arguments and sbatch script for the run folder `run` (no file is
     written, nothing run).
 
     `vocab`: the shards' vocab layout (ShardVocab.from_layout), needed when the config says from_shards.
     `shard_prefix`: batch key → Megatron prefix, for blend entries given as `shard_batch`.
+    `canary_prefix`: eval task → its canary shard prefix, for blend entries given as `canary_set`.
     """
     problems: list[str] = []
     plan = blend = None
@@ -210,7 +212,8 @@ def render_launch(
     except LaunchConfigError as err:
         problems += err.problems
     try:
-        blend = resolve_blend(exp.training.data.blend, base_dir=exp.base_dir, shard_prefix=shard_prefix)
+        blend = resolve_blend(exp.training.data.blend, base_dir=exp.base_dir, shard_prefix=shard_prefix,
+                              canary_prefix=canary_prefix)
     except LaunchConfigError as err:
         problems += err.problems
     try:

@@ -187,3 +187,14 @@ def test_groups_start_with_a_flag(launch_10b, base):
     groups = megatron_arg_groups(exp, launch_10b.plan, launch_10b.blend, launch_10b.run)
     assert all(g[0].startswith("--") and not any(v.startswith("--") for v in g[1:]) for g in groups)
     assert [w for g in groups for w in g] == launch_10b.argv
+
+
+def test_s3_shard_prefixes_pass_through_with_megatrons_object_storage_flags(base):
+    exp = experiment_from_overrides("exp-s3", base, {"data": {"blend": [{"shard_batch": "web-a", "weight": 1.0}]}})
+    files = render(exp, vocab=VOCAB, shard_prefix=lambda batch: f"s3://mm-bucket/root/shards/{batch}/tokens")
+    values = flag_values(files.argv)
+    assert values["--data-path"] == ["1.0", "s3://mm-bucket/root/shards/web-a/tokens"]
+    assert values["--object-storage-cache-path"] == [str(files.run.object_storage_cache)]
+    assert values["--no-mmap-bin-files"] == []
+    local = flag_values(render(exp, vocab=VOCAB, shard_prefix=lambda batch: f"/data/shards/{batch}/tokens").argv)
+    assert "--object-storage-cache-path" not in local and "--no-mmap-bin-files" not in local
