@@ -39,18 +39,10 @@ CONFIG="${MM_PIPELINE_CONFIG:-$ROOT/configs/pipeline.yaml}"
 PY="${MM_PYTHON:-$ROOT/.venv/bin/python}"
 READY_TIMEOUT_S="${MM_MONITORING_READY_TIMEOUT_S:-30}"
 STARTED="$DIR/run/started"
-# shellcheck source=../lib/daemons.sh
-source "$HERE/../lib/daemons.sh"
-
-log() { echo "start.sh: $*"; }
-die() {
-    echo "start.sh: error: $1" >&2
-    if [[ -n "${2:-}" && -f "$2" ]]; then
-        echo "--- last lines of $2 ---" >&2
-        tail -n 30 "$2" >&2
-    fi
-    exit 1
-}
+# shellcheck source=../log.sh
+source "$HERE/../log.sh"
+# shellcheck source=../daemons.sh
+source "$HERE/../daemons.sh"
 
 # --- packages --------------------------------------------------------------------------------------------
 install_packages() {

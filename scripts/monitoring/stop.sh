@@ -11,23 +11,24 @@ STARTED="$DIR/run/started"
 PURGE=0
 [[ "${1:-}" == "--purge" ]] && PURGE=1
 
-log() { echo "stop.sh: $*"; }
-# shellcheck source=../lib/daemons.sh
-source "$HERE/../lib/daemons.sh"
+# shellcheck source=../log.sh
+source "$HERE/../log.sh"
+# shellcheck source=../daemons.sh
+source "$HERE/../daemons.sh"
 
 if [[ ! -d "$DIR/run" ]]; then
     log "nothing to stop ($DIR/run does not exist)"
     exit 0
 fi
 exec 9>"$DIR/run/lock"
-flock -w 120 9 || { echo "stop.sh: error: timed out waiting for $DIR/run/lock" >&2; exit 1; }
+flock -w 120 9 || die "timed out waiting for $DIR/run/lock"
 
 if [[ ! -s "$STARTED" ]]; then
     log "start.sh started nothing that still runs"
 else
     # Prometheus first (it stops sending alerts), then Alertmanager, then the Pushgateway.
     for name in prometheus prometheus-alertmanager prometheus-pushgateway; do
-        stop_daemon "$name" "$(awk -v n="$name" '$1 == n { print $2 }' "$STARTED" | tail -n 1)" stop.sh
+        stop_daemon "$name" "$(awk -v n="$name" '$1 == n { print $2 }' "$STARTED" | tail -n 1)"
     done
     forget_stopped "$STARTED"
 fi

@@ -1,5 +1,5 @@
-# Shell helpers for scripts that start and stop local daemons and record what they started in a file of
-# "<name> <pid>" lines (scripts/monitoring/). Source it; it defines functions only.
+# Shared by start/stop scripts that record what they started as "<name> <pid>" lines (sourced; functions only):
+# whether a recorded daemon still runs, stopping it, and forgetting what no longer runs.
 
 # Whether pid $1 runs (not a zombie), whatever its name: right after the fork it is still named "bash".
 running() {
@@ -32,7 +32,7 @@ forget_stopped() {
     mv "$tmp" "$1"
 }
 
-# Stop daemon $1 (pid $2): SIGTERM, then SIGKILL after 10 s; $3 is the log prefix.
+# Stop daemon $1 (pid $2): SIGTERM, then SIGKILL after 10 s (log: scripts/log.sh).
 stop_daemon() {
     alive "$1" "$2" || return 0
     kill -TERM "$2" 2>/dev/null || true
@@ -41,8 +41,8 @@ stop_daemon() {
         sleep 0.2
     done
     if alive "$1" "$2"; then
-        echo "$3: $1 (pid $2) ignored SIGTERM for 10 s; sending SIGKILL"
+        log "$1 (pid $2) ignored SIGTERM for 10 s; sending SIGKILL"
         kill -KILL "$2" 2>/dev/null || true
     fi
-    echo "$3: stopped $1 (pid $2)"
+    log "stopped $1 (pid $2)"
 }
