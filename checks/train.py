@@ -1,5 +1,7 @@
 """Checks on the training assets: the blend's shards as recorded, the checkpoint's files as hashed, a finite
-loss that falls."""
+loss that falls; and on training_log, the alert rules' conditions over the whole run (mm_assets/monitor/
+run_checks.py: stagnation, grad-norm explosion, skipped iterations, throughput/MFU floors) with severities from
+`monitoring.signals.*.check`, which the alert sensor delivers when they fail."""
 
 import math
 from collections.abc import Callable, Mapping
@@ -8,11 +10,13 @@ from typing import Any
 
 import dagster as dg
 
+from mm_assets.monitor import run_checks
+from mm_assets.monitor.run_spec import run_spec
 from mm_assets.storage.paths import sha256_file
 from mm_assets.train.assets import checkpoint, experiment_for, training_blend, training_log
 from mm_assets.train.launch.blend import missing_shard_files
 from mm_assets.train.launch.preflight import local_prefixes
-from mm_assets.train.run_files import read_blend, read_run, read_training_log
+from mm_assets.train.run_files import read_blend, read_run, read_training_log, run_training
 from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
 
@@ -80,4 +84,42 @@ def loss_decreased(context: dg.AssetCheckExecutionContext, pipeline: PipelineCon
                                metadata={"first_loss": losses[0] if losses else -1.0, "last_loss": losses[-1] if losses else -1.0})
 
 
-TRAIN_CHECKS = [blend_complete, checkpoint_complete, loss_finite, loss_decreased]
+def _verdict(verdict: run_checks.Verdict) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=verdict.passed, severity=dg.AssetCheckSeverity(verdict.severity),
+                               metadata=verdict.metadata)
+
+
+@dg.asset_check(asset=training_log, description="The mean loss keeps moving from one window of iterations to the next.")
+def loss_not_stagnant(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
+                      storage: StorageResource) -> dg.AssetCheckResult:
+    cfg, exp = experiment_for(context, pipeline)
+    return _verdict(run_checks.loss_stagnation(read_training_log(storage, exp.id), cfg.monitoring.signals))
+
+
+@dg.asset_check(asset=training_log, description="No logged grad norm above monitoring.signals.grad_norm_explosion.threshold.")
+def grad_norm_bounded(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
+                      storage: StorageResource) -> dg.AssetCheckResult:
+    cfg, exp = experiment_for(context, pipeline)
+    return _verdict(run_checks.grad_norm_explosion(read_training_log(storage, exp.id), cfg.monitoring.signals))
+
+
+@dg.asset_check(asset=training_log, description="Skipped iterations (loss-scale overflow, NaN) within the allowed count.")
+def few_skipped_iterations(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
+                           storage: StorageResource) -> dg.AssetCheckResult:
+    cfg, exp = experiment_for(context, pipeline)
+    # The reference's JSONL has no skip counts: they come from Megatron's log lines, every job's.
+    parsed, _ = run_training(storage, read_run(storage, exp.id), seq_length=exp.training.model.seq_length)
+    skipped = sum(r.skipped_iterations for r in parsed.training)
+    return _verdict(run_checks.skipped_iterations(read_training_log(storage, exp.id), skipped, cfg.monitoring.signals))
+
+
+@dg.asset_check(asset=training_log, description="Median tokens/s and the MFU from it above their floors.")
+def throughput_above_floor(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfigResource,
+                           storage: StorageResource) -> dg.AssetCheckResult:
+    cfg, exp = experiment_for(context, pipeline)
+    spec = run_spec(exp, read_blend(storage, exp.id)["vocab_size"], cfg.monitoring.peak_flops_per_device)
+    return _verdict(run_checks.throughput_floor(read_training_log(storage, exp.id), spec, cfg.monitoring.signals))
+
+
+TRAIN_CHECKS = [blend_complete, checkpoint_complete, loss_finite, loss_decreased,
+                loss_not_stagnant, grad_norm_bounded, few_skipped_iterations, throughput_above_floor]

@@ -289,6 +289,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.config, port=args.port, canary=args.canary)
 
 
+def cmd_monitor_render(args: argparse.Namespace) -> int:
+    """Write (or with --check, compare) the generated rules, promtool tests and dashboard under deploy/."""
+    from mm_assets.monitor.deploy import drifted, write_deploy
+
+    cfg = load_config(args.config).monitoring
+    out = Path(args.out).resolve()
+    if args.check:
+        stale = drifted(cfg, out)
+        for rel in stale:
+            print(f"mm: {out / rel} differs from what {args.config} generates: run `mm monitor render`", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write_deploy(cfg, out):
+        print(path)
+    return 0
+
+
+def cmd_monitor_stack(args: argparse.Namespace) -> int:
+    """The loopback stack's prometheus.yml and alertmanager.yml (scripts/monitoring/start.sh calls this)."""
+    from mm_assets.monitor.deploy import write_stack_configs
+    from mm_assets.storage.layout import ArtifactLayout
+    from mm_assets.storage.store import open_store
+
+    cfg = load_config(args.config)
+    targets = args.targets_dir
+    if targets is None:
+        if cfg.storage_root.startswith("s3://"):
+            raise ConfigError(f"storage.root {cfg.storage_root} is object storage, which Prometheus cannot read: "
+                              "pass --targets-dir, a local folder synced from its monitoring/targets/")
+        targets = open_store(cfg.storage_root, cfg.storage_scratch).local_dir(ArtifactLayout().monitoring_targets())
+    written = write_stack_configs(
+        Path(args.out).resolve(), rules_dir=Path(args.rules_dir).resolve(),
+        targets_dir=Path(targets).resolve(), prometheus=args.prometheus,
+        pushgateway=args.pushgateway, alertmanager=args.alertmanager, interval=args.interval,
+        group_wait=args.group_wait, group_interval=args.group_interval, webhooks=args.webhook)
+    for path in written.values():
+        print(path)
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     _use_project_instance()
     exe = Path(sys.executable).with_name("dagster")
@@ -355,6 +394,27 @@ def build_parser() -> argparse.ArgumentParser:
                       help="skip exp-tiny-cpu-canary, the twin with a canary injected on purpose that shows "
                            "check_leakage blocking a leak (about a minute less)")
     demo.set_defaults(func=cmd_demo)
+
+    monitor = sub.add_parser("monitor", help="Prometheus rules, dashboards and the loopback stack's configs")
+    monitor_sub = monitor.add_subparsers(dest="monitor_command", required=True)
+    mrender = monitor_sub.add_parser("render", help="write deploy/ (alert and recording rules, promtool tests, "
+                                                    "Grafana dashboard) from the config's monitoring: section")
+    mrender.add_argument("--out", default=str(PROJECT_ROOT / "deploy"), help="deploy folder (default: %(default)s)")
+    mrender.add_argument("--check", action="store_true", help="write nothing; exit 1 if the files differ")
+    mrender.set_defaults(func=cmd_monitor_render)
+    stack = monitor_sub.add_parser("stack-config", help="prometheus.yml + alertmanager.yml for a loopback stack")
+    stack.add_argument("--out", required=True, help="folder for the two files")
+    stack.add_argument("--rules-dir", default=str(PROJECT_ROOT / "deploy" / "prometheus"))
+    stack.add_argument("--targets-dir", help="the file_sd folder Prometheus reads (default: the local storage "
+                                             "root's monitoring/targets/)")
+    stack.add_argument("--prometheus", default="127.0.0.1:9090", help="Prometheus host:port (scraped by itself)")
+    stack.add_argument("--pushgateway", default="127.0.0.1:9091", help="Pushgateway host:port")
+    stack.add_argument("--alertmanager", default="127.0.0.1:9093", help="Alertmanager host:port")
+    stack.add_argument("--interval", default="15s", help="scrape and rule evaluation interval")
+    stack.add_argument("--group-wait", default="30s", help="Alertmanager group_wait")
+    stack.add_argument("--group-interval", default="5m", help="Alertmanager group_interval")
+    stack.add_argument("--webhook", action="append", default=[], help="Alertmanager webhook receiver URL (repeat)")
+    stack.set_defaults(func=cmd_monitor_stack)
 
     ui = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on this project's instance")
     ui.add_argument("--host", default="127.0.0.1")

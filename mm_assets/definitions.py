@@ -30,6 +30,7 @@ from mm_assets.jobs import (
     release_job,
     train_experiment_job,
 )
+from mm_assets.monitor.sensor import alert_sensor
 from mm_assets.records.assets import experiment_records
 from mm_assets.release.assets import release_bundle
 from mm_assets.shards.assets import token_shards
@@ -56,6 +57,7 @@ def build_resources(config_path: str | Path) -> dict[str, dg.ConfigurableResourc
 
 
 def build_definitions(config_path: str | Path = DEFAULT_CONFIG) -> dg.Definitions:
+    alerts = load_config(config_path).monitoring.alerts
     return dg.Definitions(
         assets=[raw_media, media_metadata, metadata_catalog, *TOKEN_ASSETS, token_shards,
                 training_blend, checkpoint, training_log, *EVAL_ASSETS, experiment_records, release_bundle],
@@ -63,7 +65,7 @@ def build_definitions(config_path: str | Path = DEFAULT_CONFIG) -> dg.Definition
                       *TRAIN_CHECKS, *EVAL_CHECKS, one_row_per_experiment, *RELEASE_CHECKS],
         jobs=[ingest_batch_job, catalog_job, train_experiment_job, records_job, prepare_eval_job,
               evaluate_experiment_job, release_job],
-        sensors=[batch_manifest_sensor],
+        sensors=[batch_manifest_sensor, alert_sensor(alerts.interval_s)],
         resources=build_resources(config_path),
     )
 

@@ -5,6 +5,10 @@ The `checkpoint` asset (and later the eval jobs) describe a job once, as a `JobS
 configured backend through Dagster Pipes, streams its log into the Dagster log and to `on_line`, and returns
 the Pipes invocation (metadata `log`: where the job's output went; `slurm_job_id` on Slurm). A job's
 environment is the allow-list of `compute.job_env` (job_env.py).
+
+Watching a job from outside (monitoring) takes two callbacks: `on_start` hears where the job runs once it
+runs (Slurm allocates the nodes only then, and no log line names them), `on_line` every line of its log. The
+end needs none: `run` returns or raises.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ class JobSpec:
     pipes_dir: Path  # the Pipes context and messages (on Slurm, a folder per job inside): both ends see it
     env: Mapping[str, str] = field(default_factory=dict)  # the job's whole environment (ComputeResource.job_env)
     on_line: Callable[[str], None] | None = None  # hears each line of the job's log as it is written
+    # hears (Slurm job id or None, host names) when the job starts running (again, after a requeue)
+    on_start: Callable[[str | None, list[str]], None] | None = None
 
 
 class ComputeResource(dg.ConfigurableResource):
@@ -86,7 +92,7 @@ class ComputeResource(dg.ConfigurableResource):
             client = SlurmPipesClient(shared_dir=job.pipes_dir, slurm_conf=cfg.slurm_conf,
                                       poll_interval_s=cfg.poll_interval_s, log_tail_lines=cfg.log_tail_lines)
             return client.run(context=context, script=job.sbatch, job_name=job.name, env=job.env,
-                              on_line=job.on_line)
+                              on_line=job.on_line, on_start=job.on_start)
         client = LocalPipesClient(poll_interval_s=min(cfg.poll_interval_s, 2.0), log_tail_lines=cfg.log_tail_lines)
         return client.run(context=context, command=job.command, log_path=job.log, pipes_dir=job.pipes_dir,
-                          env=job.env, on_line=job.on_line)
+                          env=job.env, on_line=job.on_line, on_start=job.on_start)

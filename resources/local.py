@@ -2,12 +2,13 @@
 
 The embedded default needs no cluster: the same rendered program and arguments that Slurm would start run
 here, their output goes to the job's log file (what the training_log asset parses), into the Dagster log and
-to `on_line`, and a terminated Dagster run terminates the process group. The process gets the environment it
+to `on_line` (`on_start` hears this host once the process runs), and a terminated Dagster run terminates the process group. The process gets the environment it
 is given (resources/job_env.py) plus the Pipes bootstrap, nothing inherited from the Dagster process.
 """
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -37,7 +38,8 @@ class LocalPipesClient(dg.PipesClient, TreatAsResourceParam):
 
     def run(self, *, context: dg.AssetExecutionContext, command: list[str], log_path: Path, pipes_dir: Path,
             env: dict[str, str], extras: dict[str, Any] | None = None,
-            on_line: Callable[[str], None] | None = None) -> dg.PipesClientCompletedInvocation:
+            on_line: Callable[[str], None] | None = None,
+            on_start: Callable[[str | None, list[str]], None] | None = None) -> dg.PipesClientCompletedInvocation:
         log_path, pipes_dir = Path(log_path), Path(pipes_dir)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         pipes_dir.mkdir(parents=True, exist_ok=True)
@@ -53,6 +55,8 @@ class LocalPipesClient(dg.PipesClient, TreatAsResourceParam):
                 proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=full_env,
                                         start_new_session=True)
             follower = LogFollower(log_path)
+            if on_start is not None:
+                on_start(None, [socket.gethostname()])
             try:
                 while proc.poll() is None:
                     time.sleep(self.poll_interval_s)

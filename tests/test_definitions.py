@@ -15,7 +15,8 @@ def test_shipped_definitions_validate():
     assert any("schema" in c for c in checks)
     for job in ("ingest_batch", "refresh_catalog"):
         defs.resolve_job_def(job)
-    assert defs.resolve_sensor_def("batch_manifest_sensor")
+    assert defs.resolve_sensor_def("batch_manifest_sensor") and defs.resolve_sensor_def("alert_sensor")
+    assert {"grad_norm_bounded", "loss_not_stagnant", "few_skipped_iterations", "throughput_above_floor"} <= checks
 
 
 def test_lineage_runs_crawl_to_records():

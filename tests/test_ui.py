@@ -35,7 +35,9 @@ def test_ui_shows_assets_and_checks(webserver):
         assert shown[f"{modality}_tokens"] == ("tokens", True, {"codes_valid": True, "tokenizer_weights_pretrained": False})
     assert shown["training_blend"] == ("train", True, {"blend_complete": True})
     assert shown["checkpoint"] == ("train", True, {"checkpoint_complete": True})
-    assert shown["training_log"] == ("train", True, {"loss_finite": True, "loss_decreased": False})
+    assert shown["training_log"] == ("train", True, {"loss_finite": True, "loss_decreased": False,
+                                                     "loss_not_stagnant": False, "grad_norm_bounded": False,
+                                                     "few_skipped_iterations": False, "throughput_above_floor": False})
     assert shown["experiment_records"] == ("records", False, {"one_row_per_experiment": False})
     assert shown["eval_sets"] == ("eval", False, {}) and shown["canary_set"] == ("eval", False, {})
     assert shown["eval_report"] == ("eval", True, {"check_leakage": True})

@@ -14,6 +14,7 @@ from pydantic_core import PydanticCustomError
 
 from mm_assets.config.base import DEFAULT_CONFIG, ENV_NAME, PROJECT_ROOT, ConfigError, Section, format_errors, read_yaml
 from mm_assets.eval.config import EvalConfig
+from mm_assets.monitor.config import MonitoringConfig
 from mm_assets.release.config import ReleasePolicy
 from mm_assets.storage.s3_access import is_s3_url, split_s3_url
 from mm_assets.tokens.config import TokenizersConfig
@@ -236,6 +237,7 @@ class PipelineConfig(Section):
     tokenizers: TokenizersConfig = TokenizersConfig()
     shards: ShardsConfig = ShardsConfig()
     compute: ComputeConfig = ComputeConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     training: TrainingConfig | None = None  # the base every configs/experiments/<id>.yaml overrides
     eval: EvalConfig = EvalConfig()
     experiments_dir: str = "configs/experiments"

@@ -10,7 +10,9 @@ from mm_assets.crawl.batch import load_batch
 from mm_assets.crawl.ledger import CrawlRecord, write_ledger
 from mm_assets.crawl.pool import crawl_batch
 from mm_assets.crawl.progress import CrawlProgress
+from mm_assets.monitor.data_counts import crawl_counts, publish_counts
 from mm_assets.partitions import crawl_batches
+from resources.config import PipelineConfigResource
 from resources.storage import StorageResource
 from resources.ytdlp import YtDlpResource
 
@@ -33,7 +35,8 @@ def crawl_summary(records: list[CrawlRecord]) -> dict[str, int]:
     kinds={"python"},
     description="yt-dlp output per item (media, wav, subtitles, info.json, item.json) and the per-item ledger.",
 )
-def raw_media(context: dg.AssetExecutionContext, storage: StorageResource, crawler: YtDlpResource) -> dg.MaterializeResult:
+def raw_media(context: dg.AssetExecutionContext, storage: StorageResource, crawler: YtDlpResource,
+              pipeline: PipelineConfigResource) -> dg.MaterializeResult:
     batch = context.partition_key
     info, entries = load_batch(storage, batch)
     context.log.info(f"crawl {batch}: {len(entries)} URLs from {info.origin} with {crawler.workers} workers")
@@ -47,9 +50,12 @@ def raw_media(context: dg.AssetExecutionContext, storage: StorageResource, crawl
     for r in records:
         if r.status == "failed":
             context.log.warning(f"crawl {batch}: line {r.line_no} {r.url} failed ({r.reason}): {r.message}")
+    counts = crawl_counts(batch, records, storage)
+    publish_counts(pipeline.load().monitoring, counts, context.log.warning)
     return dg.MaterializeResult(
         metadata={
             **summary,
+            **counts.metadata(),
             "ledger": dg.MetadataValue.path(storage.store.url(ledger)),
             "manifest_sha256": info.manifest_sha256,
             "source": info.source,

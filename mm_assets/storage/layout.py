@@ -20,10 +20,13 @@ local path or a URL; nothing else in the project spells a file or folder name.
                       logs/                          job logs (<experiment>-local-<time>.log, slurm-<job>.out/.err)
                       checkpoints/iter_NNNNNNN/, latest_checkpointed_iteration.txt, rejected/   Megatron's --save
                       checkpoint_hashes.json         sha256 of every checkpoint file, recorded after each job
+                      attempts.json                  every job the checkpoint asset started: its log, how it ended
                       run.json, training_log.jsonl   what the checkpoint asset ran; the log as JSON Lines
+                      training_curves.png            loss and grad norm over the run (training_log)
                       pipes/, data-cache/, tensorboard/   Dagster Pipes files, Megatron's index cache, TensorBoard
                       object-storage-cache/          Megatron's --object-storage-cache-path (.idx of s3:// shards)
     records/experiment_records.parquet, .md          the experiment table
+    monitoring/targets/<experiment>.json             Prometheus file_sd targets of a running job ([] once it ended)
     eval_datasets/<path>                             eval datasets kept in storage (`mm demo` writes demo/*.jsonl)
     eval_sets/<task>/samples.parquet, set.json       an eval task rendered to prompt ids (set.json last)
     canary/<task>/tokens.bin, tokens.idx, vocab.json the set's canary samples as a Megatron shard (prefix
@@ -250,11 +253,17 @@ class ArtifactLayout:
     def checkpoint_hashes(self, experiment: str) -> str:
         return f"{self.run_dir(experiment)}/{self.CHECKPOINT_HASHES}"
 
+    def run_attempts(self, experiment: str) -> str:
+        return f"{self.run_dir(experiment)}/attempts.json"
+
     def run_record(self, experiment: str) -> str:
         return f"{self.run_dir(experiment)}/run.json"
 
     def training_log(self, experiment: str) -> str:
         return f"{self.run_dir(experiment)}/training_log.jsonl"
+
+    def training_curves(self, experiment: str) -> str:
+        return f"{self.run_dir(experiment)}/training_curves.png"
 
     def run_pipes(self, experiment: str) -> str:
         return f"{self.run_dir(experiment)}/{self.RUN_PIPES}"
@@ -274,6 +283,14 @@ class ArtifactLayout:
 
     def records_markdown(self) -> str:
         return "records/experiment_records.md"
+
+    # -- monitoring -------------------------------------------------------------------------------------------
+    def monitoring_targets(self) -> str:
+        """The folder Prometheus's file_sd_configs reads (`<folder>/*.json`)."""
+        return "monitoring/targets"
+
+    def monitoring_target(self, experiment: str) -> str:
+        return f"{self.monitoring_targets()}/{_part(experiment)}.json"
 
     # -- evaluation -------------------------------------------------------------------------------------------
     # Names inside the eval folders, which the evaluator job writes and reads as local files.

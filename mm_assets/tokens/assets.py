@@ -19,6 +19,7 @@ import polars as pl
 from mm_assets.config.pipeline import PipelineConfig
 from mm_assets.etl.assets import media_metadata
 from mm_assets.etl.subtitles import vtt_text
+from mm_assets.monitor.data_counts import publish_counts, token_counts
 from mm_assets.partitions import crawl_batches
 from mm_assets.storage.paths import sha256_file
 from mm_assets.storage.store import Storage
@@ -182,6 +183,8 @@ def materialize_tokens(context: dg.AssetExecutionContext, cfg: PipelineConfig, s
     for r in rows:
         if r.status == "failed":
             context.log.warning(f"{modality} tokens {batch}: {r.unique_id} failed ({r.reason}): {r.message}")
+    counts = token_counts(batch, modality, rows)
+    publish_counts(cfg.monitoring, counts, context.log.warning)
     return dg.MaterializeResult(
         metadata={
             "items": len(rows),
@@ -191,6 +194,7 @@ def materialize_tokens(context: dg.AssetExecutionContext, cfg: PipelineConfig, s
             "tokens": int(sum(r.codes.size for r in ok)),
             **stats.metadata(),
             **extra,
+            f"bytes.{modality}": counts.bytes[modality],
             "weights": identity.get("weights", "none"),
             "tokenizer": dg.MetadataValue.json(identity),
             "path": dg.MetadataValue.path(storage.store.url(out)),

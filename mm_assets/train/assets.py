@@ -20,6 +20,9 @@ import dagster as dg
 
 from mm_assets.config.base import PROJECT_ROOT, ConfigError
 from mm_assets.config.pipeline import PipelineConfig
+from mm_assets.monitor.curves import markdown_image, plot_curves
+from mm_assets.monitor.publisher import TrainingMetricsPublisher
+from mm_assets.monitor.run_spec import run_spec
 from mm_assets.partitions import experiments
 from mm_assets.shards.assets import token_shards
 from mm_assets.shards.vocab import ShardVocab, VocabLayout
@@ -45,7 +48,7 @@ from mm_assets.train.lineage import (
 )
 from mm_assets.train.megatron_log.events import TrainingRecord
 from mm_assets.train.megatron_log.stream import jsonl_text, parse_log
-from mm_assets.train.run_files import read_blend, read_run
+from mm_assets.train.run_files import log_ref, read_blend, read_run, record_attempt, run_training
 from mm_assets.train.verified_checkpoints import (
     CheckpointHashes,
     CheckpointMismatchError,
@@ -104,6 +107,19 @@ def _logged_training(exp: ExperimentConfig, log: str | None) -> list[TrainingRec
         return []
     with open(log, encoding="utf-8", errors="replace") as f:
         return parse_log(f, seq_length=exp.training.model.seq_length).training
+
+
+def _attempt(storage: Storage, run: dict[str, Any], outcome: str) -> dict[str, Any]:
+    """This job's entry in attempts.json: what training_log needs to read the run's whole history."""
+    keys = ("started_at", "resumed_from_iteration", "slurm_job_id")
+    return {**{k: run[k] for k in keys if k in run}, "log": log_ref(storage, run["log"]), "outcome": outcome}
+
+
+def metrics_publisher(context, cfg: PipelineConfig, exp: ExperimentConfig, storage: Storage,
+                      vocab_size: int) -> TrainingMetricsPublisher:
+    """Publishes the job's log to the Pushgateway as it streams (monitoring.pushgateway; none: targets only)."""
+    spec = run_spec(exp, vocab_size, cfg.monitoring.peak_flops_per_device)
+    return TrainingMetricsPublisher.from_config(cfg.monitoring, spec, storage=storage, warn=context.log.warning)
 
 
 def _before_launch(context, storage: Storage, files: LaunchFiles, hashes: CheckpointHashes) -> Resume:
@@ -230,7 +246,7 @@ def training_blend(context: dg.AssetExecutionContext, pipeline: PipelineConfigRe
           description="A training run from the experiment's rendered Megatron launch; the latest checkpoint + sha256.")
 def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource, storage: StorageResource,
                compute: ComputeResource) -> dg.MaterializeResult:
-    _, exp = experiment_for(context, pipeline)
+    cfg, exp = experiment_for(context, pipeline)
     try:
         files = render_experiment(exp, storage)
         env = compute.environment(exp.training.cluster.env)  # a missing credentials file fails before any write
@@ -252,15 +268,19 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
                "log": None}
         if resume.fell_back_from is not None:
             run["fell_back_from_iteration"] = resume.fell_back_from
+        publisher = metrics_publisher(context, cfg, exp, storage, read_blend(storage, exp.id)["vocab_size"])
         job = JobSpec(name=exp.job_name, command=[*files.program, *files.argv], sbatch=files.sbatch,
                       log=store.working_path(layout.local_job_log(exp.id, run["started_at"])),
-                      pipes_dir=files.run.pipes, env=env)
-        started = time.monotonic()
+                      pipes_dir=files.run.pipes, env=env, on_line=publisher.on_line, on_start=publisher.job_started)
+        started, outcome = time.monotonic(), "failed"
         try:
             invocation = _launch(context, compute, job, run)
+            outcome = "ok"
         finally:  # a failed or cancelled job's checkpoints are settled too: the next run resumes from them
+            publisher.finish()
             records = _logged_training(exp, run["log"])
             settled = _after_job(context, files, hashes, resume.iteration, records)
+            run["attempts"] = record_attempt(storage, exp.id, _attempt(storage, run, outcome))
     run["wall_s"] = round(time.monotonic() - started, 2)
     if settled.rejected:
         raise dg.Failure(f"experiment {exp.id}: {settled.describe()} (log: {run['log']})")
@@ -295,16 +315,21 @@ def checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineConfigResour
 
 
 @dg.asset(partitions_def=experiments, deps=[checkpoint], group_name="train", kinds={"json"},
-          description="The run's Megatron log lines as the reference's JSON Lines (§B.4).")
+          description="The run's Megatron log lines, every job's in order, as the reference's JSON Lines (§B.4); "
+                      "its loss and grad-norm curves.")
 def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigResource,
                  storage: StorageResource) -> dg.MaterializeResult:
-    _, exp = experiment_for(context, pipeline)
+    cfg, exp = experiment_for(context, pipeline)
     run = read_run(storage, exp.id)
-    log = storage.store.local_path(storage.store.key_of(run["log"]))
-    with open(log, encoding="utf-8", errors="replace") as f:
-        parsed = parse_log(f, seq_length=exp.training.model.seq_length)
-    out = storage.layout.training_log(exp.id)
-    storage.store.write_text(out, jsonl_text(parsed.training))
+    parsed, missing = run_training(storage, run, seq_length=exp.training.model.seq_length)
+    for log in missing:
+        context.log.warning(f"training_log {exp.id}: the job log {log} is gone: its iterations are missing")
+    layout, store = storage.layout, storage.store
+    out = layout.training_log(exp.id)
+    store.write_text(out, jsonl_text(parsed.training))
+    png = plot_curves([r.to_json_dict() for r in parsed.training], title=f"{exp.id}: loss and grad norm",
+                      grad_norm_threshold=cfg.monitoring.signals.grad_norm_explosion.threshold)
+    store.write_bytes(layout.training_curves(exp.id), png)
     losses = [r.loss for r in parsed.training if r.loss is not None]
     return dg.MaterializeResult(metadata={
         "records": len(parsed.training),
@@ -314,6 +339,11 @@ def training_log(context: dg.AssetExecutionContext, pipeline: PipelineConfigReso
         "last_loss": losses[-1] if losses else float("nan"),
         "last_iteration": parsed.training[-1].iteration if parsed.training else 0,
         "nan_iterations": sum(r.nan_iterations for r in parsed.training),
-        "path": dg.MetadataValue.path(storage.store.url(out)),
+        "skipped_iterations": sum(r.skipped_iterations for r in parsed.training),
+        "attempts": len(run.get("attempts") or [run]),
+        "missing_logs": "\n".join(missing) or "none",
+        "path": dg.MetadataValue.path(store.url(out)),
         "source_log": dg.MetadataValue.path(run["log"]),
+        "curves": dg.MetadataValue.md(markdown_image(png, f"{exp.id} loss and grad norm")),
+        "curves_path": dg.MetadataValue.path(store.url(layout.training_curves(exp.id))),
     })

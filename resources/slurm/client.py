@@ -6,7 +6,8 @@ nodes must both see (a shared filesystem). The job's environment is exactly what
 (resources/job_env.py), SLURM_CONF and the Pipes bootstrap: sbatch runs with only those variables and
 `--export=<their names>`, so nothing else of the Dagster process reaches the job or Slurm's state directory.
 The job is followed with squeue while queued, then scontrol (finished jobs stay for MinJobAge) or `sacct -c` /
-`sacct` for its final state; its output file is streamed into the run's log (and to `on_line`). A terminated
+`sacct` for its final state; its output file is streamed into the run's log (and to `on_line`; `on_start`
+hears the job's hosts, from `scontrol show hostnames`, each time it starts running). A terminated
 Dagster run cancels the job; any final state but COMPLETED raises `dg.Failure` with the state, exit code and
 log tail. Parsing lives in state.py beside this module.
 
@@ -40,8 +41,10 @@ from resources.slurm.state import (
     JobStatus,
     SlurmOutputError,
     expand_output_pattern,
+    parse_hostnames,
     parse_sacct,
     parse_sbatch_parsable,
+    parse_scontrol_fields,
     parse_scontrol_job,
     parse_squeue_state,
     sbatch_directives,
@@ -160,9 +163,11 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
         extras: PipesExtras | None = None,
         env: Mapping[str, str] | None = None,
         on_line: Callable[[str], None] | None = None,
+        on_start: Callable[[str | None, list[str]], None] | None = None,
     ) -> dg.PipesClientCompletedInvocation:
         """Submit `script` (the rendered sbatch script) as `job_name`, wait for it, return its Pipes results;
-        `on_line` hears each line of the job's output as it streams.
+        `on_line` hears each line of the job's output as it streams, `on_start` the job id and its hosts
+        whenever it starts running.
 
         Raises dg.Failure when sbatch rejects the job (with Slurm's message) or the job ends in any state
         but COMPLETED (with state, exit code and log tail). A terminated run cancels the job, then re-raises.
@@ -193,7 +198,7 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
                 # job nobody cancels: hold the signal until the job id is known.
                 with deferred_interrupts():
                     job_id = self._submit(context, script_path, job_name, default_output, job_env)
-                status, logs = self._follow(context, job_id, job_name, default_output, on_line)
+                status, logs = self._follow(context, job_id, job_name, default_output, on_line, on_start)
             except BaseException as e:
                 # Interrupted (the run was terminated) or broken: no job may outlive its Dagster step.
                 if job_id is not None:
@@ -268,6 +273,7 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
         job_name: str,
         default_output: Path | None,
         on_line: Callable[[str], None] | None,
+        on_start: Callable[[str | None, list[str]], None] | None = None,
     ) -> tuple[JobStatus, list[LogFollower]]:
         """Poll until the job leaves the queue, streaming its log; return its final status."""
         logs = self._log_files(job_id, job_name, default_output)
@@ -295,6 +301,8 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
                 if queued != last:
                     state, reason = queued
                     context.log.info(f"Slurm job {job_id} is {state}" + (f" ({reason})" if reason else ""))
+                    if on_start is not None and state == "RUNNING" and (last is None or last[0] != "RUNNING"):
+                        on_start(job_id, self._job_nodes(context, job_id))
                     last = queued
             self._forward_logs(context, job_id, logs, on_line)
             time.sleep(self.poll_interval_s)
@@ -320,6 +328,20 @@ class SlurmPipesClient(dg.PipesClient, TreatAsResourceParam):
             # One event per poll, not per line: a training log has many lines and each event is stored.
             for start in range(0, len(lines), 500):
                 context.log.info("\n".join(f"[{label}] {ln}" for ln in lines[start : start + 500]))
+
+    def _job_nodes(self, context: dg.OpExecutionContext | dg.AssetExecutionContext, job_id: str) -> list[str]:
+        """The running job's hosts: its NodeList expanded by `scontrol show hostnames` ([] when unknown)."""
+        proc = self._slurm("scontrol", "-o", "show", "job", job_id)
+        nodelist = parse_scontrol_fields(proc.stdout).get("NodeList", "") if proc.returncode == 0 else ""
+        if nodelist and nodelist != "(null)":
+            hosts = self._slurm("scontrol", "show", "hostnames", nodelist)
+            try:
+                if hosts.returncode == 0:
+                    return parse_hostnames(hosts.stdout)
+            except SlurmOutputError as err:
+                context.log.warning(f"Slurm job {job_id}: {err}")
+        context.log.warning(f"Slurm job {job_id}: could not read its node list ({nodelist or proc.stderr.strip()})")
+        return []
 
     def _scontrol(self, job_id: str) -> JobStatus | None:
         proc = self._slurm("scontrol", "-o", "show", "job", job_id)

@@ -159,6 +159,18 @@ def parse_scontrol_job(text: str) -> JobStatus:
     )
 
 
+HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
+
+
+def parse_hostnames(stdout: str) -> list[str]:
+    """`scontrol show hostnames NODELIST`: one host a line. A line that is not a host name is refused."""
+    hosts = [line.strip() for line in stdout.splitlines() if line.strip()]
+    bad = [h for h in hosts if not HOSTNAME.match(h)]
+    if bad:
+        raise SlurmOutputError(f"scontrol show hostnames printed {bad[0]!r}, which is not a host name")
+    return hosts
+
+
 SACCT_FIELDS = ("JobID", "State", "ExitCode")
 
 

@@ -9,7 +9,7 @@ import pytest
 from mm_assets.definitions import build_definitions
 from mm_assets.etl.catalog import run_query
 from mm_assets.partitions import experiments
-from trainproject import write_experiment, write_project
+from trainproject import asset_metadata, train_green, write_experiment, write_project
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "exp-ci-slurm"
@@ -27,27 +27,14 @@ def _write_experiment(project, iters: int) -> None:
                      schedule={"iterations": {"train_iters": iters, "lr_warmup_iters": 5}})
 
 
-def _train(defs, instance) -> dg.ExecuteInProcessResult:
-    result = defs.resolve_job_def("train_experiment").execute_in_process(partition_key=EXPERIMENT, instance=instance)
-    assert result.success
-    failed = [(e.check_name, e.metadata) for e in result.get_asset_check_evaluations() if not e.passed]
-    assert not failed, failed
-    return result
-
-
-def _metadata(result, asset: str) -> dict:
-    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
-    return {k: v.value for k, v in event.materialization.metadata.items()}
-
-
 def test_experiment_trains_on_slurm_resumes_and_is_recorded(project, slurm_cluster, monkeypatch):
     _write_experiment(project, 40)
     defs = build_definitions(project)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)  # in the Dagster process: never in a job
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(experiments.name, [EXPERIMENT])
-        first = _train(defs, instance)
-        ckpt = _metadata(first, "checkpoint")
+        first = train_green(defs, instance, EXPERIMENT)
+        ckpt = asset_metadata(first, "checkpoint")
         job = int(ckpt["slurm_job_id"])
         saved = slurm_cluster.dir / "state" / f"hash.{job % 10}" / f"job.{job}"
         assert (saved / "environment").is_file() and (saved / "script").is_file()  # Slurm's copy of the job
@@ -56,7 +43,7 @@ def test_experiment_trains_on_slurm_resumes_and_is_recorded(project, slurm_clust
         assert ckpt["backend"] == "slurm" and ckpt["slurm_job_id"].isdigit()
         assert ckpt["iteration"] == 40 and ckpt["resumed_from_iteration"] == -1
         assert all(len(sha) == 64 for sha in ckpt["sha256"].values())
-        log = _metadata(first, "training_log")
+        log = asset_metadata(first, "training_log")
         assert log["last_loss"] < log["first_loss"] - 0.5  # the loss falls
 
         run_dir = project.parents[1] / "data" / "runs" / EXPERIMENT
@@ -69,8 +56,8 @@ def test_experiment_trains_on_slurm_resumes_and_is_recorded(project, slurm_clust
         assert "--gres" not in sbatch and "--train-iters" in (run_dir / "launch" / f"{EXPERIMENT}.args.txt").read_text()
 
         _write_experiment(project, 60)  # resubmitting continues from the latest checkpoint
-        second = _train(defs, instance)
-        ckpt = _metadata(second, "checkpoint")
+        second = train_green(defs, instance, EXPERIMENT)
+        ckpt = asset_metadata(second, "checkpoint")
         assert (ckpt["resumed_from_iteration"], ckpt["iteration"]) == (40, 60)
 
         assert defs.resolve_job_def("refresh_records").execute_in_process(instance=instance).success

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import yaml
 
@@ -77,6 +78,22 @@ def write_experiment(config: Path, experiment: str, text: str = TINY_EXPERIMENT,
     """root/experiments/<experiment>.yaml: `text` (YAML) deep-merged with `overrides` (section → mapping)."""
     data = deep_merge(yaml.safe_load(text), overrides)
     (config.parents[1] / "experiments" / f"{experiment}.yaml").write_text(yaml.safe_dump(data))
+
+
+def train_green(defs: dg.Definitions, instance: dg.DagsterInstance, experiment: str) -> dg.ExecuteInProcessResult:
+    """Materialize the experiment's training assets; the run and every check on them must pass."""
+    result = defs.resolve_job_def("train_experiment").execute_in_process(partition_key=experiment, instance=instance,
+                                                                         raise_on_error=False)
+    assert result.success, [e.message for e in result.get_step_failure_events()]
+    failed = [(e.check_name, e.metadata) for e in result.get_asset_check_evaluations() if not e.passed]
+    assert not failed, failed
+    return result
+
+
+def asset_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    """The plain metadata values of the one materialization of `asset` in `result`."""
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
 def render(exp: ExperimentConfig, storage: StorageResource = CLUSTER, **kwargs) -> LaunchFiles:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 
+from mm_assets.monitor.flops import ModelShape, flops_per_token
 from mm_assets.train.cpu.args import Schedule
 
 
@@ -98,13 +99,15 @@ def build_optimizer(args, model, sched: Schedule):
 
 
 def flops_per_batch(args, batch_size: int, vocab_padded: int) -> float:
-    """Megatron's num_floating_point_operations for a dense GPT (forward + backward, BSHD)."""
-    h, s, layers = args.hidden_size, args.seq_length, args.num_layers
-    kv = h // args.num_attention_heads
-    groups = args.num_query_groups if args.group_query_attention else args.num_attention_heads
-    q, k = kv * args.num_attention_heads, kv * groups
-    ffn = args.ffn_hidden_size or 4 * h
-    mlp = h * ffn * (3 if args.swiglu else 2)
-    attention_projections = h * (q + 2 * k) + q * h
-    per_token = 6 * ((mlp + attention_projections) * layers + h * vocab_padded)
-    return batch_size * s * per_token + batch_size * s * s * 6 * q * layers  # + causal QK^T and (QK^T)V
+    """Megatron's num_floating_point_operations for a dense GPT (forward + backward): mm_assets.monitor.flops."""
+    shape = ModelShape(
+        num_layers=args.num_layers,
+        hidden_size=args.hidden_size,
+        num_attention_heads=args.num_attention_heads,
+        ffn_hidden_size=args.ffn_hidden_size or 4 * args.hidden_size,
+        seq_length=args.seq_length,
+        vocab_size=vocab_padded,
+        num_query_groups=args.num_query_groups if args.group_query_attention else None,
+        swiglu=args.swiglu,
+    )
+    return batch_size * args.seq_length * flops_per_token(shape)

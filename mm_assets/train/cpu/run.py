@@ -89,19 +89,19 @@ def run(argv: Sequence[str], pipes=None) -> int:
     if world != 1:
         raise TrainerError(f"WORLD_SIZE={world}: the CPU trainer is one process (cluster.use_torchrun: false)")
 
-    def emit(line: str, record: bool) -> None:
+    def emit(line: str) -> None:
+        # To the log only, as Megatron prints: the compute resource streams the log into Dagster, so a line
+        # also sent through Pipes would be shown twice.
         print(line, flush=True)
-        if pipes is not None and record:
-            pipes.log.info(line.strip())
 
     for notice in notices:
-        emit(f"NOTICE: {notice}", False)
+        emit(f"NOTICE: {notice}")
 
     stack = contextlib.ExitStack()
     if args.save:
         stack.enter_context(writer_lock(args.save))
         for stale in sweep_staging(args.save):
-            emit(f"NOTICE: removed {stale}, left by a save that did not finish", False)
+            emit(f"NOTICE: removed {stale}, left by a save that did not finish")
     with stack:
         return _train(args, sched, vocab, prefixes, weights, local, emit, pipes, wall0)
 
@@ -124,20 +124,20 @@ def _train(args, sched, vocab, prefixes, weights, local, emit, pipes, wall0: flo
         try:
             parallel_state.initialize_model_parallel(1, 1)
             cache_root = args.data_cache_path or (Path(args.save) / ArtifactLayout.RUN_DATA_CACHE if args.save else Path(rdzv) / "cache")
-            emit("> building train, validation, and test datasets ...", False)
+            emit("> building train, validation, and test datasets ...")
             data_notices: list[str] = []
             datasets = build_datasets(args, vocab, (prefixes, weights), sched, Path(cache_root), data_notices, local)
             for notice in data_notices:
-                emit(f"NOTICE: {notice}", False)
+                emit(f"NOTICE: {notice}")
             emit(f" > padded vocab (size: {vocab.vocab_size}) with "
                  f"{padded_vocab_size(vocab.vocab_size, args.make_vocab_size_divisible_by) - vocab.vocab_size} dummy tokens "
-                 f"(new size: {padded_vocab_size(vocab.vocab_size, args.make_vocab_size_divisible_by)})", False)
+                 f"(new size: {padded_vocab_size(vocab.vocab_size, args.make_vocab_size_divisible_by)})")
             trainer = Trainer(args, sched, vocab, datasets, emit)
-            emit(f" > number of parameters on (tensor, pipeline) model parallel rank (0, 0): {trainer.params}", False)
+            emit(f" > number of parameters on (tensor, pipeline) model parallel rank (0, 0): {trainer.params}")
             trainer.load()
-            emit(f"[before the start of training step] datetime: {now():%Y-%m-%d %H:%M:%S}", False)
+            emit(f"[before the start of training step] datetime: {now():%Y-%m-%d %H:%M:%S}")
             if trainer.train():  # Megatron skips the final evaluation when it exits on time
-                emit(f"[after training is done] datetime: {now():%Y-%m-%d %H:%M:%S}", False)
+                emit(f"[after training is done] datetime: {now():%Y-%m-%d %H:%M:%S}")
                 if trainer.valid_ds is not None:
                     trainer.evaluate(trainer.valid_ds, f"iteration {trainer.progress.iteration} on validation set")
                 if trainer.test_ds is not None:

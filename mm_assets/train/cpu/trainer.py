@@ -74,7 +74,7 @@ def now() -> datetime:
 
 
 class Trainer:
-    def __init__(self, args, sched: Schedule, vocab: ShardVocab, datasets, emit: Callable[[str, bool], None]) -> None:
+    def __init__(self, args, sched: Schedule, vocab: ShardVocab, datasets, emit: Callable[[str], None]) -> None:
         import torch
 
         self.args, self.sched, self.vocab, self.emit = args, sched, vocab, emit
@@ -156,9 +156,9 @@ class Trainer:
             self.progress.consumed_valid_samples += self.args.eval_iters * self.gbs
         loss = total / max(tokens, 1.0)
         rule, line, _ = format_validation_block(label, [(LM_LOSS, loss)])
-        self.emit(rule, False)
-        self.emit(line, True)
-        self.emit(rule, False)
+        self.emit(rule)
+        self.emit(line)
+        self.emit(rule)
         self.result.last_validation_loss = loss
         return loss
 
@@ -189,11 +189,11 @@ class Trainer:
         if self.result.nonfinite_at == it:
             latest = read_tracker(self.args.save)
             self.emit(f"WARNING: not saving checkpoint at iteration {it:8d}: its loss is not finite; the latest "
-                      f"checkpoint stays {'iteration %d' % latest if latest is not None else 'none'}", True)
+                      f"checkpoint stays {'iteration %d' % latest if latest is not None else 'none'}")
             return
-        self.emit(format_saving_checkpoint(now(), it, self.args.save), True)
+        self.emit(format_saving_checkpoint(now(), it, self.args.save))
         self.result.checkpoint = save_checkpoint(self.args.save, it, self.state_dict())
-        self.emit(format_saved_checkpoint(now(), it, self.args.save), False)
+        self.emit(format_saved_checkpoint(now(), it, self.args.save))
 
     def load(self) -> None:
         """Resume from --load's latest checkpoint: model, optimizer, schedule position, counters, RNG."""
@@ -202,10 +202,10 @@ class Trainer:
             return
         iteration = read_tracker(root)
         if iteration is None:
-            self.emit(f"WARNING: could not find the metadata file {Path(root) / ArtifactLayout.CHECKPOINT_TRACKER}", False)
-            self.emit("    will not load any checkpoints and will start from random", False)
+            self.emit(f"WARNING: could not find the metadata file {Path(root) / ArtifactLayout.CHECKPOINT_TRACKER}")
+            self.emit("    will not load any checkpoints and will start from random")
             return
-        self.emit(f" loading checkpoint from {root} at iteration {iteration}", False)
+        self.emit(f" loading checkpoint from {root} at iteration {iteration}")
         state = load_checkpoint(root, iteration)
         saved = state.get("args", {})
         mine = {**vars(self.args), "padded_vocab_size": self.vocab_padded,
@@ -223,7 +223,7 @@ class Trainer:
         changed = [k for k in ("max_lr", "min_lr", "lr_warmup_steps", "lr_decay_steps", "lr_decay_style")
                    if sched_state.get(k) != getattr(self.scheduler, k)]
         if changed:
-            self.emit(f" > LR schedule {', '.join(changed)} differ from the checkpoint: using this run's", False)
+            self.emit(f" > LR schedule {', '.join(changed)} differ from the checkpoint: using this run's")
         self.scheduler.num_steps = int(sched_state["num_steps"])
         self.scheduler.step(0)
         set_rng_state(state["rng_state"][0])
@@ -234,7 +234,7 @@ class Trainer:
         p.flops_so_far = float(state.get("num_floating_point_operations_so_far", 0.0))
         self.result.resumed_from = p.iteration
         self.result.checkpoint = checkpoint_dir(root, iteration)
-        self.emit(format_loaded_checkpoint(root, iteration), False)
+        self.emit(format_loaded_checkpoint(root, iteration))
 
     # - the loop -
 
@@ -275,7 +275,7 @@ class Trainer:
                 if saved_at != p.iteration:
                     self.save()
                 self.emit(f"[{format_time(now())}] exiting program after "
-                          f"{(time.monotonic() - start) / 60} minutes", False)
+                          f"{(time.monotonic() - start) / 60} minutes")
                 return False
         if args.save and p.iteration and saved_at != p.iteration:
             self.save()
@@ -300,6 +300,6 @@ class Trainer:
             skipped_iterations=interval.skipped,
             nan_iterations=interval.nan,
         )
-        self.emit(line, True)
+        self.emit(line)
         if reset:
             interval.reset()

@@ -113,6 +113,27 @@ def parse_log(text: str | Iterable[str], *, seq_length: int | None, tz: tzinfo =
     return split_events(events, parser.counts)
 
 
+def merge_attempts(attempts: Iterable[tuple[ParsedLog, int]]) -> ParsedLog:
+    """The logs of a run's successive jobs, in order, as one: (log, the iteration the job resumed from; 0 for a
+    fresh start). A job that resumed from iteration N re-ran every iteration after N, so its records replace
+    the earlier jobs' from N + 1 on; a job that logged nothing (already at train_iters) changes nothing."""
+    training: list[TrainingRecord] = []
+    validation: list[ValidationRecord] = []
+    memory: list[MemoryReport] = []
+    checkpoints: list[CheckpointSaved] = []
+    malformed: list[MalformedLine] = []
+    counts = ParseCounts()
+    for log, resumed_from in attempts:
+        training = [r for r in training if r.iteration <= resumed_from] + log.training
+        validation = [r for r in validation if r.iteration <= resumed_from] + log.validation
+        checkpoints = [c for c in checkpoints if c.iteration <= resumed_from] + log.checkpoints
+        memory += log.memory
+        malformed += log.malformed
+        for name, value in vars(log.counts).items():
+            setattr(counts, name, getattr(counts, name) + value)
+    return ParsedLog(training, validation, memory, checkpoints, malformed, counts)
+
+
 # -- writing ---------------------------------------------------------------------------------------------
 
 

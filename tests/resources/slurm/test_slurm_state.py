@@ -10,6 +10,7 @@ from resources.slurm.state import (
     is_active,
     is_success,
     normalize_state,
+    parse_hostnames,
     parse_sacct,
     parse_sbatch_parsable,
     parse_scontrol_fields,
@@ -179,3 +180,10 @@ def test_sbatch_directives_stop_at_the_first_command():
 def test_expand_output_pattern():
     assert expand_output_pattern("/l/slurm-%j.out", "12", "n") == "/l/slurm-12.out"
     assert expand_output_pattern("/l/%x-%5j-%%.out", "12", "train") == "/l/train-00012-%.out"
+
+
+def test_hostnames_of_a_node_list():
+    """`scontrol show hostnames dgx-[01-02]` (the nodes a job's file_sd targets name); anything else is refused."""
+    assert parse_hostnames("dgx-01\ndgx-02\n") == ["dgx-01", "dgx-02"]
+    with pytest.raises(SlurmOutputError, match="not a host name"):
+        parse_hostnames("dgx-01\nbad host:9400\n")

@@ -271,12 +271,10 @@ def test_a_longer_run_resumes_on_a_new_blend_under_pipes(launch, first_run, seco
     assert (second_stage["extend_dir"] / "latest_checkpointed_iteration.txt").read_text() == str(iters + 20)
 
     methods = [m["method"] for m in second_stage["pipes"]]
-    assert methods[0] == "opened" and methods[-1] == "closed" and "log" in methods
+    # Megatron's lines go to the log only (the compute resource streams it to Dagster), never through Pipes too.
+    assert methods[0] == "opened" and methods[-1] == "closed" and "log" not in methods
     assert second_stage["pipes"][-1]["params"].get("exception") is None
-    logged = [m["params"]["message"] for m in second_stage["pipes"] if m["method"] == "log"]
-    relayed = parse_log(logged, seq_length=int(value(launch.argv, "--seq-length")))  # Megatron's lines, to Dagster
-    assert [r.iteration for r in relayed.training] == [r.iteration for r in ext.training]
-    assert len(relayed.validation) == 1 and [c.iteration for c in relayed.checkpoints] == [iters + 20]
+    assert len(ext.validation) == 1 and [c.iteration for c in ext.checkpoints] == [iters + 20]
     (mat,) = [m["params"] for m in second_stage["pipes"] if m["method"] == "report_asset_materialization"]
     meta = {k: v["raw_value"] for k, v in mat["metadata"].items()}
     assert mat["asset_key"] == "checkpoint"

@@ -23,7 +23,7 @@ from mm_assets.train.megatron_log.events import (
 )
 from mm_assets.train.megatron_log.format import format_saving_checkpoint, format_training_line, format_validation_block
 from mm_assets.train.megatron_log.parse import parse_line
-from mm_assets.train.megatron_log.stream import MegatronLogParser, jsonl_text, parse_log
+from mm_assets.train.megatron_log.stream import MegatronLogParser, jsonl_text, merge_attempts, parse_log
 from resources.logs import LogFollower
 
 SEQ = 8192
@@ -275,3 +275,23 @@ def test_formatter_prints_megatrons_exact_lines():
     assert text == VALID and rule == rule2 == "-" * (len(VALID) + 1)
     assert format_saving_checkpoint(datetime(2026, 11, 29, 4, 5), 500, "/lustre/runs/exp/checkpoints",
                                     "torch_dist") == SAVING
+
+
+def _job_log(iterations: list[int], loss: float) -> str:
+    return "".join(format_training_line(moment=datetime(2026, 11, 29, 4, 0, 0), iteration=i, train_iters=60,
+                                        consumed_samples=8 * i, elapsed_ms=100.0, global_batch_size=8,
+                                        losses=[("lm loss", loss)], loss_scale=1.0, grad_norm=1.0,
+                                        skipped_iterations=0, nan_iterations=0, learning_rate=1e-3) + "\n"
+                   for i in iterations)
+
+
+def test_a_run_of_several_jobs_reads_as_one_log():
+    first = parse_log(_job_log([1, 10, 20, 30], 3.0), seq_length=64)  # killed after iteration 30, saved at 20
+    resumed = parse_log(_job_log([21, 30, 40], 2.0), seq_length=64)  # resumed from 20: re-ran 21..30
+    nothing = parse_log("> loading checkpoint ...\n", seq_length=64)  # already at train_iters: logs no iteration
+    merged = merge_attempts([(first, 0), (resumed, 20), (nothing, 40)])
+    assert [(r.iteration, r.loss) for r in merged.training] == [(1, 3.0), (10, 3.0), (20, 3.0), (21, 2.0),
+                                                                (30, 2.0), (40, 2.0)]
+    assert merged.counts.training == 7  # every line read
+    restarted = merge_attempts([(first, 0), (resumed, 0)])  # a fresh start replaces everything before it
+    assert [r.iteration for r in restarted.training] == [21, 30, 40]
