@@ -193,7 +193,8 @@ def _plan(cfg: PipelineConfig, exp, storage: Storage, out: Path) -> dict:
         sets.append({"task": task.task_name, "folder": str(folder), "canary_ids": canary.get("sample_ids", [])})
     return {"experiment": exp.id, "out": str(out), "vocab_file": str(local_prefixes(storage)(blend["vocab_file"])),
             "text_tokenizer": text_tokenizer(cfg).identity.weights_path,
-            "checkpoint": {"folder": run["checkpoint"], "iteration": run["iteration"], "sha256": run["sha256"]},
+            "checkpoint": {"folder": str(storage.store.local_dir(storage.store.key_of(run["checkpoint"]))),  # S3: a copy
+                           "iteration": run["iteration"], "sha256": run["sha256"]},
             "sets": sets, "max_new_tokens": cfg.eval.max_new_tokens, "device": cfg.eval.device}
 
 
