@@ -7,8 +7,9 @@ loads it, generates (or scores, for perplexity) every sample of every set, split
 and the canary split, and writes predictions.parquet, metrics.parquet and report.json (last) into the output
 folder.
 
-Under Dagster Pipes it logs its progress to Dagster and ends by reporting a materialization (samples, device,
-wall time); without Pipes it is a plain command. Exit status: 0 done, 2 a bad plan or checkpoint, 1 otherwise.
+It prints its progress to stdout, which the compute client streams from the job's log into the Dagster log
+(never also through Pipes: each line would show twice); under Dagster Pipes it ends by reporting a
+materialization (samples, device, wall time), without Pipes it is a plain command. Exit status: 0 done, 2 a bad plan or checkpoint, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -156,12 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if pipes is not None:
                 stack.enter_context(pipes)  # an exception leaving this block is reported to Dagster
 
-            def log(line: str) -> None:
-                print(line, flush=True)
-                if pipes is not None:
-                    pipes.log.info(line)
-
-            details = evaluate(json.loads(args.plan.read_text()), log)
+            details = evaluate(json.loads(args.plan.read_text()), lambda line: print(line, flush=True))
             if pipes is not None and pipes.is_asset_step:
                 pipes.report_asset_materialization(metadata={
                     "samples": details["samples"], "device": details["device"], "wall_s": details["wall_s"],
