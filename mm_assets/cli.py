@@ -390,9 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="generate synthetic media, serve it on 127.0.0.1 and run the graph")
     demo.add_argument("--port", type=int, default=8765, help="loopback port (falls back to a free one)")
-    demo.add_argument("--no-canary", dest="canary", action="store_false",
-                      help="skip exp-tiny-cpu-canary, the twin with a canary injected on purpose that shows "
-                           "check_leakage blocking a leak (about a minute less)")
+    demo.add_argument("--canary", action="store_true",
+                      help="also train and evaluate exp-tiny-cpu-canary, the twin with a canary injected on purpose, "
+                           "to see check_leakage block a leak (several minutes more)")
     demo.set_defaults(func=cmd_demo)
 
     monitor = sub.add_parser("monitor", help="Prometheus rules, dashboards and the loopback stack's configs")

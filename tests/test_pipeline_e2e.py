@@ -189,7 +189,7 @@ def test_mm_demo_command(tmp_path):
     home.mkdir()
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     mm = [sys.executable, "-m", "mm_assets.cli", "--config", str(project)]
-    run = subprocess.run(mm + ["demo", "--port", "0"], env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    run = subprocess.run(mm + ["demo", "--port", "0", "--canary"], env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "items per source" in run.stdout and "demo   | 4" in run.stdout
     assert "megatron-core IndexedDataset reads 4 documents" in run.stdout

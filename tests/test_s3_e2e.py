@@ -47,7 +47,7 @@ def test_the_demo_graph_runs_on_s3_and_mm_query_reads_it(tmp_path, s3_server, s3
     mm = [sys.executable, "-m", "mm_assets.cli", "--config", str(project)]
 
     started = time.monotonic()
-    demo = subprocess.run(mm + ["demo", "--port", "0", "--no-canary"], env=env, capture_output=True, text=True,
+    demo = subprocess.run(mm + ["demo", "--port", "0"], env=env, capture_output=True, text=True,
                           timeout=900, cwd=tmp_path)
     assert demo.returncode == 0, demo.stdout[-4000:] + demo.stderr[-4000:]
     count = subprocess.run(mm + ["query", "SELECT count(*) AS n FROM media_metadata", "--format", "json"],

@@ -84,7 +84,7 @@ def evaluate_demo(cfg: PipelineConfig, storage: Storage, config_path: Path, expe
     print(f"\neval report of {experiment} (mm query \"SELECT * FROM eval_reports\"):\n{format_rows(cols, rows)}")
     if not canary:
         print_leakage(cfg, storage, [experiment])
-        print(f"(without --no-canary, the demo also trains {CANARY_EXPERIMENT} and shows check_leakage blocking it)")
+        print(f"(mm demo --canary also trains {CANARY_EXPERIMENT} and shows check_leakage blocking it)")
         return True
     blocked = evaluate_canary_twin(config_path, instance)
     if blocked is None:

@@ -2,7 +2,7 @@
 
 Generates a small synthetic site (clips with audio, WebVTT tracks, a JSON-LD-only page, a dead link),
 serves it on 127.0.0.1, registers it as a crawl batch, materializes the graph for that batch, trains and
-evaluates exp-tiny-cpu (and its canary-injected twin, which the leakage check must block), refreshes the
+evaluates exp-tiny-cpu (with --canary also its canary-injected twin, which the leakage check must block), refreshes the
 catalog and prints what it holds.
 """
 
@@ -122,7 +122,7 @@ def print_shard_summary(storage: Storage, batch: str) -> None:
 
 
 def run_demo(config_path: str | Path, port: int = 8765, instance: dg.DagsterInstance | None = None, *,
-             canary: bool = True) -> int:
+             canary: bool = False) -> int:
     from mm_assets.cli import print_ingest_summary, run_ingest  # the same path as `mm ingest`
     from mm_assets.definitions import build_resources
 
