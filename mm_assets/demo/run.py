@@ -112,11 +112,15 @@ def print_shard_summary(storage: Storage, batch: str) -> None:
     from mm_assets.shards.vocab import VocabLayout
 
     prefix = storage.store.local_prefix(storage.layout.shard_prefix(batch))
+    url = storage.store.url(storage.layout.shard_prefix(batch))
+    if Path(f"{prefix}.bin").stat().st_size == 0:  # megatron-core cannot mmap an empty file
+        print(f"\ntoken shard {url}.{{bin,idx}} holds no documents: every item of batch {batch} was a duplicate "
+              "or quarantined (see the ingest summary above)")
+        return
     dataset = IndexedDataset(str(prefix))
     layout = VocabLayout.read(storage.store.local_path(storage.layout.shard_vocab(batch)))
     lengths = [len(dataset[i]) for i in range(len(dataset))]
-    print(f"\ntoken shard {storage.store.url(storage.layout.shard_prefix(batch))}.{{bin,idx}} "
-          f"(vocab {layout.vocab_size}, int32):")
+    print(f"\ntoken shard {url}.{{bin,idx}} (vocab {layout.vocab_size}, int32):")
     print(f"  megatron-core IndexedDataset reads {len(dataset)} documents, {sum(lengths)} tokens, lengths {lengths}")
     print("  tokenizers ran on random weights (tokenizers.allow_random_weights): marked `weights: random` in the asset metadata")
 
